@@ -1,0 +1,106 @@
+// The `dir` apply backend: releases/<version>/ folders beside a `current` symlink that is switched
+// atomically by rename — the single commit point. Stages only into new folders; never touches the running one.
+import { createHash } from 'node:crypto';
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
+import { copyFile, mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fsyncDir } from '../store/atomic-file.ts';
+
+export class DirBackend {
+  readonly releases: string;
+  readonly currentLink: string;
+
+  constructor(
+    readonly root: string,
+    readonly keep: number,
+  ) {
+    this.releases = join(root, 'releases');
+    this.currentLink = join(root, 'current');
+    mkdirSync(this.releases, { recursive: true });
+  }
+
+  /** The version the `current` link points at, or null. */
+  active(): string | null {
+    try {
+      const target = readlinkSync(this.currentLink);
+      return target.split('/').pop() ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  has(version: string): boolean {
+    return existsSync(join(this.releases, version));
+  }
+
+  /** Copies verified files into a fresh staging folder, then renames it into place. */
+  async stage(version: string, files: Array<{ name: string; path: string }>): Promise<void> {
+    const dest = join(this.releases, version);
+    const tmp = join(this.releases, `.staging-${version}-${process.pid}`);
+    rmSync(tmp, { recursive: true, force: true });
+    try {
+      await mkdir(tmp, { recursive: true });
+      for (const f of files) {
+        const to = join(tmp, f.name);
+        await mkdir(dirname(to), { recursive: true });
+        await copyFile(f.path, to);
+      }
+      rmSync(dest, { recursive: true, force: true });
+      renameSync(tmp, dest);
+      fsyncDir(this.releases);
+    } catch (e) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** Atomically points `current` at a staged version (idempotent). */
+  switchTo(version: string | null): void {
+    if (version === null) {
+      rmSync(this.currentLink, { force: true });
+      fsyncDir(this.root);
+      return;
+    }
+    if (!this.has(version)) throw new Error(`release ${version} is not staged`);
+    const tmp = `${this.currentLink}.tmp-${process.pid}`;
+    rmSync(tmp, { force: true });
+    symlinkSync(join('releases', version), tmp);
+    renameSync(tmp, this.currentLink);
+    fsyncDir(this.root);
+  }
+
+  /** Removes staging leftovers and all but the newest `keep` inactive releases (never current/previous). */
+  prune(protect: Array<string | null>): void {
+    const keepSet = new Set(protect.filter((v): v is string => v !== null));
+    const entries = readdirSync(this.releases, { withFileTypes: true });
+    for (const e of entries)
+      if (e.name.startsWith('.staging-'))
+        rmSync(join(this.releases, e.name), { recursive: true, force: true });
+    const others = entries
+      .filter((e) => e.isDirectory() && !e.name.startsWith('.') && !keepSet.has(e.name))
+      .map((e) => e.name);
+    others.sort();
+    for (const name of others.slice(0, Math.max(0, others.length - this.keep)))
+      rmSync(join(this.releases, name), { recursive: true, force: true });
+  }
+}
+
+/** sha256 and length of a file, streamed. */
+export async function hashFile(path: string): Promise<{ sha256: string; length: number }> {
+  const h = createHash('sha256');
+  let length = 0;
+  for await (const chunk of createReadStream(path)) {
+    h.update(chunk as Buffer);
+    length += (chunk as Buffer).length;
+  }
+  return { sha256: h.digest('hex'), length };
+}

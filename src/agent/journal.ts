@@ -1,0 +1,115 @@
+// The agent's journal: one JSON file per component plus an outbox of reports, each written atomically
+// *before* the step it records takes effect, so recovery after a crash knows exactly where it stood.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomicSync } from '../store/atomic-file.ts';
+
+export type Phase =
+  | 'downloading'
+  | 'staged'
+  | 'activating'
+  | 'probation'
+  | 'committed'
+  | 'rolling-back'
+  | 'rolled-back';
+export type FailureClass = 'download' | 'verify' | 'stage' | 'activate' | 'health' | 'timeout' | 'crash-loop';
+
+export interface Transaction {
+  id: string;
+  version: string;
+  from: string | null;
+  phase: Phase;
+  attempts: number; // starts of the agent (or boot guard) seen while activating/probation
+  startedAt: number;
+  failure: { class: FailureClass; reason: string } | null;
+}
+
+export interface ComponentJournal {
+  component: string;
+  current: string | null; // the committed, proven release
+  previous: string | null; // the last good release before it
+  quarantined: string[]; // releases rolled back here: never applied again automatically
+  hold: boolean;
+  pin: string | null;
+  txn: Transaction | null;
+  lastHealth: { ok: boolean; at: number; checks: HealthResult[] } | null;
+}
+
+export interface HealthResult {
+  name: string;
+  ok: boolean;
+  durationMs: number;
+  output: string;
+}
+
+export interface Report {
+  txn_id: string;
+  component: string;
+  version: string;
+  from_version: string | null;
+  outcome: 'succeeded' | 'failed' | 'rolled-back' | 'refused';
+  class?: string;
+  reason?: string;
+  detail?: Record<string, unknown>;
+  at: number;
+  offline?: boolean;
+}
+
+export interface Identity {
+  device_id: string;
+  device_token: string;
+  server: string;
+}
+
+export class Journal {
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+  }
+
+  private file(component: string): string {
+    return join(this.dir, `component-${component}.json`);
+  }
+
+  read(component: string): ComponentJournal {
+    const f = this.file(component);
+    if (!existsSync(f)) {
+      return {
+        component,
+        current: null,
+        previous: null,
+        quarantined: [],
+        hold: false,
+        pin: null,
+        txn: null,
+        lastHealth: null,
+      };
+    }
+    return JSON.parse(readFileSync(f, 'utf8')) as ComponentJournal;
+  }
+
+  write(j: ComponentJournal): void {
+    writeFileAtomicSync(this.file(j.component), `${JSON.stringify(j, null, 2)}\n`);
+  }
+
+  outbox(): Report[] {
+    const f = join(this.dir, 'outbox.json');
+    return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as Report[]) : [];
+  }
+
+  setOutbox(reports: Report[]): void {
+    writeFileAtomicSync(join(this.dir, 'outbox.json'), JSON.stringify(reports));
+  }
+
+  enqueue(r: Report): void {
+    this.setOutbox([...this.outbox().filter((o) => o.txn_id !== r.txn_id), r]);
+  }
+
+  identity(): Identity | null {
+    const f = join(this.dir, 'identity.json');
+    return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as Identity) : null;
+  }
+
+  setIdentity(id: Identity): void {
+    writeFileAtomicSync(join(this.dir, 'identity.json'), JSON.stringify(id), 0o600);
+  }
+}

@@ -1,0 +1,98 @@
+// `ringfence release import | approve | list`.
+import { createReadStream, readdirSync, statSync } from 'node:fs';
+import { basename, join, relative } from 'node:path';
+import { Readable } from 'node:stream';
+import type { Command } from 'commander';
+import type { ReleaseView } from '../../server/routes/admin-releases.ts';
+import { api, CliError, type Conn } from '../client.ts';
+import { printJson, printTable } from '../output.ts';
+
+/** Expands paths into (artifact name, file) pairs: a folder contributes its files by relative path. */
+export function collectFiles(paths: string[]): Array<{ name: string; path: string }> {
+  const out: Array<{ name: string; path: string }> = [];
+  for (const p of paths) {
+    let st: ReturnType<typeof statSync>;
+    try {
+      st = statSync(p);
+    } catch {
+      throw new CliError(`no such file or folder: ${p}`);
+    }
+    if (st.isFile()) out.push({ name: basename(p), path: p });
+    else if (st.isDirectory()) {
+      const walk = (dir: string) => {
+        for (const e of readdirSync(dir, { withFileTypes: true })) {
+          const full = join(dir, e.name);
+          if (e.isDirectory()) walk(full);
+          else if (e.isFile()) out.push({ name: relative(p, full).split('\\').join('/'), path: full });
+        }
+      };
+      walk(p);
+    }
+  }
+  if (out.length === 0) throw new CliError('nothing to import: no files found');
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Uploads files as blobs and registers the release. */
+export async function importRelease(
+  conn: Conn,
+  component: string,
+  version: string,
+  paths: string[],
+  provenance: Record<string, unknown> = {},
+) {
+  const files = collectFiles(paths);
+  const artifacts = [];
+  for (const f of files) {
+    const body = Readable.toWeb(createReadStream(f.path)) as unknown as Uint8Array;
+    const blob = await api<{ sha256: string; length: number }>(conn, 'POST', '/v1/admin/blobs', body);
+    artifacts.push({ name: f.name, sha256: blob.sha256, length: blob.length });
+  }
+  await api(conn, 'POST', '/v1/admin/releases', { component, version, artifacts, provenance });
+  return { component, version, artifacts };
+}
+
+export function releaseCommands(program: Command, conn: () => Conn): void {
+  const release = program.command('release').description('immutable releases of components');
+  release
+    .command('import')
+    .description('store files (or folders) as a release')
+    .requiredOption('--component <name>', 'component name')
+    .requiredOption('--version <v>', 'release version')
+    .argument('<paths...>', 'files or folders')
+    .option('--json', 'machine-readable output')
+    .action(async (paths: string[], o: { component: string; version: string; json?: boolean }) => {
+      const r = await importRelease(conn(), o.component, o.version, paths, {
+        imported_by: process.env.USER ?? 'unknown',
+      });
+      if (o.json) printJson(r);
+      else console.log(`imported ${r.component}@${r.version} (${r.artifacts.length} files)`);
+    });
+  release
+    .command('approve')
+    .description('approve NAME@V: only approved releases can reach devices')
+    .argument('<ref>', 'NAME@VERSION')
+    .option('--json', 'machine-readable output')
+    .action(async (ref: string, o: { json?: boolean }) => {
+      const r = await api(conn(), 'POST', `/v1/admin/releases/${encodeURIComponent(ref)}/approve`, {});
+      if (o.json) printJson(r);
+      else console.log(`approved ${ref}`);
+    });
+  release
+    .command('list')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const rows = await api<ReleaseView[]>(conn(), 'GET', '/v1/admin/releases');
+      if (o.json) return printJson(rows);
+      printTable(
+        rows.map((r) => ({
+          release: `${r.component}@${r.version}`,
+          files: r.artifacts.length,
+          bytes: r.artifacts.reduce((s, a) => s + a.length, 0),
+          approved: r.approved ? 'yes' : 'no',
+          created: new Date(r.created_at).toISOString(),
+        })),
+        ['release', 'files', 'bytes', 'approved', 'created'],
+      );
+    });
+}

@@ -1,0 +1,197 @@
+// `ringfence plan …` and `ringfence rollout …`.
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { formatDuration } from '../../engine/duration.ts';
+import { analysePlan } from '../../engine/exposure.ts';
+import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
+import type { Labels } from '../../engine/selector.ts';
+import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
+import type { RolloutView } from '../../server/routes/admin-rollouts.ts';
+import { api, CliError, type Conn } from '../client.ts';
+import { printJson, printTable } from '../output.ts';
+
+function readPlan(file: string): { source: string; plan: Plan } {
+  let source: string;
+  try {
+    source = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CliError(`${file}: ${(e as Error).message}`);
+  }
+  try {
+    return { source, plan: parsePlan(source, file) };
+  } catch (e) {
+    if (e instanceof PlanError) throw new CliError(e.message);
+    throw e;
+  }
+}
+
+/** Reads a fleet inventory: JSON (array of label objects or of {labels}) or CSV with a header row. */
+export function readFleet(file: string): Labels[] {
+  const text = readFileSync(file, 'utf8');
+  if (file.endsWith('.json')) {
+    const data = JSON.parse(text) as Array<Record<string, unknown>>;
+    return data.map((d) => (d.labels ?? d) as Labels);
+  }
+  const [head, ...lines] = text.split(/\r?\n/).filter((l) => l.trim());
+  const cols = head.split(',').map((c) => c.trim());
+  return lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v.trim()])));
+}
+
+function printRollout(r: RolloutView): void {
+  console.log(
+    `rollout ${r.id}: ${r.component}@${r.version} via ${r.plan} — ${r.status}${r.state.reason ? ` (${r.state.reason})` : ''}`,
+  );
+  console.log(
+    `exposed: ${r.exposed} devices${r.wave ? `, current wave: ${r.wave}` : ''}${r.state.emergency ? ', EMERGENCY' : ''}`,
+  );
+  printTable(r.waves, ['name', 'selected', 'offered', 'succeeded', 'failed', 'reverted']);
+}
+
+export function planCommands(program: Command, conn: () => Conn): void {
+  const plan = program.command('plan').description('rollout plans (policy as code)');
+  plan
+    .command('apply')
+    .argument('<file>', 'plan YAML')
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, o: { json?: boolean }) => {
+      const { source } = readPlan(file);
+      const p = await api<Plan>(conn(), 'POST', '/v1/admin/plans', { source, file });
+      if (o.json) printJson(p);
+      else
+        console.log(
+          `plan ${p.name} applied (${p.waves.length} waves: ${p.waves.map((w) => w.name).join(' → ')})`,
+        );
+    });
+  plan
+    .command('list')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const rows = await api<Plan[]>(conn(), 'GET', '/v1/admin/plans');
+      if (o.json) return printJson(rows);
+      printTable(
+        rows.map((p) => ({
+          name: p.name,
+          waves: p.waves.map((w) => w.name).join(' → '),
+          on_failure: p.onFailure,
+        })),
+        ['name', 'waves', 'on_failure'],
+      );
+    });
+  plan
+    .command('check')
+    .description('validate a plan and print its worst-case exposure over a fleet')
+    .argument('<file>', 'plan YAML')
+    .option('--fleet <file>', 'inventory (JSON or CSV of labels)')
+    .option('--from-server', 'use the live fleet of the server')
+    .option('--allow-wide', 'accept a first wave above the plan cap')
+    .option('--json', 'machine-readable output')
+    .action(
+      async (
+        file: string,
+        o: { fleet?: string; fromServer?: boolean; allowWide?: boolean; json?: boolean },
+      ) => {
+        const { plan: p } = readPlan(file);
+        let fleet: Labels[] = [];
+        if (o.fleet) fleet = readFleet(o.fleet);
+        else if (o.fromServer)
+          fleet = (await api<DeviceSummary[]>(conn(), 'GET', '/v1/admin/devices')).map((d) => d.labels);
+        const a = analysePlan(p, fleet, { allowWide: o.allowWide });
+        if (o.json) printJson({ plan: p.name, valid: a.problems.length === 0, ...a });
+        else {
+          console.log(`plan ${p.name}: valid; fleet of ${a.fleet} devices`);
+          printTable(
+            a.waves.map((w) => ({
+              wave: w.wave,
+              devices: w.devices,
+              cumulative: `${w.cumulative} (${w.cumulativePercent.toFixed(1)}%)`,
+              budget: w.failureBudget,
+              bake: formatDuration(w.bakeMs),
+              approval: w.approval ? 'yes' : 'no',
+            })),
+            ['wave', 'devices', 'cumulative', 'budget', 'bake', 'approval'],
+          );
+          console.log(
+            `worst-case exposure of a release that fails everywhere: ${a.worstCaseExposure} devices (${a.worstCasePercent.toFixed(1)}%)`,
+          );
+          console.log(
+            `minimum duration: ${formatDuration(a.minDurationMs)}; devices no wave reaches: ${a.unreached}`,
+          );
+          for (const w of a.warnings) console.log(`warning: ${w}`);
+        }
+        if (a.problems.length) throw new CliError(a.problems.join('; '));
+      },
+    );
+}
+
+export function rolloutCommands(program: Command, conn: () => Conn): void {
+  const rollout = program.command('rollout').description('releases going through plans');
+  rollout
+    .command('start')
+    .argument('<ref>', 'NAME@VERSION')
+    .requiredOption('--plan <name>', 'plan name')
+    .option('--emergency', 'same waves, bake times shortened by the plan factor')
+    .option('--json', 'machine-readable output')
+    .action(async (ref: string, o: { plan: string; emergency?: boolean; json?: boolean }) => {
+      const r = await api<RolloutView>(conn(), 'POST', '/v1/admin/rollouts', {
+        release: ref,
+        plan: o.plan,
+        emergency: !!o.emergency,
+      });
+      if (o.json) printJson(r);
+      else console.log(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
+    });
+  rollout
+    .command('list')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const rows = await api<RolloutView[]>(conn(), 'GET', '/v1/admin/rollouts');
+      if (o.json) return printJson(rows);
+      printTable(
+        rows.map((r) => ({
+          id: r.id,
+          release: `${r.component}@${r.version}`,
+          plan: r.plan,
+          status: r.status,
+          wave: r.wave,
+          exposed: r.exposed,
+        })),
+        ['id', 'release', 'plan', 'status', 'wave', 'exposed'],
+      );
+    });
+  rollout
+    .command('status')
+    .argument('<id>')
+    .option('--json', 'machine-readable output')
+    .action(async (id: string, o: { json?: boolean }) => {
+      const r = await api<RolloutView>(conn(), 'GET', `/v1/admin/rollouts/${encodeURIComponent(id)}`);
+      if (o.json) printJson(r);
+      else printRollout(r);
+    });
+  for (const action of ['pause', 'resume', 'approve', 'abort', 'rollback'] as const) {
+    rollout
+      .command(action)
+      .argument('<id>')
+      .option('--reason <text>', 'why (kept in the audit log)')
+      .option('--json', 'machine-readable output')
+      .action(async (id: string, o: { reason?: string; json?: boolean }) => {
+        const r = await api<RolloutView>(
+          conn(),
+          'POST',
+          `/v1/admin/rollouts/${encodeURIComponent(id)}/${action}`,
+          o.reason ? { reason: o.reason } : {},
+        );
+        if (o.json) printJson(r);
+        else console.log(`rollout ${r.id}: ${r.status}`);
+      });
+  }
+  rollout
+    .command('stop-all')
+    .description('kill switch: pause every active rollout at once')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }) => {
+      const r = await api<{ paused: number[] }>(conn(), 'POST', '/v1/admin/rollouts/stop-all', {});
+      if (o.json) printJson(r);
+      else
+        console.log(`paused ${r.paused.length} rollouts${r.paused.length ? `: ${r.paused.join(', ')}` : ''}`);
+    });
+}

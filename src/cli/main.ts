@@ -1,0 +1,74 @@
+// The `ringfence` command line: every operation, scriptable, with --json and one-line errors.
+import { Command, CommanderError } from 'commander';
+import { VERSION } from '../version.ts';
+import { CliError, connection } from './client.ts';
+import { agentCommand, serverCommand } from './commands/daemons.ts';
+import { fleetCommands } from './commands/fleet.ts';
+import { releaseCommands } from './commands/release.ts';
+import { planCommands, rolloutCommands } from './commands/rollout.ts';
+
+const program = new Command('ringfence')
+  .version(VERSION)
+  .description('Ringfence: staged, verified, transactional updates for fleets you own')
+  .option('--server <url>', 'server address (or RINGFENCE_SERVER)')
+  .option('--token <token>', 'admin token (or RINGFENCE_TOKEN)')
+  .showHelpAfterError()
+  .exitOverride();
+
+const conn = () => connection(program.opts());
+
+serverCommand(program);
+agentCommand(program);
+releaseCommands(program, conn);
+planCommands(program, conn);
+rolloutCommands(program, conn);
+fleetCommands(program, conn);
+
+program
+  .command('demo')
+  .description('live demonstration: a server and ~30 real agents, a good and a bad release')
+  .option('--devices <n>', 'fleet size', '30')
+  .option('--keep', 'keep the temporary folder')
+  .option('--json', 'print the summary as one JSON object on the last line')
+  .action(async (o: { devices: string; keep?: boolean; json?: boolean }) => {
+    const { runDemo } = await import('../demo/demo.ts');
+    const r = await runDemo({ devices: Number(o.devices), keep: o.keep, say: (l) => console.log(l) });
+    console.log('');
+    console.log(
+      `summary: fleet ${r.fleet}; good release exposed ${r.good.exposed}, succeeded ${r.good.succeeded}`,
+    );
+    console.log(
+      `         bad release exposed ${r.bad.exposed} (${((r.bad.exposed * 100) / r.fleet).toFixed(0)}% of the fleet), rolled back ${r.bad.rolled_back}, halted after "${r.bad.halted_after_wave}"`,
+    );
+    console.log(
+      `         ${r.story_held ? 'the story held' : `the story did NOT hold: ${r.problems.join('; ')}`} (${r.seconds}s)`,
+    );
+    if (o.json) {
+      const { fleet, good, bad } = r;
+      console.log(
+        JSON.stringify({
+          fleet,
+          good: { exposed: good.exposed, succeeded: good.succeeded },
+          bad: {
+            exposed: bad.exposed,
+            rolled_back: bad.rolled_back,
+            halted: bad.halted,
+            halted_after_wave: bad.halted_after_wave,
+          },
+        }),
+      );
+    }
+    if (!r.story_held) process.exitCode = 1;
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    process.exitCode = e.exitCode;
+  } else {
+    const msg = e instanceof CliError ? e.message : (e as Error).message;
+    process.stderr.write(`ringfence: ${msg}\n`);
+    process.exitCode = 1;
+  }
+}

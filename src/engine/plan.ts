@@ -1,0 +1,212 @@
+// Rollout plans as code: YAML validated with zod; every error names the file, line and field.
+import { LineCounter, parseDocument } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from './duration.ts';
+import { parseSelector } from './selector.ts';
+
+/** An amount that is either an absolute count or a percentage of a base. */
+export type Amount = { count: number } | { percent: number };
+
+export interface WindowSpec {
+  cron: string; // five-field cron: minute hour day-of-month month day-of-week
+  durationMs: number;
+  timezone: string; // IANA zone, DST-aware
+}
+
+export interface WaveSpec {
+  name: string;
+  select: string; // selector source, parsed on use
+  size: Amount; // of the matching devices not yet exposed
+  bakeMs: number;
+  maxFailures: Amount; // halt when failures *exceed* this
+  minSuccessPercent: number; // gate: succeeded / selected
+  approval: boolean;
+  maxConcurrent: number | null;
+  maxConcurrentPer: { label: string; max: number } | null;
+  order: string[]; // selectors: devices matching an earlier one go first
+  window: WindowSpec | null;
+  reportDeadlineMs: number;
+}
+
+export interface Plan {
+  name: string;
+  description: string;
+  onFailure: 'halt' | 'halt-and-rollback';
+  emergencyBakeFactor: number;
+  releaseAgeMs: number;
+  firstWaveCapPercent: number;
+  waves: WaveSpec[];
+}
+
+const durationField = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const amountField = (what: string) =>
+  z.union([z.number(), z.string()]).transform((v, ctx): Amount => {
+    if (typeof v === 'number') {
+      if (!Number.isInteger(v) || v < 0) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${what} must be a whole number ≥ 0 or a percentage like "10%"`,
+        });
+        return z.NEVER;
+      }
+      return { count: v };
+    }
+    const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v);
+    if (m && Number(m[1]) <= 100) return { percent: Number(m[1]) };
+    if (/^\s*\d+\s*$/.test(v)) return { count: Number(v) };
+    ctx.addIssue({
+      code: 'custom',
+      message: `${what} must be a whole number or a percentage like "10%", got "${v}"`,
+    });
+    return z.NEVER;
+  });
+
+const percentField = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : Number(/^\s*(\d+(?:\.\d+)?)\s*%?\s*$/.exec(v)?.[1] ?? Number.NaN);
+  if (!(n >= 0 && n <= 100)) {
+    ctx.addIssue({ code: 'custom', message: `must be a percentage between 0 and 100, got "${v}"` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const selectorField = z.string().superRefine((v, ctx) => {
+  try {
+    parseSelector(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+});
+
+const windowField = z
+  .object({
+    cron: z.string().refine((c) => c.trim().split(/\s+/).length === 5, 'cron must have five fields'),
+    duration: durationField,
+    timezone: z.string().refine((tz) => {
+      try {
+        new Intl.DateTimeFormat('en-US', { timeZone: tz });
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'unknown IANA timezone'),
+  })
+  .strict()
+  .transform((w): WindowSpec => ({ cron: w.cron.trim(), durationMs: w.duration, timezone: w.timezone }));
+
+const waveSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'wave names use letters, digits, _ . -'),
+    select: selectorField.default('*'),
+    size: amountField('size'),
+    bake: durationField.default(0),
+    max_failures: amountField('max_failures').default({ count: 0 }),
+    min_success: percentField.default(0),
+    approval: z.boolean().default(false),
+    max_concurrent: z.number().int().positive().nullable().default(null),
+    max_concurrent_per: z
+      .object({ label: z.string().min(1), max: z.number().int().positive() })
+      .strict()
+      .nullable()
+      .default(null),
+    order: z.array(selectorField).default([]),
+    window: windowField.nullable().default(null),
+    report_deadline: durationField.optional(),
+  })
+  .strict();
+
+const planSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'plan names use letters, digits, _ . -'),
+    description: z.string().default(''),
+    on_failure: z.enum(['halt', 'halt-and-rollback']).default('halt'),
+    report_deadline: durationField.default(15 * 60),
+    release_age: durationField.default(0),
+    first_wave_cap: percentField.default(5),
+    window: windowField.nullable().default(null),
+    emergency: z
+      .object({ bake_factor: z.number().positive().max(1) })
+      .strict()
+      .default({ bake_factor: 0.1 }),
+    waves: z.array(waveSchema).min(1, 'a plan needs at least one wave'),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    const seen = new Set<string>();
+    p.waves.forEach((w, i) => {
+      if (seen.has(w.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['waves', i, 'name'],
+          message: `duplicate wave name "${w.name}"`,
+        });
+      seen.add(w.name);
+    });
+  });
+
+export class PlanError extends Error {}
+
+/** Parses and validates plan YAML; throws PlanError "FILE:LINE: field: message" on the first problem. */
+export function parsePlan(source: string, file = 'plan.yaml'): Plan {
+  const lc = new LineCounter();
+  const doc = parseDocument(source, { lineCounter: lc, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const pos = lc.linePos(e.pos[0]);
+    throw new PlanError(`${file}:${pos.line}: invalid YAML: ${e.message.split('\n')[0]}`);
+  }
+  const raw = doc.toJS();
+  const res = planSchema.safeParse(raw);
+  if (!res.success) {
+    const issue = res.error.issues[0];
+    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+    // Walk up the path until a node with a position is found (a missing field points at its parent).
+    let line = 1;
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
+      if (node?.range) {
+        line = lc.linePos(node.range[0]).line;
+        break;
+      }
+    }
+    const field = path.length ? path.join('.') : '(plan)';
+    throw new PlanError(`${file}:${line}: ${field}: ${issue.message}`);
+  }
+  const p = res.data;
+  return {
+    name: p.name,
+    description: p.description,
+    onFailure: p.on_failure,
+    emergencyBakeFactor: p.emergency.bake_factor,
+    releaseAgeMs: p.release_age,
+    firstWaveCapPercent: p.first_wave_cap,
+    waves: p.waves.map((w) => ({
+      name: w.name,
+      select: w.select,
+      size: w.size,
+      bakeMs: w.bake,
+      maxFailures: w.max_failures,
+      minSuccessPercent: w.min_success,
+      approval: w.approval,
+      maxConcurrent: w.max_concurrent,
+      maxConcurrentPer: w.max_concurrent_per,
+      order: w.order,
+      window: w.window ?? p.window,
+      reportDeadlineMs: w.report_deadline ?? p.report_deadline,
+    })),
+  };
+}
+
+/** Resolves an amount against a base: percentages round up, so a non-empty base never yields zero. */
+export function resolveAmount(a: Amount, base: number): number {
+  if ('count' in a) return a.count;
+  return Math.ceil((a.percent * base) / 100 - 1e-9);
+}

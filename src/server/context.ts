@@ -1,0 +1,27 @@
+// What every route handler gets: the store, blob store, engine driver, clock and metrics.
+import type { Logger } from 'pino';
+import type { BlobStore } from '../store/blobs.ts';
+import type { Store } from '../store/database.ts';
+import type { Metrics } from './metrics.ts';
+import type { RolloutDriver } from './rollout-driver.ts';
+
+export interface ServerContext {
+  store: Store;
+  blobs: BlobStore;
+  driver: RolloutDriver;
+  metrics: Metrics;
+  log: Logger;
+  clock: () => number;
+  pollSeconds: number;
+  dataDir: string;
+}
+
+/** An error with an HTTP status and a one-line message, turned into {error, message} by the server. */
+export class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}

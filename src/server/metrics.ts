@@ -1,0 +1,43 @@
+// Prometheus metrics exposed at /metrics.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+export interface Metrics {
+  registry: Registry;
+  checkins: Counter;
+  checkinSeconds: Histogram;
+  reports: Counter<'outcome'>;
+  rolloutSteps: Counter;
+  devices: Gauge;
+}
+
+/** A fresh registry per server, so several servers in one process (tests, demo) do not collide. */
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    checkins: new Counter({
+      name: 'ringfence_checkins_total',
+      help: 'Device check-ins',
+      registers: [registry],
+    }),
+    checkinSeconds: new Histogram({
+      name: 'ringfence_checkin_seconds',
+      help: 'Check-in handling time',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    reports: new Counter({
+      name: 'ringfence_reports_total',
+      help: 'Transaction reports from devices',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    rolloutSteps: new Counter({
+      name: 'ringfence_rollout_steps_total',
+      help: 'Engine steps',
+      registers: [registry],
+    }),
+    devices: new Gauge({ name: 'ringfence_devices', help: 'Enrolled devices', registers: [registry] }),
+  };
+}

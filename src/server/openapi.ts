@@ -1,0 +1,57 @@
+// Publishes the HTTP API as OpenAPI 3.1, built from the JSON schemas the routes validate with.
+export interface RouteDoc {
+  method: string | string[];
+  url: string;
+  schema: Record<string, unknown>;
+}
+
+/** Builds the OpenAPI document from the registered routes. */
+export function openApiDocument(routes: RouteDoc[], version: string): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of routes) {
+    const path = r.url.replace(/:([A-Za-z_]+)/g, '{$1}');
+    const params = [...r.url.matchAll(/:([A-Za-z_]+)/g)].map((m) => ({
+      name: m[1],
+      in: 'path',
+      required: true,
+      schema: ((r.schema.params as { properties?: Record<string, unknown> } | undefined)?.properties?.[
+        m[1]
+      ] ?? {
+        type: 'string',
+      }) as unknown,
+    }));
+    for (const method of Array.isArray(r.method) ? r.method : [r.method]) {
+      if (method === 'HEAD') continue;
+      const op: Record<string, unknown> = {
+        summary: r.schema.summary,
+        tags: r.schema.tags,
+        parameters: params,
+        responses: { '200': { description: 'OK' }, '4XX': { description: '{error, message}' } },
+      };
+      if (r.url.startsWith('/v1/admin/')) op.security = [{ admin: [] }];
+      else if (r.url === '/v1/checkin' || r.url.startsWith('/v1/blobs/')) op.security = [{ device: [] }];
+      if (r.schema.body) op.requestBody = { content: { 'application/json': { schema: r.schema.body } } };
+      paths[path] = { ...(paths[path] ?? {}), [method.toLowerCase()]: op };
+    }
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Ringfence', version },
+    components: {
+      securitySchemes: {
+        admin: { type: 'http', scheme: 'bearer', description: 'admin token, shown once at first start' },
+        device: { type: 'http', scheme: 'bearer', description: 'device token from /v1/enroll' },
+      },
+    },
+    paths,
+  };
+}
+
+declare module 'fastify' {
+  interface FastifySchema {
+    /** One-line purpose, published in the OpenAPI document. */
+    summary?: string;
+    tags?: string[];
+    hide?: boolean;
+  }
+}

@@ -1,0 +1,284 @@
+// Admin API for the fleet: enrollment tokens, devices, holds and pins (which always win), and the audit log.
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { matches, parseSelector } from '../../engine/selector.ts';
+import { appendAudit, listAudit, verifyAudit } from '../../store/audit.ts';
+import type { Db } from '../../store/database.ts';
+import { HttpError, type ServerContext } from '../context.ts';
+import { hashToken, newToken } from '../tokens.ts';
+import { parseRef } from './admin-releases.ts';
+
+export interface DeviceSummary {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  agent_version: string;
+  last_seen_at: number;
+  held: boolean;
+  pins: Record<string, string>;
+  components: Array<{
+    name: string;
+    version: string | null;
+    state: string;
+    health: unknown;
+    quarantined: string[];
+  }>;
+}
+
+async function devices(db: Db, id?: string): Promise<DeviceSummary[]> {
+  let q = db.selectFrom('devices').selectAll().orderBy('name');
+  if (id) q = q.where((eb) => eb.or([eb('id', '=', id), eb('name', '=', id)]));
+  const rows = await q.execute();
+  let cq = db.selectFrom('device_components').selectAll();
+  if (id) cq = cq.where('device_id', 'in', rows.length ? rows.map((r) => r.id) : ['']);
+  const comps = await cq.execute();
+  const byDev = new Map<string, DeviceSummary['components']>();
+  for (const c of comps) {
+    const list = byDev.get(c.device_id) ?? [];
+    list.push({
+      name: c.component,
+      version: c.version,
+      state: c.state,
+      health: JSON.parse(c.health),
+      quarantined: JSON.parse(c.quarantined),
+    });
+    byDev.set(c.device_id, list);
+  }
+  return rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    labels: JSON.parse(r.labels),
+    agent_version: r.agent_version,
+    last_seen_at: r.last_seen_at,
+    held: r.held === 1,
+    pins: JSON.parse(r.pins),
+    components: byDev.get(r.id) ?? [],
+  }));
+}
+
+const selectorBody = {
+  type: 'object',
+  required: ['selector'],
+  additionalProperties: false,
+  properties: {
+    selector: { type: 'string', maxLength: 1000 },
+    release: { type: 'string', maxLength: 260 },
+    component: { type: 'string', maxLength: 128 },
+    reason: { type: 'string', maxLength: 1000 },
+  },
+} as const;
+
+export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const { db } = ctx.store;
+
+  app.post(
+    '/v1/admin/enroll-tokens',
+    {
+      schema: {
+        summary: 'Create an enrollment token (single-use by default); shown once',
+        tags: ['fleet'],
+        body: {
+          type: ['object', 'null'],
+          additionalProperties: false,
+          properties: {
+            uses: { type: ['integer', 'null'], minimum: 1 },
+            expires_in_s: { type: 'integer', minimum: 1 },
+            labels: { type: 'object', additionalProperties: { type: 'string' } },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const body = (req.body ?? {}) as {
+        uses?: number | null;
+        expires_in_s?: number;
+        labels?: Record<string, string>;
+      };
+      const now = ctx.clock();
+      const token = newToken('enr');
+      const id = `enr-${randomUUID().slice(0, 8)}`;
+      const uses = body.uses === undefined ? 1 : body.uses;
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('enroll_tokens')
+          .values({
+            id,
+            token_hash: hashToken(token),
+            uses_left: uses,
+            expires_at: body.expires_in_s ? now + body.expires_in_s * 1000 : null,
+            labels: JSON.stringify(body.labels ?? {}),
+            created_at: now,
+            revoked: 0,
+          })
+          .execute();
+        await appendAudit(tx, {
+          at: now,
+          actor: 'admin',
+          action: 'enroll-token.created',
+          subject: `enroll-token/${id}`,
+          detail: { uses },
+        });
+      });
+      reply.code(201);
+      return { id, token, uses };
+    },
+  );
+
+  app.post(
+    '/v1/admin/enroll-tokens/:id/revoke',
+    { schema: { summary: 'Revoke an enrollment token', tags: ['fleet'] } },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      const res = await db
+        .updateTable('enroll_tokens')
+        .set({ revoked: 1 })
+        .where('id', '=', id)
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) === 0) throw new HttpError(404, `no enrollment token ${id}`);
+      return { id, revoked: true };
+    },
+  );
+
+  app.get(
+    '/v1/admin/devices',
+    { schema: { summary: 'List devices with their components', tags: ['fleet'] } },
+    async () => {
+      const list = await devices(db);
+      ctx.metrics.devices.set(list.length);
+      return list;
+    },
+  );
+
+  app.get(
+    '/v1/admin/devices/:id',
+    { schema: { summary: 'One device by id or name', tags: ['fleet'] } },
+    async (req) => {
+      const [d] = await devices(db, (req.params as { id: string }).id);
+      if (!d) throw new HttpError(404, `no device ${(req.params as { id: string }).id}`);
+      return d;
+    },
+  );
+
+  /** Applies a change to every device matching a selector, in one transaction, audited. */
+  async function bySelector(
+    selector: string,
+    action: string,
+    detail: Record<string, unknown>,
+    change: (row: { held: number; pins: Record<string, string> }) => {
+      held: number;
+      pins: Record<string, string>;
+    },
+  ): Promise<{ devices: string[] }> {
+    let sel: ReturnType<typeof parseSelector>;
+    try {
+      sel = parseSelector(selector);
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
+    const now = ctx.clock();
+    return db.transaction().execute(async (tx) => {
+      const rows = await tx.selectFrom('devices').select(['id', 'labels', 'held', 'pins']).execute();
+      const hit: string[] = [];
+      for (const r of rows) {
+        if (!matches(sel, { ...JSON.parse(r.labels), id: r.id })) continue;
+        const next = change({ held: r.held, pins: JSON.parse(r.pins) });
+        await tx
+          .updateTable('devices')
+          .set({ held: next.held, pins: JSON.stringify(next.pins) })
+          .where('id', '=', r.id)
+          .execute();
+        hit.push(r.id);
+      }
+      await appendAudit(tx, {
+        at: now,
+        actor: 'admin',
+        action,
+        subject: `selector/${selector}`,
+        detail: { ...detail, devices: hit.length },
+      });
+      await tx.updateTable('rollouts').set({ dirty: 1 }).execute();
+      return { devices: hit };
+    });
+  }
+
+  app.post(
+    '/v1/admin/fleet/hold',
+    {
+      schema: {
+        summary: 'Hold devices: no rollout offers them anything',
+        tags: ['fleet'],
+        body: selectorBody,
+      },
+    },
+    async (req) => {
+      const b = req.body as { selector: string; reason?: string };
+      return bySelector(b.selector, 'fleet.hold', { reason: b.reason }, (r) => ({ ...r, held: 1 }));
+    },
+  );
+
+  app.post(
+    '/v1/admin/fleet/unhold',
+    { schema: { summary: 'Release a hold', tags: ['fleet'], body: selectorBody } },
+    async (req) => {
+      const b = req.body as { selector: string; reason?: string };
+      return bySelector(b.selector, 'fleet.unhold', { reason: b.reason }, (r) => ({ ...r, held: 0 }));
+    },
+  );
+
+  app.post(
+    '/v1/admin/fleet/pin',
+    {
+      schema: { summary: 'Pin devices to NAME@V (wins over rollouts)', tags: ['fleet'], body: selectorBody },
+    },
+    async (req) => {
+      const b = req.body as { selector: string; release?: string };
+      if (!b.release) throw new HttpError(400, 'pin needs a release NAME@V');
+      const { component, version } = parseRef(b.release);
+      const rel = await db
+        .selectFrom('releases')
+        .select('approved_at')
+        .where('component', '=', component)
+        .where('version', '=', version)
+        .executeTakeFirst();
+      if (!rel) throw new HttpError(404, `no release ${b.release}`);
+      if (rel.approved_at === null) throw new HttpError(409, `release ${b.release} is not approved`);
+      return bySelector(b.selector, 'fleet.pin', { release: b.release }, (r) => ({
+        ...r,
+        pins: { ...r.pins, [component]: version },
+      }));
+    },
+  );
+
+  app.post(
+    '/v1/admin/fleet/unpin',
+    { schema: { summary: 'Remove a pin for a component', tags: ['fleet'], body: selectorBody } },
+    async (req) => {
+      const b = req.body as { selector: string; component?: string };
+      if (!b.component) throw new HttpError(400, 'unpin needs a component');
+      const component = b.component;
+      return bySelector(b.selector, 'fleet.unpin', { component }, (r) => {
+        const pins = { ...r.pins };
+        delete pins[component];
+        return { ...r, pins };
+      });
+    },
+  );
+
+  app.get(
+    '/v1/admin/audit',
+    { schema: { summary: 'Audit log entries, oldest first', tags: ['audit'] } },
+    async (req) => {
+      const q = req.query as { limit?: string; subject?: string };
+      return listAudit(db, { limit: q.limit ? Number(q.limit) : 200, subject: q.subject });
+    },
+  );
+
+  app.get(
+    '/v1/admin/audit/verify',
+    { schema: { summary: 'Verify the audit hash chain', tags: ['audit'] } },
+    async () => {
+      const res = await verifyAudit(db);
+      return { ...res, ok: res.brokenAt === null };
+    },
+  );
+}

@@ -1,0 +1,293 @@
+// Admin API for plans and rollouts: apply plans, start rollouts and steer them.
+import type { FastifyInstance } from 'fastify';
+import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
+import { ACTIVE, type EngineEvent, newRollout, type RolloutState } from '../../engine/rollout.ts';
+import { appendAudit } from '../../store/audit.ts';
+import { HttpError, type ServerContext } from '../context.ts';
+import { parseRef } from './admin-releases.ts';
+
+export interface RolloutView {
+  id: number;
+  component: string;
+  version: string;
+  plan: string;
+  status: string;
+  wave: string | null;
+  wave_index: number;
+  waves: Array<{
+    name: string;
+    selected: number;
+    offered: number;
+    succeeded: number;
+    failed: number;
+    reverted: number;
+  }>;
+  exposed: number;
+  state: RolloutState;
+  created_at: number;
+  updated_at: number;
+}
+
+const idParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'integer', minimum: 1 } },
+} as const;
+
+export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const { db } = ctx.store;
+
+  app.post(
+    '/v1/admin/plans',
+    {
+      schema: {
+        summary: 'Create or replace a plan from YAML (validated; errors name line and field)',
+        tags: ['plans'],
+        body: {
+          type: 'object',
+          required: ['source'],
+          additionalProperties: false,
+          properties: {
+            source: { type: 'string', maxLength: 200_000 },
+            file: { type: 'string', maxLength: 500 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const body = req.body as { source: string; file?: string };
+      let plan: Plan;
+      try {
+        plan = parsePlan(body.source, body.file ?? 'plan.yaml');
+      } catch (e) {
+        if (e instanceof PlanError) throw new HttpError(400, e.message);
+        throw e;
+      }
+      const now = ctx.clock();
+      await db.transaction().execute(async (tx) => {
+        const row = { source: body.source, plan: JSON.stringify(plan), updated_at: now };
+        await tx
+          .insertInto('plans')
+          .values({ name: plan.name, ...row })
+          .onConflict((oc) => oc.column('name').doUpdateSet(row))
+          .execute();
+        await appendAudit(tx, {
+          at: now,
+          actor: 'admin',
+          action: 'plan.applied',
+          subject: `plan/${plan.name}`,
+          detail: plan,
+        });
+      });
+      return plan;
+    },
+  );
+
+  app.get('/v1/admin/plans', { schema: { summary: 'List plans', tags: ['plans'] } }, async () => {
+    const rows = await db.selectFrom('plans').selectAll().orderBy('name').execute();
+    return rows.map((r) => ({ ...(JSON.parse(r.plan) as Plan), updated_at: r.updated_at }));
+  });
+
+  app.post(
+    '/v1/admin/rollouts',
+    {
+      schema: {
+        summary: 'Start a rollout of an approved release through a plan',
+        tags: ['rollouts'],
+        body: {
+          type: 'object',
+          required: ['release', 'plan'],
+          additionalProperties: false,
+          properties: {
+            release: { type: 'string', maxLength: 260 },
+            plan: { type: 'string', maxLength: 128 },
+            emergency: { type: 'boolean' },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as { release: string; plan: string; emergency?: boolean };
+      const { component, version } = parseRef(body.release);
+      const now = ctx.clock();
+      const id = await db.transaction().execute(async (tx) => {
+        const rel = await tx
+          .selectFrom('releases')
+          .select(['approved_at', 'created_at'])
+          .where('component', '=', component)
+          .where('version', '=', version)
+          .executeTakeFirst();
+        if (!rel) throw new HttpError(404, `no release ${component}@${version}`);
+        if (rel.approved_at === null) {
+          throw new HttpError(
+            409,
+            `release ${component}@${version} is not approved (ringfence release approve ${body.release})`,
+          );
+        }
+        const plan = await tx
+          .selectFrom('plans')
+          .select('plan')
+          .where('name', '=', body.plan)
+          .executeTakeFirst();
+        if (!plan) throw new HttpError(404, `no plan "${body.plan}" (ringfence plan apply FILE.yaml)`);
+        const clash = await tx
+          .selectFrom('rollouts')
+          .select(['id', 'version'])
+          .where('component', '=', component)
+          .where('status', 'in', [...ACTIVE])
+          .executeTakeFirst();
+        if (clash) {
+          throw new HttpError(
+            409,
+            `rollout ${clash.id} of ${component}@${clash.version} is still active; abort or finish it first`,
+          );
+        }
+        const inserted = await tx
+          .insertInto('rollouts')
+          .values({
+            component,
+            version,
+            plan_name: body.plan,
+            plan: plan.plan,
+            status: 'pending',
+            state: '{}',
+            wake_at: now,
+            dirty: 1,
+            created_at: now,
+            updated_at: now,
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        const state = newRollout({
+          id: String(inserted.id),
+          component,
+          version,
+          emergency: body.emergency ?? false,
+          releaseCreatedAt: rel.created_at,
+          now,
+        });
+        await tx
+          .updateTable('rollouts')
+          .set({ state: JSON.stringify(state) })
+          .where('id', '=', inserted.id)
+          .execute();
+        await appendAudit(tx, {
+          at: now,
+          actor: 'admin',
+          action: 'rollout.created',
+          subject: `rollout/${inserted.id}`,
+          detail: { release: body.release, plan: body.plan, emergency: body.emergency ?? false },
+        });
+        return inserted.id;
+      });
+      await ctx.driver.stepRollout(id, [], 'admin');
+      reply.code(201);
+      return rolloutView(ctx, id);
+    },
+  );
+
+  app.get('/v1/admin/rollouts', { schema: { summary: 'List rollouts', tags: ['rollouts'] } }, async () => {
+    const rows = await db.selectFrom('rollouts').select('id').orderBy('id').execute();
+    return Promise.all(rows.map((r) => rolloutView(ctx, r.id)));
+  });
+
+  app.get(
+    '/v1/admin/rollouts/:id',
+    { schema: { summary: 'One rollout with per-wave counts', tags: ['rollouts'], params: idParams } },
+    async (req) => rolloutView(ctx, (req.params as { id: number }).id),
+  );
+
+  for (const action of ['pause', 'resume', 'abort', 'approve', 'rollback'] as const) {
+    app.post(
+      `/v1/admin/rollouts/:id/${action}`,
+      {
+        schema: {
+          summary: `${action[0].toUpperCase()}${action.slice(1)} a rollout`,
+          tags: ['rollouts'],
+          params: idParams,
+          body: {
+            type: ['object', 'null'],
+            additionalProperties: false,
+            properties: { reason: { type: 'string', maxLength: 1000 } },
+          },
+        },
+      },
+      async (req) => {
+        const id = (req.params as { id: number }).id;
+        const reason = (req.body as { reason?: string } | null)?.reason;
+        await rolloutView(ctx, id); // 404 for unknown ids
+        const event: EngineEvent =
+          action === 'abort' || action === 'rollback'
+            ? { kind: action, actor: 'admin', reason }
+            : { kind: action, actor: 'admin' };
+        await ctx.driver.stepRollout(id, [event], 'admin');
+        return rolloutView(ctx, id);
+      },
+    );
+  }
+
+  app.post(
+    '/v1/admin/rollouts/stop-all',
+    { schema: { summary: 'Kill switch: pause every active rollout', tags: ['rollouts'] } },
+    async () => {
+      const rows = await db
+        .selectFrom('rollouts')
+        .select('id')
+        .where('status', 'in', ['pending', 'running', 'baking', 'awaiting-approval'])
+        .execute();
+      for (const r of rows)
+        await ctx.driver.stepRollout(r.id, [{ kind: 'pause', actor: 'admin (stop-all)' }], 'admin');
+      return { paused: rows.map((r) => r.id) };
+    },
+  );
+}
+
+/** Builds the operator's view of a rollout: state plus per-wave counts. */
+export async function rolloutView(ctx: ServerContext, id: number): Promise<RolloutView> {
+  const row = await ctx.store.db.selectFrom('rollouts').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row) throw new HttpError(404, `no rollout ${id}`);
+  const plan = JSON.parse(row.plan) as Plan;
+  const state = JSON.parse(row.state) as RolloutState;
+  const counts = await ctx.store.db
+    .selectFrom('assignments')
+    .select(['wave', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('rollout_id', '=', id)
+    .groupBy(['wave', 'state'])
+    .execute();
+  const waves = plan.waves.map((w) => ({
+    name: w.name,
+    selected: 0,
+    offered: 0,
+    succeeded: 0,
+    failed: 0,
+    reverted: 0,
+  }));
+  let exposed = 0;
+  for (const c of counts) {
+    const w = waves[c.wave];
+    const n = Number(c.n);
+    if (!w) continue;
+    if (c.state !== 'skipped') w.selected += n;
+    if (c.state !== 'queued' && c.state !== 'skipped') {
+      w.offered += n;
+      exposed += n;
+    }
+    if (c.state === 'succeeded') w.succeeded += n;
+    if (c.state === 'failed') w.failed += n;
+    if (c.state === 'reverting' || c.state === 'reverted') w.reverted += n;
+  }
+  return {
+    id,
+    component: row.component,
+    version: row.version,
+    plan: row.plan_name,
+    status: row.status,
+    wave: state.wave >= 0 ? plan.waves[state.wave].name : null,
+    wave_index: state.wave,
+    waves,
+    exposed,
+    state,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}

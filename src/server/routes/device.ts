@@ -1,0 +1,415 @@
+// The device protocol: enrollment, check-in (state up, desired releases down) and blob download with Range.
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { type AssignmentState, applyReport } from '../../engine/rollout.ts';
+import { appendAudit } from '../../store/audit.ts';
+import type { Db } from '../../store/database.ts';
+import { HttpError, type ServerContext } from '../context.ts';
+import { bearer, hashToken, newToken } from '../tokens.ts';
+
+const labelsSchema = {
+  type: 'object',
+  additionalProperties: { type: 'string', maxLength: 256 },
+  maxProperties: 64,
+};
+
+const enrollBody = {
+  type: 'object',
+  required: ['token'],
+  additionalProperties: false,
+  properties: {
+    token: { type: 'string', maxLength: 200 },
+    name: { type: 'string', maxLength: 200 },
+    labels: labelsSchema,
+    agent_version: { type: 'string', maxLength: 64 },
+  },
+} as const;
+
+const componentState = {
+  type: 'object',
+  required: ['name', 'state'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string', maxLength: 128 },
+    version: { type: ['string', 'null'], maxLength: 128 },
+    state: { type: 'string', maxLength: 32 },
+    health: { type: 'object' },
+    quarantined: { type: 'array', items: { type: 'string', maxLength: 128 }, maxItems: 100 },
+  },
+} as const;
+
+const report = {
+  type: 'object',
+  required: ['txn_id', 'component', 'version', 'outcome'],
+  additionalProperties: false,
+  properties: {
+    txn_id: { type: 'string', maxLength: 100 },
+    component: { type: 'string', maxLength: 128 },
+    version: { type: 'string', maxLength: 128 },
+    from_version: { type: ['string', 'null'], maxLength: 128 },
+    outcome: { type: 'string', enum: ['succeeded', 'failed', 'rolled-back', 'refused'] },
+    class: { type: 'string', maxLength: 32 },
+    reason: { type: 'string', maxLength: 2000 },
+    detail: { type: 'object' },
+    at: { type: 'number' },
+    offline: { type: 'boolean' },
+  },
+} as const;
+
+const checkinBody = {
+  type: 'object',
+  required: ['components'],
+  additionalProperties: false,
+  properties: {
+    labels: labelsSchema,
+    agent_version: { type: 'string', maxLength: 64 },
+    components: { type: 'array', items: componentState, maxItems: 64 },
+    reports: { type: 'array', items: report, maxItems: 256 },
+  },
+} as const;
+
+export interface CheckinBody {
+  labels?: Record<string, string>;
+  agent_version?: string;
+  components: Array<{
+    name: string;
+    version?: string | null;
+    state: string;
+    health?: Record<string, unknown>;
+    quarantined?: string[];
+  }>;
+  reports?: Array<{
+    txn_id: string;
+    component: string;
+    version: string;
+    from_version?: string | null;
+    outcome: 'succeeded' | 'failed' | 'rolled-back' | 'refused';
+    class?: string;
+    reason?: string;
+    detail?: Record<string, unknown>;
+    at?: number;
+    offline?: boolean;
+  }>;
+}
+
+export interface DesiredRelease {
+  component: string;
+  version: string;
+  artifacts: Array<{ name: string; sha256: string; length: number; url: string }>;
+}
+
+async function authDevice(
+  db: Db,
+  req: FastifyRequest,
+): Promise<{ id: string; held: number; pins: string; labels: string }> {
+  const token = bearer(req.headers.authorization);
+  if (!token) throw new HttpError(401, 'device token required');
+  const dev = await db
+    .selectFrom('devices')
+    .select(['id', 'held', 'pins', 'labels'])
+    .where('token_hash', '=', hashToken(token))
+    .executeTakeFirst();
+  if (!dev) throw new HttpError(401, 'unknown device token');
+  return dev;
+}
+
+/** Applies device reports to the assignments of the rollouts they belong to (idempotent by txn_id). */
+async function applyReports(
+  tx: Db,
+  deviceId: string,
+  reports: CheckinBody['reports'],
+  now: number,
+): Promise<number> {
+  let applied = 0;
+  for (const r of reports ?? []) {
+    const inserted = await tx
+      .insertInto('reports')
+      .values({
+        txn_id: r.txn_id,
+        device_id: deviceId,
+        component: r.component,
+        version: r.version,
+        outcome: r.outcome,
+        reason: r.reason ?? null,
+        detail: JSON.stringify({ class: r.class, offline: r.offline ?? false, ...(r.detail ?? {}) }),
+        received_at: now,
+      })
+      .onConflict((oc) => oc.column('txn_id').doNothing())
+      .executeTakeFirst();
+    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) continue; // seen before: exactly once
+    applied++;
+    const rows = await tx
+      .selectFrom('assignments')
+      .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+      .select([
+        'assignments.rollout_id',
+        'assignments.wave',
+        'assignments.state',
+        'assignments.from_version',
+        'assignments.offered_at',
+        'assignments.reported_at',
+        'assignments.reason',
+        'rollouts.version as target',
+      ])
+      .where('assignments.device_id', '=', deviceId)
+      .where('rollouts.component', '=', r.component)
+      .where('assignments.state', 'in', ['offered', 'succeeded', 'reverting'])
+      .execute();
+    for (const row of rows) {
+      const next = applyReport(
+        {
+          deviceId,
+          wave: row.wave,
+          state: row.state as AssignmentState,
+          fromVersion: row.from_version,
+          offeredAt: row.offered_at,
+          reportedAt: row.reported_at,
+          reason: row.reason,
+        },
+        {
+          outcome: r.outcome === 'succeeded' ? 'succeeded' : 'failed',
+          version: r.version,
+          target: row.target,
+          reason: r.reason ? `${r.class ?? 'failure'}: ${r.reason}` : null,
+          at: now,
+        },
+      );
+      if (!next) continue;
+      await tx
+        .updateTable('assignments')
+        .set({ state: next.state, reported_at: next.reportedAt, reason: next.reason })
+        .where('rollout_id', '=', row.rollout_id)
+        .where('device_id', '=', deviceId)
+        .execute();
+      await tx.updateTable('rollouts').set({ dirty: 1 }).where('id', '=', row.rollout_id).execute();
+    }
+    if (r.outcome !== 'succeeded') {
+      await appendAudit(tx, {
+        at: now,
+        actor: `device/${deviceId}`,
+        action: `device.${r.outcome}`,
+        subject: `device/${deviceId}`,
+        detail: {
+          component: r.component,
+          version: r.version,
+          class: r.class,
+          reason: r.reason,
+          offline: r.offline,
+        },
+      });
+    }
+  }
+  return applied;
+}
+
+/** What the device should run now: rollout assignments, overridden by pins, and nothing new while held. */
+async function desiredFor(
+  tx: Db,
+  dev: { id: string; held: number; pins: string },
+  current: Map<string, string | null>,
+): Promise<DesiredRelease[]> {
+  const want = new Map<string, string>();
+  const rows = await tx
+    .selectFrom('desired')
+    .select(['component', 'version'])
+    .where('device_id', '=', dev.id)
+    .execute();
+  for (const r of rows) want.set(r.component, r.version);
+  for (const [component, version] of Object.entries(JSON.parse(dev.pins) as Record<string, string>)) {
+    want.set(component, version);
+  }
+  const out: DesiredRelease[] = [];
+  for (const [component, version] of want) {
+    if (dev.held === 1 && current.get(component) !== version) continue; // a hold freezes the device as it is
+    const rel = await tx
+      .selectFrom('releases')
+      .select(['artifacts'])
+      .where('component', '=', component)
+      .where('version', '=', version)
+      .executeTakeFirst();
+    if (!rel) continue;
+    const artifacts = (
+      JSON.parse(rel.artifacts) as Array<{ name: string; sha256: string; length: number }>
+    ).map((a) => ({
+      ...a,
+      url: `/v1/blobs/${a.sha256}`,
+    }));
+    out.push({ component, version, artifacts });
+  }
+  return out;
+}
+
+export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const { db } = ctx.store;
+
+  app.post(
+    '/v1/enroll',
+    {
+      schema: {
+        summary: 'Enroll a device with an enrollment token; returns its own device token (shown once)',
+        tags: ['device'],
+        body: enrollBody,
+      },
+    },
+    async (req) => {
+      const body = req.body as {
+        token: string;
+        name?: string;
+        labels?: Record<string, string>;
+        agent_version?: string;
+      };
+      const now = ctx.clock();
+      return db.transaction().execute(async (tx) => {
+        const tok = await tx
+          .selectFrom('enroll_tokens')
+          .selectAll()
+          .where('token_hash', '=', hashToken(body.token))
+          .executeTakeFirst();
+        if (
+          !tok ||
+          tok.revoked === 1 ||
+          (tok.expires_at !== null && tok.expires_at < now) ||
+          tok.uses_left === 0
+        ) {
+          throw new HttpError(401, 'unknown, used up, expired or revoked enrollment token');
+        }
+        if (tok.uses_left !== null) {
+          await tx
+            .updateTable('enroll_tokens')
+            .set({ uses_left: tok.uses_left - 1 })
+            .where('id', '=', tok.id)
+            .execute();
+        }
+        const id = `dev-${randomUUID().slice(0, 12)}`;
+        const token = newToken('dev');
+        const labels = { ...(body.labels ?? {}), ...JSON.parse(tok.labels) };
+        await tx
+          .insertInto('devices')
+          .values({
+            id,
+            name: body.name ?? id,
+            token_hash: hashToken(token),
+            labels: JSON.stringify(labels),
+            agent_version: body.agent_version ?? 'unknown',
+            enrolled_at: now,
+            last_seen_at: now,
+            held: 0,
+            pins: '{}',
+          })
+          .execute();
+        await appendAudit(tx, {
+          at: now,
+          actor: `enroll-token/${tok.id}`,
+          action: 'device.enrolled',
+          subject: `device/${id}`,
+          detail: { name: body.name ?? id, labels },
+        });
+        return { device_id: id, device_token: token, poll_seconds: ctx.pollSeconds };
+      });
+    },
+  );
+
+  app.post(
+    '/v1/checkin',
+    {
+      schema: {
+        summary: 'Device check-in: report component states and transaction results; receive desired releases',
+        tags: ['device'],
+        body: checkinBody,
+      },
+    },
+    async (req) => {
+      const end = ctx.metrics.checkinSeconds.startTimer();
+      const body = req.body as CheckinBody;
+      const now = ctx.clock();
+      const result = await db.transaction().execute(async (tx) => {
+        const dev = await authDevice(tx, req);
+        const update: { last_seen_at: number; agent_version?: string; labels?: string } = {
+          last_seen_at: now,
+        };
+        if (body.agent_version) update.agent_version = body.agent_version;
+        if (body.labels) update.labels = JSON.stringify({ ...JSON.parse(dev.labels), ...body.labels });
+        await tx.updateTable('devices').set(update).where('id', '=', dev.id).execute();
+        const current = new Map<string, string | null>();
+        for (const c of body.components) {
+          current.set(c.name, c.version ?? null);
+          const row = {
+            version: c.version ?? null,
+            state: c.state,
+            health: JSON.stringify(c.health ?? {}),
+            quarantined: JSON.stringify(c.quarantined ?? []),
+            updated_at: now,
+          };
+          await tx
+            .insertInto('device_components')
+            .values({ device_id: dev.id, component: c.name, ...row })
+            .onConflict((oc) => oc.columns(['device_id', 'component']).doUpdateSet(row))
+            .execute();
+        }
+        const applied = await applyReports(tx, dev.id, body.reports, now);
+        const desired = await desiredFor(tx, dev, current);
+        return { applied, desired };
+      });
+      ctx.metrics.checkins.inc();
+      for (const r of body.reports ?? []) ctx.metrics.reports.inc({ outcome: r.outcome });
+      end();
+      return {
+        poll_seconds: ctx.pollSeconds,
+        desired: result.desired,
+        acked: (body.reports ?? []).map((r) => r.txn_id),
+      };
+    },
+  );
+
+  app.get(
+    '/v1/blobs/:sha256',
+    {
+      schema: {
+        summary: 'Download a content-addressed blob (device or admin token); supports a single HTTP Range',
+        tags: ['device'],
+        params: {
+          type: 'object',
+          required: ['sha256'],
+          properties: { sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+        },
+      },
+    },
+    async (req, reply) => {
+      const token = bearer(req.headers.authorization);
+      if (!token) throw new HttpError(401, 'token required');
+      const h = hashToken(token);
+      const known =
+        (await db.selectFrom('devices').select('id').where('token_hash', '=', h).executeTakeFirst()) ??
+        (await db
+          .selectFrom('meta')
+          .select('key')
+          .where('key', '=', 'admin_token_hash')
+          .where('value', '=', h)
+          .executeTakeFirst());
+      if (!known) throw new HttpError(401, 'unknown token');
+      const { sha256 } = req.params as { sha256: string };
+      if (!ctx.blobs.has(sha256)) throw new HttpError(404, `no blob ${sha256}`);
+      const size = ctx.blobs.size(sha256);
+      reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream');
+      reply.header('cache-control', 'public, max-age=31536000, immutable').header('etag', `"${sha256}"`);
+      const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '');
+      if (req.headers.range && range) {
+        let start = range[1] === '' ? size - Number(range[2]) : Number(range[1]);
+        let end = range[1] === '' || range[2] === '' ? size - 1 : Number(range[2]);
+        start = Math.max(0, start);
+        end = Math.min(end, size - 1);
+        if (start > end || start >= size) {
+          reply.code(416).header('content-range', `bytes */${size}`);
+          return reply.send();
+        }
+        reply
+          .code(206)
+          .header('content-range', `bytes ${start}-${end}/${size}`)
+          .header('content-length', end - start + 1);
+        return reply.send(ctx.blobs.read(sha256, { start, end }));
+      }
+      reply.header('content-length', size);
+      return reply.send(ctx.blobs.read(sha256));
+    },
+  );
+}

@@ -1,0 +1,132 @@
+// Schema migrations, kept in code so both dialects are created and upgraded by the same steps.
+import type { CreateTableBuilder, Kysely, Migration, MigrationProvider } from 'kysely';
+import { sql } from 'kysely';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+/** Builds the migration list for one dialect (the two differ only in identity columns and integer width). */
+export function migrations(dialect: Dialect): MigrationProvider {
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer';
+  const identity = (t: CreateTableBuilder<string, never>, col: string) =>
+    dialect === 'postgres'
+      ? t.addColumn(col, 'serial', (c) => c.primaryKey())
+      : t.addColumn(col, 'integer', (c) => c.primaryKey().autoIncrement());
+
+  const all: Record<string, Migration> = {
+    '0001_init': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('meta')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .execute();
+        await identity(db.schema.createTable('releases'), 'id')
+          .addColumn('component', 'text', (c) => c.notNull())
+          .addColumn('version', 'text', (c) => c.notNull())
+          .addColumn('artifacts', 'text', (c) => c.notNull())
+          .addColumn('provenance', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('approved_at', bigint)
+          .addColumn('approved_by', 'text')
+          .addUniqueConstraint('releases_component_version', ['component', 'version'])
+          .execute();
+        await db.schema
+          .createTable('devices')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('labels', 'text', (c) => c.notNull())
+          .addColumn('agent_version', 'text', (c) => c.notNull())
+          .addColumn('enrolled_at', bigint, (c) => c.notNull())
+          .addColumn('last_seen_at', bigint, (c) => c.notNull())
+          .addColumn('held', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('pins', 'text', (c) => c.notNull().defaultTo('{}'))
+          .execute();
+        await db.schema
+          .createTable('device_components')
+          .addColumn('device_id', 'text', (c) => c.notNull())
+          .addColumn('component', 'text', (c) => c.notNull())
+          .addColumn('version', 'text')
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('health', 'text', (c) => c.notNull())
+          .addColumn('quarantined', 'text', (c) => c.notNull().defaultTo('[]'))
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('device_components_pk', ['device_id', 'component'])
+          .execute();
+        await db.schema
+          .createTable('enroll_tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('uses_left', 'integer')
+          .addColumn('expires_at', bigint)
+          .addColumn('labels', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('revoked', 'integer', (c) => c.notNull().defaultTo(0))
+          .execute();
+        await db.schema
+          .createTable('plans')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('plan', 'text', (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+        await identity(db.schema.createTable('rollouts'), 'id')
+          .addColumn('component', 'text', (c) => c.notNull())
+          .addColumn('version', 'text', (c) => c.notNull())
+          .addColumn('plan_name', 'text', (c) => c.notNull())
+          .addColumn('plan', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('wake_at', bigint)
+          .addColumn('dirty', 'integer', (c) => c.notNull().defaultTo(1))
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('assignments')
+          .addColumn('rollout_id', 'integer', (c) => c.notNull())
+          .addColumn('device_id', 'text', (c) => c.notNull())
+          .addColumn('wave', 'integer', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('from_version', 'text')
+          .addColumn('offered_at', bigint)
+          .addColumn('reported_at', bigint)
+          .addColumn('reason', 'text')
+          .addPrimaryKeyConstraint('assignments_pk', ['rollout_id', 'device_id'])
+          .execute();
+        await db.schema.createIndex('assignments_device').on('assignments').column('device_id').execute();
+        await db.schema
+          .createTable('desired')
+          .addColumn('device_id', 'text', (c) => c.notNull())
+          .addColumn('component', 'text', (c) => c.notNull())
+          .addColumn('version', 'text', (c) => c.notNull())
+          .addColumn('rollout_id', 'integer', (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('desired_pk', ['device_id', 'component'])
+          .execute();
+        await db.schema
+          .createTable('reports')
+          .addColumn('txn_id', 'text', (c) => c.primaryKey())
+          .addColumn('device_id', 'text', (c) => c.notNull())
+          .addColumn('component', 'text', (c) => c.notNull())
+          .addColumn('version', 'text', (c) => c.notNull())
+          .addColumn('outcome', 'text', (c) => c.notNull())
+          .addColumn('reason', 'text')
+          .addColumn('detail', 'text', (c) => c.notNull())
+          .addColumn('received_at', bigint, (c) => c.notNull())
+          .execute();
+        await identity(db.schema.createTable('audit'), 'seq')
+          .addColumn('at', bigint, (c) => c.notNull())
+          .addColumn('actor', 'text', (c) => c.notNull())
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('subject', 'text', (c) => c.notNull())
+          .addColumn('detail', 'text', (c) => c.notNull())
+          .addColumn('prev_hash', 'text', (c) => c.notNull())
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .execute();
+        await sql`select 1`.execute(db);
+      },
+    },
+  };
+  return { getMigrations: async () => all };
+}

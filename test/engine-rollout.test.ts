@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parsePlan } from '../src/engine/plan.ts';
+import { type Assignment, type DeviceView, newRollout, type RolloutState, step } from '../src/engine/rollout.ts';
+
+const PLAN = parsePlan(`
+name: t
+waves:
+  - name: canary
+    select: ring=canary
+    size: 2
+    bake: 10s
+    max_failures: 0
+  - name: rest
+    size: 50%
+    bake: 0s
+    max_failures: 1
+`);
+
+function fleet(n: number, canaries = 3): DeviceView[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `d${String(i).padStart(3, '0')}`,
+    labels: i < canaries ? { ring: 'canary' } : {},
+    held: false,
+    pinned: false,
+    busy: false,
+    version: '1',
+  }));
+}
+
+/** Runs steps, feeding outcomes for offered devices, until nothing changes. */
+function drive(devices: DeviceView[], outcome: (id: string) => 'succeeded' | 'failed', start = 0) {
+  let rollout: RolloutState = newRollout({ id: 'r1', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+  const assignments = new Map<string, Assignment>();
+  let now = start;
+  const offered: string[] = [];
+  for (let i = 0; i < 50; i++) {
+    const out = step({ plan: PLAN, rollout, assignments, devices, now });
+    rollout = out.rollout;
+    for (const a of out.changed) assignments.set(a.deviceId, a);
+    for (const c of out.commands) if (c.kind === 'offer') offered.push(c.deviceId);
+    for (const a of assignments.values()) {
+      if (a.state === 'offered') assignments.set(a.deviceId, { ...a, state: outcome(a.deviceId), reportedAt: now });
+    }
+    now = out.wakeAt !== null ? Math.max(now + 1, out.wakeAt) : now + 1000;
+    if (['completed', 'halted', 'rolled-back'].includes(rollout.status)) break;
+  }
+  return { rollout, assignments, offered };
+}
+
+describe('rollout engine', () => {
+  it('takes waves in order with their sizes and completes', () => {
+    const { rollout, offered } = drive(fleet(11), () => 'succeeded');
+    assert.equal(rollout.status, 'completed');
+    // canary: 2 of the 3 canaries (sorted by id); rest: 50% of the 9 left, rounded up = 5
+    assert.deepEqual(offered.slice(0, 2), ['d000', 'd001']);
+    assert.equal(offered.length, 2 + 5);
+  });
+
+  it('halts in the first wave on the first failure and offers nothing more', () => {
+    const { rollout, offered } = drive(fleet(11), () => 'failed');
+    assert.equal(rollout.status, 'halted');
+    assert.equal(rollout.haltedAtWave, 0);
+    assert.equal(offered.length, 2);
+  });
+
+  it('respects a failure budget that must be exceeded', () => {
+    // One failure in "rest" is within its budget of 1: the rollout completes.
+    const { rollout } = drive(fleet(11), (id) => (id === 'd003' ? 'failed' : 'succeeded'));
+    assert.equal(rollout.status, 'completed');
+    const two = drive(fleet(11), (id) => (id === 'd003' || id === 'd004' ? 'failed' : 'succeeded'));
+    assert.equal(two.rollout.status, 'halted');
+    assert.equal(two.rollout.haltedAtWave, 1);
+  });
+
+  it('bakes before the next wave', () => {
+    const devices = fleet(5);
+    let rollout = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+    const assignments = new Map<string, Assignment>();
+    let out = step({ plan: PLAN, rollout, assignments, devices, now: 0 });
+    for (const a of out.changed) assignments.set(a.deviceId, { ...a, state: 'succeeded' });
+    out = step({ plan: PLAN, rollout: out.rollout, assignments, devices, now: 1000 });
+    assert.equal(out.rollout.status, 'baking');
+    assert.equal(out.wakeAt, 11_000);
+    rollout = out.rollout;
+    out = step({ plan: PLAN, rollout, assignments, devices, now: 5000 });
+    assert.equal(out.commands.length, 0, 'nothing offered while baking');
+    out = step({ plan: PLAN, rollout, assignments, devices, now: 11_000 });
+    assert.equal(out.rollout.wave, 1);
+    assert.ok(out.commands.length > 0);
+  });
+
+  it('never offers to held, pinned or busy devices', () => {
+    const devices = fleet(11).map((d, i) => ({ ...d, held: i === 0, pinned: i === 1, busy: i === 2 }));
+    const { offered } = drive(devices, () => 'succeeded');
+    for (const id of ['d000', 'd001', 'd002']) assert.ok(!offered.includes(id), `${id} was offered`);
+  });
+
+  it('a paused rollout assigns nothing until resumed', () => {
+    const devices = fleet(5);
+    const r = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+    const out = step({ plan: PLAN, rollout: r, assignments: new Map(), devices, now: 0, events: [{ kind: 'pause', actor: 't' }] });
+    assert.equal(out.rollout.status, 'paused');
+    assert.equal(out.commands.length, 0);
+    const resumed = step({ plan: PLAN, rollout: out.rollout, assignments: new Map(), devices, now: 1, events: [{ kind: 'resume', actor: 't' }] });
+    assert.equal(resumed.rollout.status, 'running');
+    assert.equal(resumed.commands.length, 2);
+  });
+
+  it('counts a device that never reports as failed after the deadline', () => {
+    const plan = parsePlan('name: d\nreport_deadline: 60s\nwaves:\n  - name: w\n    size: 1\n');
+    const devices = fleet(3, 0);
+    const r = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+    const first = step({ plan, rollout: r, assignments: new Map(), devices, now: 0 });
+    const asg = new Map(first.changed.map((a) => [a.deviceId, a]));
+    assert.equal(first.wakeAt, 60_000);
+    const later = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 60_000 });
+    assert.equal(later.rollout.status, 'halted');
+  });
+});

@@ -1,0 +1,51 @@
+// Test harness: a real server on a loopback port over a fresh SQLite database in a temp folder.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import type { Conn } from '../../src/cli/client.ts';
+import { createServer, type RunningServer, type ServerOptions } from '../../src/server/app.ts';
+
+export interface TestServer {
+  srv: RunningServer;
+  conn: Conn;
+  url: string;
+  dir: string;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(opts: Partial<ServerOptions> = {}): Promise<TestServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-test-'));
+  const srv = await createServer({
+    dataDir: join(dir, 'server'),
+    logger: pino({ level: 'silent' }),
+    pollSeconds: 1,
+    tickMs: 50,
+    ...opts,
+  });
+  const url = await srv.app.listen({ host: '127.0.0.1', port: 0 });
+  return {
+    srv,
+    conn: { server: url, token: srv.newAdminToken! },
+    url,
+    dir,
+    async close() {
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until fn returns a truthy value or the time runs out (then throws with the last value). */
+export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 30_000, what = 'condition'): Promise<T> {
+  const end = Date.now() + ms;
+  let last: T = await fn();
+  while (!ok(last)) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last).slice(0, 500)}`);
+    await sleep(100);
+    last = await fn();
+  }
+  return last;
+}
