@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parsePlan } from '../src/engine/plan.ts';
-import { type Assignment, type DeviceView, newRollout, type RolloutState, step } from '../src/engine/rollout.ts';
+import {
+  type Assignment,
+  type DeviceView,
+  newRollout,
+  type RolloutState,
+  step,
+} from '../src/engine/rollout.ts';
 
 const PLAN = parsePlan(`
 name: t
@@ -20,7 +26,7 @@ waves:
 function fleet(n: number, canaries = 3): DeviceView[] {
   return Array.from({ length: n }, (_, i) => ({
     id: `d${String(i).padStart(3, '0')}`,
-    labels: i < canaries ? { ring: 'canary' } : {},
+    labels: (i < canaries ? { ring: 'canary' } : {}) as Record<string, string>,
     held: false,
     pinned: false,
     busy: false,
@@ -30,7 +36,13 @@ function fleet(n: number, canaries = 3): DeviceView[] {
 
 /** Runs steps, feeding outcomes for offered devices, until nothing changes. */
 function drive(devices: DeviceView[], outcome: (id: string) => 'succeeded' | 'failed', start = 0) {
-  let rollout: RolloutState = newRollout({ id: 'r1', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+  let rollout: RolloutState = newRollout({
+    id: 'r1',
+    component: 'c',
+    version: '2',
+    releaseCreatedAt: 0,
+    now: 0,
+  });
   const assignments = new Map<string, Assignment>();
   let now = start;
   const offered: string[] = [];
@@ -40,7 +52,8 @@ function drive(devices: DeviceView[], outcome: (id: string) => 'succeeded' | 'fa
     for (const a of out.changed) assignments.set(a.deviceId, a);
     for (const c of out.commands) if (c.kind === 'offer') offered.push(c.deviceId);
     for (const a of assignments.values()) {
-      if (a.state === 'offered') assignments.set(a.deviceId, { ...a, state: outcome(a.deviceId), reportedAt: now });
+      if (a.state === 'offered')
+        assignments.set(a.deviceId, { ...a, state: outcome(a.deviceId), reportedAt: now });
     }
     now = out.wakeAt !== null ? Math.max(now + 1, out.wakeAt) : now + 1000;
     if (['completed', 'halted', 'rolled-back'].includes(rollout.status)) break;
@@ -99,10 +112,24 @@ describe('rollout engine', () => {
   it('a paused rollout assigns nothing until resumed', () => {
     const devices = fleet(5);
     const r = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
-    const out = step({ plan: PLAN, rollout: r, assignments: new Map(), devices, now: 0, events: [{ kind: 'pause', actor: 't' }] });
+    const out = step({
+      plan: PLAN,
+      rollout: r,
+      assignments: new Map(),
+      devices,
+      now: 0,
+      events: [{ kind: 'pause', actor: 't' }],
+    });
     assert.equal(out.rollout.status, 'paused');
     assert.equal(out.commands.length, 0);
-    const resumed = step({ plan: PLAN, rollout: out.rollout, assignments: new Map(), devices, now: 1, events: [{ kind: 'resume', actor: 't' }] });
+    const resumed = step({
+      plan: PLAN,
+      rollout: out.rollout,
+      assignments: new Map(),
+      devices,
+      now: 1,
+      events: [{ kind: 'resume', actor: 't' }],
+    });
     assert.equal(resumed.rollout.status, 'running');
     assert.equal(resumed.commands.length, 2);
   });

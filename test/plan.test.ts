@@ -15,15 +15,24 @@ describe('plan parsing', () => {
   const bad: Array<[string, RegExp]> = [
     ['name: p\nwaves:\n  - name: a\n    size: lots\n', /^plan\.yaml:4: waves\.0\.size: .*percentage/],
     ['name: p\nwaves: []\n', /^plan\.yaml:2: waves: a plan needs at least one wave/],
-    ['name: p\nwaves:\n  - name: a\n    size: 1\n    bake: soon\n', /^plan\.yaml:5: waves\.0\.bake: invalid duration/],
+    [
+      'name: p\nwaves:\n  - name: a\n    size: 1\n    bake: soon\n',
+      /^plan\.yaml:5: waves\.0\.bake: invalid duration/,
+    ],
     ['name: p\nwaves:\n  - name: a\n    size: 1\n    colour: red\n', /^plan\.yaml:3: waves\.0: .*colour/],
     ['name: p\nwaves:\n  - name: a\n    size: 1\n    select: "tier in (A"\n', /waves\.0\.select: unbalanced/],
-    ['name: p\nwaves:\n  - name: a\n    size: 1\n  - name: a\n    size: 2\n', /waves\.1\.name: duplicate wave name/],
+    [
+      'name: p\nwaves:\n  - name: a\n    size: 1\n  - name: a\n    size: 2\n',
+      /waves\.1\.name: duplicate wave name/,
+    ],
     ['name: [unclosed\n', /^plan\.yaml:\d+: invalid YAML/],
   ];
   for (const [src, re] of bad) {
     it(`rejects ${JSON.stringify(src.slice(0, 40))}… with file, line and field`, () => {
-      assert.throws(() => parsePlan(src), (e: Error) => e instanceof PlanError && re.test(e.message));
+      assert.throws(
+        () => parsePlan(src),
+        (e: Error) => e instanceof PlanError && re.test(e.message),
+      );
     });
   }
 });
@@ -40,5 +49,34 @@ describe('selectors', () => {
   it('rejects malformed terms', () => {
     assert.throws(() => parseSelector('tier in ()'), /empty set/);
     assert.throws(() => parseSelector('a b c'), /cannot parse/);
+  });
+});
+
+describe('docs/plans.md', () => {
+  it('every YAML example in the reference parses', async () => {
+    const { readFileSync } = await import('node:fs');
+    const md = readFileSync(new URL('../docs/plans.md', import.meta.url), 'utf8');
+    const blocks = [...md.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
+    assert.ok(blocks.length >= 2);
+    const full = parsePlan(blocks[0], 'docs/plans.md');
+    assert.equal(full.waves.length, 5);
+    assert.deepEqual(full.deviceWindows?.windows['us-night'], {
+      cron: '0 2 * * *',
+      durationMs: 7_200_000,
+      timezone: 'America/New_York',
+    });
+    assert.equal(full.waves[4].window?.cron, '0 3 * * 6', 'a wave window overrides the plan window');
+    assert.equal(full.waves[0].window?.cron, '0 1 * * 1-5', 'waves inherit the plan window');
+    assert.equal(full.releaseAgeMs, 2 * 86_400_000);
+  });
+
+  it('rejects a bad device window with file, line and field', () => {
+    assert.throws(
+      () =>
+        parsePlan(
+          'name: p\ndevice_windows:\n  label: m\n  windows:\n    a: { cron: "0 1 * *", duration: 1h, timezone: UTC }\nwaves:\n  - { name: a, size: 1 }\n',
+        ),
+      /^PlanError: plan\.yaml:5: device_windows\.windows\.a\.cron: cron must have five fields|plan\.yaml:5: device_windows\.windows\.a\.cron/,
+    );
   });
 });

@@ -1,16 +1,27 @@
 // The device agent's imperative shell: check-in loop, downloads, and driving each transaction through the
 // journal. Decisions (what to apply, how to recover) are the pure functions in transaction.ts.
 import { createHash, randomUUID } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { VERSION } from '../version.ts';
-import { DirBackend, hashFile } from './backend-dir.ts';
+import { type Backend, makeBackend } from './backend.ts';
+import { hashFile } from './backend-dir.ts';
+import { runCommand } from './command.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import { probation } from './health.ts';
 import { type ComponentJournal, type FailureClass, Journal, type Report } from './journal.ts';
+import { backoff, TRANSIENT } from './retry.ts';
 import { advance, begin, commit, decide, fail, recover, rolledBack } from './transaction.ts';
 
 export interface Offered {
@@ -32,8 +43,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class Agent {
   readonly journal: Journal;
-  private readonly backends = new Map<string, DirBackend>();
+  private readonly backends = new Map<string, Backend>();
   private stopping = false;
+  private inBootGuard = false;
   private wakeUp: (() => void) | null = null;
 
   constructor(
@@ -41,10 +53,10 @@ export class Agent {
     readonly log: Logger,
   ) {
     this.journal = new Journal(cfg.state_dir);
-    for (const c of cfg.components) this.backends.set(c.name, new DirBackend(c.backend.path, c.backend.keep));
+    for (const c of cfg.components) this.backends.set(c.name, makeBackend(c, this.env(c)));
   }
 
-  private backend(name: string): DirBackend {
+  private backend(name: string): Backend {
     const b = this.backends.get(name);
     if (!b) throw new Error(`unknown component ${name}`);
     return b;
@@ -58,26 +70,62 @@ export class Agent {
   }
 
   /** Recovers every component from its journal: finishes or undoes whatever a crash interrupted. */
-  async recoverAll(): Promise<void> {
+  async recoverAll(by: 'agent' | 'guard' = 'agent'): Promise<Array<{ component: string; action: string }>> {
+    const done: Array<{ component: string; action: string }> = [];
     for (const comp of this.cfg.components) {
-      const { journal, action } = recover(this.journal.read(comp.name), comp.max_attempts);
-      this.journal.write(journal);
+      const { journal, action } = recover(this.journal.read(comp.name), comp.max_attempts, by);
+      this.journal.write(journal); // the attempt is counted before anything else can crash
+      done.push({ component: comp.name, action: action.kind });
       if (action.kind === 'none') continue;
-      this.log.warn({ component: comp.name, txn: journal.txn, action }, 'recovering interrupted transaction');
+      this.log.warn(
+        { component: comp.name, txn: journal.txn, action, by },
+        'recovering interrupted transaction',
+      );
       if (action.kind === 'discard') {
         this.backend(comp.name).prune([journal.current, journal.previous]);
         this.journal.write({ ...journal, txn: null });
       } else if (action.kind === 'probation') {
-        await this.activateAndProbe(comp, journal);
+        // The boot guard only counts and rolls back; judging health again is the agent's job, after the service started.
+        if (by === 'agent') await this.activateAndProbe(comp, journal);
       } else if (action.kind === 'rollback') {
         await this.rollback(comp, fail(journal, action.class, action.reason));
       } else if (action.kind === 'report') {
         this.finish(comp, journal);
       }
     }
+    return done;
   }
 
-  private async download(
+  /** `agent boot-guard`: runs early at boot, before the managed service; counts an attempt, rolls back past max. */
+  bootGuard(): Promise<Array<{ component: string; action: string }>> {
+    // Hooks are skipped here: the managed service has not started yet (and is ordered after the guard,
+    // so an after_rollback `systemctl restart` would wait for the guard itself).
+    this.inBootGuard = true;
+    return this.recoverAll('guard');
+  }
+
+  /** Downloads with retries: transient failures back off exponentially with jitter; bad content is not retried. */
+  async download(
+    a: Offered['artifacts'][number],
+    id: { server: string; device_token: string },
+  ): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.downloadOnce(a, id);
+      } catch (e) {
+        const cls = e instanceof StepError ? e.cls : 'download';
+        if (!TRANSIENT.has(cls) || attempt >= this.cfg.retry.attempts) throw e;
+        const wait = backoff(attempt, this.cfg.retry.base, this.cfg.retry.max);
+        this.log.warn(
+          { artifact: a.name, attempt, retry_ms: wait, err: (e as Error).message },
+          'download failed; retrying',
+        );
+        await sleep(wait);
+      }
+    }
+  }
+
+  private async downloadOnce(
     a: Offered['artifacts'][number],
     id: { server: string; device_token: string },
   ): Promise<string> {
@@ -98,15 +146,24 @@ export class Agent {
     // Resume an interrupted download with a Range request.
     const headers: Record<string, string> = { authorization: `Bearer ${id.device_token}` };
     if (have > 0) headers.range = `bytes=${have}-`;
-    const res = await fetch(new URL(a.url, id.server), { headers });
+    let res: Response;
+    try {
+      res = await fetch(new URL(a.url, id.server), { headers });
+    } catch (e) {
+      throw new StepError('download', `GET ${a.url}: ${(e as Error).cause ?? (e as Error).message}`);
+    }
     if (res.status !== 200 && res.status !== 206)
       throw new StepError('download', `GET ${a.url}: HTTP ${res.status}`);
     if (res.status === 200) have = 0;
     if (!res.body) throw new StepError('download', `GET ${a.url}: empty body`);
-    await pipeline(
-      Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
-      createWriteStream(part, { flags: have ? 'a' : 'w' }),
-    );
+    try {
+      await pipeline(
+        Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
+        createWriteStream(part, { flags: have ? 'a' : 'w' }),
+      );
+    } catch (e) {
+      throw new StepError('download', `GET ${a.url}: ${(e as Error).message}`); // resumed next time by Range
+    }
     const h = await hashFile(part);
     if (h.length !== a.length || h.sha256 !== a.sha256) {
       rmSync(part, { force: true });
@@ -115,7 +172,6 @@ export class Agent {
         `${a.name}: expected sha256 ${a.sha256} (${a.length} bytes), got ${h.sha256} (${h.length} bytes)`,
       );
     }
-    const { renameSync } = await import('node:fs');
     renameSync(part, file);
     return file;
   }
@@ -166,11 +222,28 @@ export class Agent {
   }
 
   private env(comp: ComponentConfig): Record<string, string> {
+    const file = comp.backend.type === 'file';
     return {
       RINGFENCE_COMPONENT: comp.name,
-      RINGFENCE_COMPONENT_DIR: comp.backend.path,
-      RINGFENCE_CURRENT: join(comp.backend.path, 'current'),
+      RINGFENCE_COMPONENT_DIR: file ? dirname(comp.backend.path) : comp.backend.path,
+      RINGFENCE_CURRENT: file ? comp.backend.path : join(comp.backend.path, 'current'),
     };
+  }
+
+  /** Runs a component hook (before_activate, after_activate, after_rollback); throws when it fails. */
+  private async hook(
+    comp: ComponentConfig,
+    name: 'before_activate' | 'after_activate' | 'after_rollback',
+    version: string | null,
+  ) {
+    const cmd = comp.hooks[name];
+    if (!cmd) return;
+    const r = await runCommand(cmd, {
+      cwd: this.env(comp).RINGFENCE_COMPONENT_DIR,
+      timeout: comp.hooks.timeout,
+      env: { ...this.env(comp), RINGFENCE_HOOK: name, RINGFENCE_VERSION: version ?? '' },
+    });
+    if (!r.ok) throw new Error(`${name} hook failed: ${r.output.trim().split('\n').slice(-2).join(' / ')}`);
   }
 
   private async activateAndProbe(
@@ -181,7 +254,9 @@ export class Agent {
     this.journal.write(j);
     await this.crashPoint('activating');
     try {
-      this.backend(comp.name).switchTo(j.txn!.version);
+      await this.hook(comp, 'before_activate', j.txn!.version);
+      await this.backend(comp.name).activate(j.txn!.version); // the single atomic switch
+      await this.hook(comp, 'after_activate', j.txn!.version);
     } catch (e) {
       return this.rollback(comp, fail(j, 'activate', (e as Error).message));
     }
@@ -199,6 +274,11 @@ export class Agent {
       );
     }
     await this.crashPoint('before-commit');
+    try {
+      await this.backend(comp.name).commit(j.txn!.version);
+    } catch (e) {
+      return this.rollback(comp, fail(j, 'activate', (e as Error).message));
+    }
     j = commit(j);
     this.journal.write(j); // the commit point of the bookkeeping; the switch already happened
     this.log.info({ component: comp.name, version: j.current }, 'committed');
@@ -210,13 +290,18 @@ export class Agent {
     let j = advance(journal, 'rolling-back');
     this.journal.write(j);
     await this.crashPoint('rolling-back');
-    this.backend(comp.name).switchTo(j.txn!.from);
+    await this.backend(comp.name).rollback(j.txn!.from);
     j = rolledBack(j);
     this.journal.write(j);
     this.log.warn(
       { component: comp.name, version: j.txn!.version, back_to: j.txn!.from, failure: j.txn!.failure },
       'rolled back',
     );
+    try {
+      if (!this.inBootGuard) await this.hook(comp, 'after_rollback', j.txn!.from);
+    } catch (e) {
+      this.log.error({ component: comp.name, err: (e as Error).message }, 'after_rollback hook failed');
+    }
     return this.finish(comp, j);
   }
 
@@ -323,9 +408,7 @@ export class Agent {
           : (this.cfg.poll_interval ?? r.poll_seconds * 1000) * (0.8 + Math.random() * 0.4);
       } catch (e) {
         failures++;
-        waitMs =
-          Math.min(this.cfg.retry.max, this.cfg.retry.base * 2 ** Math.min(failures, 20)) *
-          (0.5 + Math.random() * 0.5);
+        waitMs = backoff(failures, this.cfg.retry.base, this.cfg.retry.max);
         this.log.warn(
           { err: (e as Error).message, retry_ms: Math.round(waitMs) },
           'check-in failed; last good release keeps running',
@@ -345,6 +428,52 @@ export class Agent {
   stop(): void {
     this.stopping = true;
     this.wakeUp?.();
+  }
+
+  private comp(name: string): ComponentConfig {
+    const c = this.cfg.components.find((x) => x.name === name);
+    if (!c) throw new Error(`no component ${name} in ${this.cfg.file}`);
+    return c;
+  }
+
+  /**
+   * `agent rollback`: with no server, puts the component back on the release before it. An unfinished
+   * transaction is undone; otherwise the current release is rolled back to `previous`. Either way the
+   * release taken out is quarantined and a report is queued for the server.
+   */
+  async localRollback(name: string): Promise<ComponentJournal> {
+    const comp = this.comp(name);
+    const j = this.journal.read(name);
+    if (j.txn) return this.rollback(comp, fail(j, 'operator', 'rolled back on the device by an operator'));
+    if (!j.current || !j.previous) throw new Error(`${name}: no previous release to roll back to`);
+    const txn = begin(j, `txn-${randomUUID()}`, j.current, Date.now());
+    // Model it as a transaction from `previous` to `current` that failed, so rollback() undoes it.
+    const undo: ComponentJournal = {
+      ...txn,
+      current: j.previous,
+      previous: null,
+      txn: { ...txn.txn!, from: j.previous, phase: 'probation' },
+    };
+    const failed = fail(undo, 'operator', 'rolled back on the device by an operator');
+    this.journal.write(failed); // a crash from here on recovers into the rollback, never a re-commit
+    return this.rollback(comp, failed);
+  }
+
+  /** `agent pin NAME@V` / `agent unpin NAME`: a local pin wins over whatever the server offers. */
+  setPin(name: string, version: string | null): ComponentJournal {
+    this.comp(name);
+    const j = { ...this.journal.read(name), pin: version };
+    this.journal.write(j);
+    return j;
+  }
+
+  /** `agent clear-quarantine NAME[@V]`: lets a quarantined release be applied again. */
+  clearQuarantine(name: string, version?: string): ComponentJournal {
+    this.comp(name);
+    const j = this.journal.read(name);
+    const next = { ...j, quarantined: version ? j.quarantined.filter((v) => v !== version) : [] };
+    this.journal.write(next);
+    return next;
   }
 
   /** Digest of the local state, for `agent status`. */

@@ -14,8 +14,9 @@ import {
 import { copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-file.ts';
+import type { Backend } from './backend.ts';
 
-export class DirBackend {
+export class DirBackend implements Backend {
   readonly releases: string;
   readonly currentLink: string;
 
@@ -25,7 +26,9 @@ export class DirBackend {
   ) {
     this.releases = join(root, 'releases');
     this.currentLink = join(root, 'current');
-    mkdirSync(this.releases, { recursive: true });
+    try {
+      mkdirSync(this.releases, { recursive: true });
+    } catch {} // reported clearly by stage(); the running release keeps running meanwhile
   }
 
   /** The version the `current` link points at, or null. */
@@ -46,8 +49,8 @@ export class DirBackend {
   async stage(version: string, files: Array<{ name: string; path: string }>): Promise<void> {
     const dest = join(this.releases, version);
     const tmp = join(this.releases, `.staging-${version}-${process.pid}`);
-    rmSync(tmp, { recursive: true, force: true });
     try {
+      rmSync(tmp, { recursive: true, force: true });
       await mkdir(tmp, { recursive: true });
       for (const f of files) {
         const to = join(tmp, f.name);
@@ -58,8 +61,11 @@ export class DirBackend {
       renameSync(tmp, dest);
       fsyncDir(this.releases);
     } catch (e) {
-      rmSync(tmp, { recursive: true, force: true });
-      throw e;
+      // Disk full, read-only or missing folder: only the staging copy is affected, never the running release.
+      try {
+        rmSync(tmp, { recursive: true, force: true });
+      } catch {}
+      throw new Error(`cannot stage ${version} in ${this.releases}: ${(e as Error).message}`);
     }
   }
 
@@ -76,6 +82,16 @@ export class DirBackend {
     symlinkSync(join('releases', version), tmp);
     renameSync(tmp, this.currentLink);
     fsyncDir(this.root);
+  }
+
+  async activate(version: string): Promise<void> {
+    this.switchTo(version);
+  }
+
+  async commit(): Promise<void> {}
+
+  async rollback(to: string | null): Promise<void> {
+    this.switchTo(to);
   }
 
   /** Removes staging leftovers and all but the newest `keep` inactive releases (never current/previous). */

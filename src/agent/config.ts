@@ -15,24 +15,68 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   }
 });
 
-const healthCheck = z
-  .object({
-    name: z.string().min(1),
-    exec: z.string().min(1),
-    timeout: duration.default(10_000),
-  })
-  .strict();
+// Every check has a timeout, and `retries` further attempts `interval` apart before it counts as failed.
+const checkCommon = {
+  name: z.string().min(1),
+  timeout: duration.default(10_000),
+  interval: duration.default(1000),
+  retries: z.number().int().min(0).default(0),
+};
+const healthCheck = z.union([
+  z.object({ ...checkCommon, exec: z.string().min(1) }).strict(),
+  z
+    .object({
+      ...checkCommon,
+      http: z.string().url(),
+      status: z.number().int().default(200),
+      body: z.string().optional(), // a regular expression the body must match
+    })
+    .strict(),
+  z.object({ ...checkCommon, tcp: z.string().regex(/^.+:\d+$/, 'expected host:port') }).strict(),
+  z
+    .object({
+      ...checkCommon,
+      file: z.string().min(1),
+      contains: z.string().optional(), // a regular expression the content must match
+    })
+    .strict(),
+]);
+export type HealthCheckConfig = z.infer<typeof healthCheck>;
+
+const backend = z.discriminatedUnion('type', [
+  z
+    .object({ type: z.literal('dir'), path: z.string().min(1), keep: z.number().int().min(1).default(3) })
+    .strict(),
+  z
+    .object({ type: z.literal('file'), path: z.string().min(1), keep: z.number().int().min(1).default(3) })
+    .strict(),
+  z
+    .object({
+      type: z.literal('exec'),
+      path: z.string().min(1), // where files are staged
+      keep: z.number().int().min(1).default(3),
+      timeout: duration.default(300_000),
+      stage: z.string().optional(),
+      activate: z.string().min(1),
+      commit: z.string().optional(),
+      rollback: z.string().min(1),
+    })
+    .strict(),
+]);
 
 const component = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/),
-    backend: z
+    backend,
+    hooks: z
       .object({
-        type: z.literal('dir'),
-        path: z.string().min(1),
-        keep: z.number().int().min(1).default(3),
+        before_activate: z.string().optional(),
+        after_activate: z.string().optional(),
+        after_rollback: z.string().optional(),
+        timeout: duration.default(60_000),
       })
-      .strict(),
+      .strict()
+      .default({ timeout: 60_000 }),
     health: z.array(healthCheck).default([]),
     probation: z
       .object({ window: duration.default(0), interval: duration.default(5000) })
@@ -51,9 +95,13 @@ const configSchema = z
     labels: z.record(z.string(), z.string()).default({}),
     poll_interval: duration.optional(),
     retry: z
-      .object({ base: duration.default(1000), max: duration.default(300_000) })
+      .object({
+        base: duration.default(1000),
+        max: duration.default(300_000),
+        attempts: z.number().int().min(1).default(4), // download attempts within one transaction
+      })
       .strict()
-      .default({ base: 1000, max: 300_000 }),
+      .default({ base: 1000, max: 300_000, attempts: 4 }),
     components: z.array(component).min(1),
   })
   .strict();
@@ -92,6 +140,7 @@ export function loadAgentConfig(file: string): AgentConfig {
     components: cfg.components.map((c) => ({
       ...c,
       backend: { ...c.backend, path: resolve(base, c.backend.path) },
+      health: c.health.map((h) => ('file' in h ? { ...h, file: resolve(base, h.file) } : h)),
     })),
   };
 }

@@ -1,61 +1,105 @@
 // Health checks defined on the device. A check that fails, hangs past its timeout or cannot start is a failure.
-import { spawn } from 'node:child_process';
-import type { ComponentConfig } from './config.ts';
+import { readFileSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { runCommand } from './command.ts';
+import type { ComponentConfig, HealthCheckConfig } from './config.ts';
 import type { HealthResult } from './journal.ts';
 
-/** Runs one exec check with a timeout; the whole process group is killed when it hangs. */
-export function runExecCheck(
-  check: { name: string; exec: string; timeout: number },
+type Outcome = { ok: boolean; output: string };
+
+const withTimeout = <T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> =>
+  new Promise((resolve) => {
+    const t = setTimeout(() => resolve(onTimeout()), ms);
+    p.then((v) => {
+      clearTimeout(t);
+      resolve(v);
+    });
+  });
+
+async function httpCheck(c: Extract<HealthCheckConfig, { http: string }>): Promise<Outcome> {
+  const ctl = new AbortController();
+  const t = setTimeout(() => ctl.abort(), c.timeout);
+  try {
+    const res = await fetch(c.http, { signal: ctl.signal });
+    const body = await res.text();
+    if (res.status !== c.status)
+      return { ok: false, output: `HTTP ${res.status}, expected ${c.status}: ${body.slice(0, 200)}` };
+    if (c.body && !new RegExp(c.body).test(body))
+      return { ok: false, output: `body does not match /${c.body}/: ${body.slice(0, 200)}` };
+    return { ok: true, output: `HTTP ${res.status}` };
+  } catch (e) {
+    return {
+      ok: false,
+      output: ctl.signal.aborted
+        ? `timed out after ${c.timeout} ms`
+        : `${(e as Error).cause ?? (e as Error).message}`,
+    };
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+function tcpCheck(c: Extract<HealthCheckConfig, { tcp: string }>): Promise<Outcome> {
+  const i = c.tcp.lastIndexOf(':');
+  const host = c.tcp.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(c.tcp.slice(i + 1));
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve({ ok: false, output: `timed out after ${c.timeout} ms connecting to ${c.tcp}` });
+    }, c.timeout);
+    s.once('connect', () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve({ ok: true, output: `connected to ${c.tcp}` });
+    });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      resolve({ ok: false, output: `cannot connect to ${c.tcp}: ${e.message}` });
+    });
+  });
+}
+
+function fileCheck(c: Extract<HealthCheckConfig, { file: string }>): Outcome {
+  try {
+    if (!statSync(c.file).isFile()) return { ok: false, output: `${c.file} is not a file` };
+    if (c.contains) {
+      const text = readFileSync(c.file, 'utf8');
+      if (!new RegExp(c.contains, 'm').test(text))
+        return { ok: false, output: `${c.file} does not match /${c.contains}/: ${text.slice(0, 200)}` };
+    }
+    return { ok: true, output: `${c.file} ok` };
+  } catch (e) {
+    return { ok: false, output: `${c.file}: ${(e as Error).message}` };
+  }
+}
+
+async function once(c: HealthCheckConfig, cwd: string, env: Record<string, string>): Promise<Outcome> {
+  if ('exec' in c) return runCommand(c.exec, { cwd, env, timeout: c.timeout });
+  if ('http' in c) return httpCheck(c);
+  if ('tcp' in c) return tcpCheck(c);
+  return withTimeout(Promise.resolve(fileCheck(c)), c.timeout, () => ({
+    ok: false,
+    output: `timed out after ${c.timeout} ms`,
+  }));
+}
+
+/** Runs one check, retrying up to `retries` times `interval` apart; the last attempt's output is kept. */
+export async function runCheck(
+  c: HealthCheckConfig,
   cwd: string,
   env: Record<string, string>,
+  sleep: (ms: number) => Promise<void>,
 ): Promise<HealthResult> {
   const started = Date.now();
-  return new Promise((resolve) => {
-    let output = '';
-    let settled = false;
-    const done = (ok: boolean, extra = '') => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve({
-        name: check.name,
-        ok,
-        durationMs: Date.now() - started,
-        output: (output + extra).slice(-500),
-      });
-    };
-    let child: ReturnType<typeof spawn>;
-    try {
-      child = spawn('/bin/sh', ['-c', check.exec], {
-        cwd,
-        env: { ...process.env, ...env },
-        detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-    } catch (e) {
-      resolve({
-        name: check.name,
-        ok: false,
-        durationMs: 0,
-        output: `cannot start: ${(e as Error).message}`,
-      });
-      return;
-    }
-    const timer = setTimeout(() => {
-      try {
-        if (child.pid) process.kill(-child.pid, 'SIGKILL');
-      } catch {}
-      done(false, `\ntimed out after ${check.timeout} ms`);
-    }, check.timeout);
-    child.stdout?.on('data', (d) => {
-      output = (output + d).slice(-2000);
-    });
-    child.stderr?.on('data', (d) => {
-      output = (output + d).slice(-2000);
-    });
-    child.on('error', (e) => done(false, `\ncannot start: ${e.message}`));
-    child.on('close', (code, signal) => done(code === 0, code === 0 ? '' : `\nexit ${code ?? signal}`));
-  });
+  let r: Outcome = { ok: false, output: '' };
+  for (let attempt = 0; attempt <= c.retries; attempt++) {
+    if (attempt > 0) await sleep(c.interval);
+    r = await once(c, cwd, env);
+    if (r.ok) break;
+  }
+  return { name: c.name, ok: r.ok, durationMs: Date.now() - started, output: r.output.slice(-500) };
 }
 
 /**
@@ -68,8 +112,9 @@ export async function probation(
   sleep: (ms: number) => Promise<void>,
 ): Promise<{ ok: boolean; checks: HealthResult[] }> {
   const started = Date.now();
+  const cwd = comp.backend.type === 'file' ? (env.RINGFENCE_COMPONENT_DIR ?? '/') : comp.backend.path;
   for (;;) {
-    const checks = await Promise.all(comp.health.map((c) => runExecCheck(c, comp.backend.path, env)));
+    const checks = await Promise.all(comp.health.map((c) => runCheck(c, cwd, env, sleep)));
     if (checks.some((c) => !c.ok)) return { ok: false, checks };
     if (Date.now() - started + comp.probation.interval > comp.probation.window) return { ok: true, checks };
     await sleep(comp.probation.interval);

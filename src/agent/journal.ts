@@ -12,7 +12,15 @@ export type Phase =
   | 'committed'
   | 'rolling-back'
   | 'rolled-back';
-export type FailureClass = 'download' | 'verify' | 'stage' | 'activate' | 'health' | 'timeout' | 'crash-loop';
+export type FailureClass =
+  | 'download'
+  | 'verify'
+  | 'stage'
+  | 'activate'
+  | 'health'
+  | 'timeout'
+  | 'crash-loop'
+  | 'operator';
 
 export interface Transaction {
   id: string;
@@ -22,6 +30,7 @@ export interface Transaction {
   attempts: number; // starts of the agent (or boot guard) seen while activating/probation
   startedAt: number;
   failure: { class: FailureClass; reason: string } | null;
+  guardCounted?: boolean; // the boot guard counted this boot's attempt; the agent's next start does not
 }
 
 export interface ComponentJournal {

@@ -69,6 +69,7 @@ export type Recovery =
 export function recover(
   j: ComponentJournal,
   maxAttempts: number,
+  by: 'agent' | 'guard' = 'agent',
 ): { journal: ComponentJournal; action: Recovery } {
   const t = j.txn;
   if (!t) return { journal: j, action: { kind: 'none' } };
@@ -78,8 +79,14 @@ export function recover(
       return { journal: j, action: { kind: 'discard' } };
     case 'activating':
     case 'probation': {
+      // The boot guard and the agent start in the same boot: the guard's count stands for both.
+      if (by === 'agent' && t.guardCounted) {
+        const journal = { ...j, txn: { ...t, guardCounted: false } };
+        if (t.failure) return { journal, action: { kind: 'rollback', ...t.failure } };
+        return { journal, action: { kind: 'probation' } };
+      }
       const attempts = t.attempts + 1;
-      const journal = { ...j, txn: { ...t, attempts } };
+      const journal = { ...j, txn: { ...t, attempts, guardCounted: by === 'guard' } };
       if (t.failure) return { journal, action: { kind: 'rollback', ...t.failure } };
       if (attempts >= maxAttempts) {
         return {

@@ -2,13 +2,18 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.ts';
 import { CliError, connection } from './client.ts';
+import { bundleCommands } from './commands/bundle.ts';
 import { agentCommand, serverCommand } from './commands/daemons.ts';
 import { fleetCommands } from './commands/fleet.ts';
+import { keysCommands } from './commands/keys.ts';
+import { rehearseCommand } from './commands/rehearse.ts';
 import { releaseCommands } from './commands/release.ts';
+import { repoCommands } from './commands/repo.ts';
 import { planCommands, rolloutCommands } from './commands/rollout.ts';
 
 const program = new Command('ringfence')
-  .version(VERSION)
+  // Not --version: `release import --version V` is part of the command-line contract.
+  .version(VERSION, '-V, --cli-version', 'print the Ringfence version')
   .description('Ringfence: staged, verified, transactional updates for fleets you own')
   .option('--server <url>', 'server address (or RINGFENCE_SERVER)')
   .option('--token <token>', 'admin token (or RINGFENCE_TOKEN)')
@@ -23,6 +28,10 @@ releaseCommands(program, conn);
 planCommands(program, conn);
 rolloutCommands(program, conn);
 fleetCommands(program, conn);
+rehearseCommand(program, conn);
+keysCommands(program);
+repoCommands(program);
+bundleCommands(program);
 
 program
   .command('demo')

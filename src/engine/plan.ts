@@ -35,6 +35,8 @@ export interface Plan {
   emergencyBakeFactor: number;
   releaseAgeMs: number;
   firstWaveCapPercent: number;
+  /** Windows chosen by a device label (e.g. `maintenance: berlin-night`); they override wave and plan windows. */
+  deviceWindows?: { label: string; windows: Record<string, WindowSpec> } | null;
   waves: WaveSpec[];
 }
 
@@ -132,6 +134,11 @@ const planSchema = z
     release_age: durationField.default(0),
     first_wave_cap: percentField.default(5),
     window: windowField.nullable().default(null),
+    device_windows: z
+      .object({ label: z.string().min(1), windows: z.record(z.string(), windowField) })
+      .strict()
+      .nullable()
+      .default(null),
     emergency: z
       .object({ bake_factor: z.number().positive().max(1) })
       .strict()
@@ -188,6 +195,7 @@ export function parsePlan(source: string, file = 'plan.yaml'): Plan {
     emergencyBakeFactor: p.emergency.bake_factor,
     releaseAgeMs: p.release_age,
     firstWaveCapPercent: p.first_wave_cap,
+    deviceWindows: p.device_windows,
     waves: p.waves.map((w) => ({
       name: w.name,
       select: w.select,

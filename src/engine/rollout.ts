@@ -1,6 +1,6 @@
 // The rollout engine: a pure, deterministic step (state, fleet, events, now) → (state, assignments, commands).
 // The server, the rehearsal simulator and the tests all run exactly this code.
-import { type Plan, resolveAmount, type WaveSpec } from './plan.ts';
+import { type Plan, resolveAmount, type WaveSpec, type WindowSpec } from './plan.ts';
 import { type Labels, matches, parseSelector } from './selector.ts';
 import { windowOpen } from './window.ts';
 
@@ -72,6 +72,7 @@ export interface DeviceView {
   pinned: boolean; // pinned to a version of this component
   busy: boolean; // owned by another active rollout of this component
   version: string | null; // version of this component the device runs now
+  deferredUntil?: number | null; // operator or device deferral: nothing is offered before this instant
 }
 
 export type EngineEvent =
@@ -79,7 +80,14 @@ export type EngineEvent =
   | { kind: 'resume'; actor: string }
   | { kind: 'abort'; actor: string; reason?: string }
   | { kind: 'approve'; actor: string }
-  | { kind: 'rollback'; actor: string; reason?: string };
+  | { kind: 'rollback'; actor: string; reason?: string }
+  | { kind: 'retry'; actor: string };
+
+/** Failure reasons worth another try: the release never got a fair chance on the device. */
+export function isTransientFailure(reason: string | null): boolean {
+  if (reason === null) return false;
+  return /^(download|timeout)\b|no report|deadline|timed out|network|ECONN|unreachable/i.test(reason);
+}
 
 export type Command =
   | { kind: 'offer'; deviceId: string; component: string; version: string }
@@ -165,14 +173,75 @@ function failureBudgetExceeded(wave: WaveSpec, failed: number, selected: number)
   return selected > 0 && (failed * 100) / selected > wave.maxFailures.percent;
 }
 
+/**
+ * The step's view of the assignments: the caller's map, untouched, plus this step's changes. Copying a
+ * million-entry map on every step cost more than the whole step's logic.
+ */
+class AssignmentOverlay {
+  private readonly over = new Map<string, Assignment>();
+  constructor(private readonly base: ReadonlyMap<string, Assignment>) {}
+  get(id: string): Assignment | undefined {
+    return this.over.get(id) ?? this.base.get(id);
+  }
+  has(id: string): boolean {
+    return this.over.has(id) || this.base.has(id);
+  }
+  set(id: string, a: Assignment): void {
+    this.over.set(id, a);
+  }
+  *values(): IterableIterator<Assignment> {
+    const over = this.over;
+    if (over.size === 0) {
+      yield* this.base.values();
+      return;
+    }
+    for (const [id, a] of this.base) yield over.get(id) ?? a;
+    for (const [id, a] of over) if (!this.base.has(id)) yield a;
+  }
+}
+
+/**
+ * Device lookup by id. The id → position index is memoised per fleet array, so a caller that reuses its
+ * array (the simulator) does not pay for a million-entry map on every step; entries are read live from
+ * the array and checked, so replacing or reordering elements is detected and the index rebuilt.
+ */
+const deviceIndexes = new WeakMap<readonly DeviceView[], Map<string, number>>();
+class DeviceLookup {
+  private index: Map<string, number>;
+  private rebuilt = false;
+  constructor(private readonly devices: readonly DeviceView[]) {
+    const cached = deviceIndexes.get(devices);
+    this.index = cached && cached.size === devices.length ? cached : this.build();
+  }
+  private build(): Map<string, number> {
+    const m = new Map<string, number>();
+    for (let i = 0; i < this.devices.length; i++) m.set(this.devices[i].id, i);
+    deviceIndexes.set(this.devices, m);
+    this.rebuilt = true;
+    return m;
+  }
+  get(id: string): DeviceView | undefined {
+    const i = this.index.get(id);
+    const d = i === undefined ? undefined : this.devices[i];
+    if (d?.id === id) return d;
+    if (this.rebuilt) return undefined;
+    this.index = this.build();
+    return this.get(id);
+  }
+  has(id: string): boolean {
+    return this.get(id) !== undefined;
+  }
+}
+
 class Stepper {
   readonly out: StepOutput;
-  private readonly asg: Map<string, Assignment>;
-  private readonly devById: Map<string, DeviceView>;
+  private readonly asg: AssignmentOverlay;
+  private readonly devById: DeviceLookup;
+  private readonly windowCache = new Map<WindowSpec, ReturnType<typeof windowOpen>>();
 
   constructor(private readonly input: StepInput) {
-    this.asg = new Map(input.assignments);
-    this.devById = new Map(input.devices.map((d) => [d.id, d]));
+    this.asg = new AssignmentOverlay(input.assignments);
+    this.devById = new DeviceLookup(input.devices);
     this.out = { rollout: { ...input.rollout }, changed: [], commands: [], transitions: [], wakeAt: null };
   }
 
@@ -252,6 +321,33 @@ class Stepper {
           this.go('aborted', this.r.reason);
         }
         break;
+      case 'retry':
+        // Re-offers the release to devices whose failure was transient, in the current wave; on a
+        // halted rollout this is an explicit operator override, like resume.
+        if ((s === 'running' || s === 'baking' || s === 'halted') && this.retryCanPass()) {
+          let n = 0;
+          for (const a of [...this.asg.values()])
+            if (a.state === 'failed' && isTransientFailure(a.reason)) {
+              const d = this.devById.get(a.deviceId);
+              if (!d) continue;
+              this.set({
+                ...a,
+                wave: this.r.wave,
+                state: 'queued',
+                offeredAt: null,
+                reportedAt: null,
+                reason: null,
+              });
+              n++;
+            }
+          if (n > 0) {
+            this.r.reason = null;
+            this.r.haltedAtWave = null;
+            this.r.bakeUntil = null;
+            this.go('running', `${n} devices with transient failures retried by ${ev.actor}`);
+          }
+        }
+        break;
       case 'rollback':
         if (s !== 'rolled-back' && s !== 'rolling-back') {
           this.r.reason = ev.reason ?? `rolled back by ${ev.actor}`;
@@ -259,6 +355,23 @@ class Stepper {
         }
         break;
     }
+  }
+
+  /** A retry is pointless when the real (non-transient) failures alone exceed a wave's budget. */
+  private retryCanPass(): boolean {
+    const waves = this.input.plan.waves;
+    const failed = new Array<number>(this.r.wave + 1).fill(0);
+    const selected = new Array<number>(this.r.wave + 1).fill(0);
+    for (const a of this.asg.values()) {
+      if (a.wave < 0 || a.wave > this.r.wave || a.state === 'skipped') continue;
+      const retried = a.state === 'failed' && isTransientFailure(a.reason) && this.devById.has(a.deviceId);
+      const w = retried ? this.r.wave : a.wave;
+      selected[w]++;
+      if (a.state === 'failed' && !retried) failed[w]++;
+    }
+    for (let w = 0; w <= this.r.wave; w++)
+      if (failureBudgetExceeded(waves[w], failed[w], selected[w])) return false;
+    return true;
   }
 
   private dropQueued(why: string): void {
@@ -313,6 +426,7 @@ class Stepper {
           this.wake(this.r.bakeUntil);
           return;
         }
+        if (this.successGateFailed()) return; // health reported during bake counts against the wave
         this.nextWave();
         return;
       }
@@ -348,10 +462,14 @@ class Stepper {
     const candidates = this.input.devices.filter(
       (d) => !this.asg.has(d.id) && !d.held && !d.pinned && !d.busy && matches(sel, d.labels),
     );
-    const rank = (d: DeviceView) => {
-      const i = order.findIndex((o) => matches(o, d.labels));
-      return i < 0 ? order.length : i;
-    };
+    // Rank once per device, not once per comparison: the sort is the step's hot spot on large fleets.
+    const ranks = new Map<DeviceView, number>();
+    if (order.length > 0)
+      for (const d of candidates) {
+        const i = order.findIndex((o) => matches(o, d.labels));
+        ranks.set(d, i < 0 ? order.length : i);
+      }
+    const rank = (d: DeviceView) => ranks.get(d) ?? 0;
     candidates.sort((a, b) => rank(a) - rank(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const n = Math.min(candidates.length, resolveAmount(wave.size, candidates.length));
     for (let i = 0; i < n; i++) {
@@ -380,14 +498,44 @@ class Stepper {
       });
   }
 
-  /** Halts when the current wave's failures exceed its budget; true when it did. */
+  /**
+   * Halts when a started wave's failures exceed its budget; true when it did. Earlier waves count too: a
+   * device of a passed wave that turns unhealthy later is still a bad sign about the release.
+   */
   private checkFailures(): boolean {
+    const waves = this.input.plan.waves;
+    const failed = new Array<number>(this.r.wave + 1).fill(0);
+    const selected = new Array<number>(this.r.wave + 1).fill(0);
+    for (const a of this.asg.values()) {
+      if (a.wave > this.r.wave || a.wave < 0 || a.state === 'skipped') continue;
+      selected[a.wave]++;
+      if (a.state === 'failed') failed[a.wave]++;
+    }
+    for (let w = 0; w <= this.r.wave; w++) {
+      if (failureBudgetExceeded(waves[w], failed[w], selected[w])) {
+        this.halt(
+          `wave ${waves[w].name}: ${failed[w]} of ${selected[w]} devices failed, over the failure budget`,
+        );
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Halts when the current wave's success ratio is below its gate; true when it did. */
+  private successGateFailed(): boolean {
     const wave = this.input.plan.waves[this.r.wave];
-    const list = this.waveAssignments(this.r.wave);
-    const failed = list.filter((a) => a.state === 'failed').length;
-    const selected = list.filter((a) => a.state !== 'skipped').length;
-    if (failureBudgetExceeded(wave, failed, selected)) {
-      this.halt(`wave ${wave.name}: ${failed} of ${selected} devices failed, over the failure budget`);
+    let selected = 0;
+    let succeeded = 0;
+    for (const a of this.asg.values()) {
+      if (a.wave !== this.r.wave || a.state === 'skipped') continue;
+      selected++;
+      if (a.state === 'succeeded') succeeded++;
+    }
+    if (selected > 0 && (succeeded * 100) / selected < wave.minSuccessPercent) {
+      this.halt(
+        `wave ${wave.name}: ${succeeded} of ${selected} succeeded, below the ${wave.minSuccessPercent}% gate`,
+      );
       return true;
     }
     return false;
@@ -398,7 +546,24 @@ class Stepper {
     // Deadline: an offered device that has not reported in time counts as failed.
     for (const a of this.waveAssignments(this.r.wave)) {
       if (a.state !== 'offered' || a.offeredAt === null) continue;
-      const due = a.offeredAt + wave.reportDeadlineMs;
+      // A device waiting for its maintenance window is not late: the deadline never expires while the
+      // window is closed. A device that did not report in the window it was offered in gets one more
+      // window, with the deadline shortened to fit inside it, so it fails at the latest when that ends.
+      let from = a.offeredAt;
+      let limit = wave.reportDeadlineMs;
+      const spec = this.windowFor(wave, this.devById.get(a.deviceId));
+      if (spec) {
+        const w = this.window(spec);
+        if (!w.open) {
+          this.wake(w.nextChange);
+          continue;
+        }
+        if (w.openedAt !== null && w.openedAt > from) {
+          from = w.openedAt;
+          limit = Math.min(limit, Math.max(w.nextChange - w.openedAt - 60_000, 1));
+        }
+      }
+      const due = from + limit;
       if (this.now >= due)
         this.set({ ...a, state: 'failed', reportedAt: this.now, reason: 'no report before the deadline' });
       else this.wake(due);
@@ -408,18 +573,33 @@ class Stepper {
     const list = this.waveAssignments(this.r.wave);
     const open = list.some((a) => a.state === 'queued' || a.state === 'offered');
     if (open) return;
+    if (this.successGateFailed()) return;
     const selected = list.filter((a) => a.state !== 'skipped').length;
     const succeeded = list.filter((a) => a.state === 'succeeded').length;
-    if (selected > 0 && (succeeded * 100) / selected < wave.minSuccessPercent) {
-      this.halt(
-        `wave ${wave.name}: ${succeeded} of ${selected} succeeded, below the ${wave.minSuccessPercent}% gate`,
-      );
-      return;
-    }
     const factor = this.r.emergency ? this.input.plan.emergencyBakeFactor : 1;
     this.r.bakeUntil = this.now + Math.round(wave.bakeMs * factor);
     this.go('baking', `wave ${wave.name} passed its gate (${succeeded}/${selected}); baking`);
     this.wake(this.r.bakeUntil);
+  }
+
+  /** The window that governs a device in a wave: its label's window, else the wave's, else the plan's. */
+  private windowFor(wave: WaveSpec, d: DeviceView | undefined): WindowSpec | null {
+    const dw = this.input.plan.deviceWindows;
+    if (dw && d) {
+      const name = d.labels[dw.label];
+      if (name !== undefined && Object.hasOwn(dw.windows, name)) return dw.windows[name];
+    }
+    return wave.window;
+  }
+
+  /** Window state, computed once per window per step. */
+  private window(spec: WindowSpec): ReturnType<typeof windowOpen> {
+    let w = this.windowCache.get(spec);
+    if (!w) {
+      w = windowOpen(spec, this.now);
+      this.windowCache.set(spec, w);
+    }
+    return w;
   }
 
   private offerQueued(wave: WaveSpec): void {
@@ -443,8 +623,13 @@ class Stepper {
         continue;
       }
       if (d.held || d.pinned) continue; // holds and pins win: wait, never force
-      if (wave.window) {
-        const w = windowOpen(wave.window, this.now);
+      if (d.deferredUntil != null && this.now < d.deferredUntil) {
+        this.wake(d.deferredUntil); // deferral wins too, and is no failure
+        continue;
+      }
+      const spec = this.windowFor(wave, d);
+      if (spec) {
+        const w = this.window(spec);
         if (!w.open) {
           this.wake(w.nextChange);
           continue;

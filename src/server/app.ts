@@ -13,6 +13,7 @@ import { adminFleetRoutes } from './routes/admin-fleet.ts';
 import { adminReleaseRoutes } from './routes/admin-releases.ts';
 import { adminRolloutRoutes } from './routes/admin-rollouts.ts';
 import { deviceRoutes } from './routes/device.ts';
+import { tufRoutes } from './routes/tuf.ts';
 import { bearer, hashToken, newToken, tokenMatches } from './tokens.ts';
 
 export { VERSION };
@@ -110,6 +111,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   adminReleaseRoutes(app, ctx);
   adminRolloutRoutes(app, ctx);
   adminFleetRoutes(app, ctx);
+  tufRoutes(app, ctx);
 
   app.get('/healthz', { schema: { summary: 'Liveness and version', tags: ['ops'] } }, async () => ({
     ok: true,

@@ -39,11 +39,17 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls until fn returns a truthy value or the time runs out (then throws with the last value). */
-export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 30_000, what = 'condition'): Promise<T> {
+export async function until<T>(
+  fn: () => Promise<T>,
+  ok: (v: T) => boolean,
+  ms = 30_000,
+  what = 'condition',
+): Promise<T> {
   const end = Date.now() + ms;
   let last: T = await fn();
   while (!ok(last)) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last).slice(0, 500)}`);
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last).slice(0, 500)}`);
     await sleep(100);
     last = await fn();
   }

@@ -46,7 +46,7 @@ export function agentCommand(program: Command): void {
     .option('--config <file>', 'agent config YAML')
     .action(async (o: { config?: string }) => {
       if (!o.config) throw new CliError('agent needs --config FILE');
-      const cfg = loadAgentConfig(o.config);
+      const cfg = loadAgentConfig(configOf(o));
       const log = pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'info' }).child({
         agent: cfg.name ?? 'agent',
       });
@@ -55,12 +55,18 @@ export function agentCommand(program: Command): void {
       process.once('SIGINT', () => a.stop());
       await a.run();
     });
+  // `agent status --config F`: commander hands --config to the parent `agent` command, so look there as well.
+  const configOf = (o: { config?: string }): string => {
+    const file = o.config ?? (agent.opts() as { config?: string }).config;
+    if (!file) throw new CliError('needs --config FILE');
+    return file;
+  };
   agent
     .command('status')
-    .requiredOption('--config <file>')
+    .option('--config <file>', 'agent config YAML')
     .option('--json', 'machine-readable output')
-    .action(async (o: { config: string; json?: boolean }) => {
-      const a = new Agent(loadAgentConfig(o.config), pino({ level: 'silent' }));
+    .action(async (o: { config?: string; json?: boolean }) => {
+      const a = new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
       const s = a.status() as {
         identity: string | null;
         outbox: number;
@@ -74,6 +80,93 @@ export function agentCommand(program: Command): void {
         );
       }
     });
+  agent
+    .command('boot-guard')
+    .description(
+      'run once early at boot, before the managed service: count an attempt, roll back past max_attempts',
+    )
+    .option('--config <file>', 'agent config YAML')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      const cfg = loadAgentConfig(configOf(o));
+      const a = new Agent(
+        cfg,
+        pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'warn' }).child({ boot_guard: true }),
+      );
+      const done = await a.bootGuard();
+      if (o.json) return printJson(done);
+      for (const d of done) {
+        const j = a.journal.read(d.component);
+        console.log(
+          `${d.component}: ${d.action === 'none' ? 'nothing to guard' : d.action}${j.txn ? ` (txn ${j.txn.phase}, attempt ${j.txn.attempts} of ${cfg.components.find((c) => c.name === d.component)?.max_attempts})` : ''}; running ${j.current ?? '-'}`,
+        );
+      }
+    });
+  const local = (o: { config?: string }) =>
+    new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
+  const oneComponent = (a: Agent, component?: string): string => {
+    if (component) return component;
+    if (a.cfg.components.length === 1) return a.cfg.components[0].name;
+    throw new CliError('several components: name one with --component NAME');
+  };
+  agent
+    .command('rollback')
+    .description(
+      'put a component back on the release before it (works with no server); quarantines the one taken out',
+    )
+    .option('--config <file>', 'agent config YAML')
+    .option('--component <name>')
+    .action(async (o: { config?: string; component?: string }) => {
+      const a = local(o);
+      const name = oneComponent(a, o.component);
+      try {
+        const j = await a.localRollback(name);
+        console.log(`${name}: rolled back to ${j.current ?? '-'}; quarantined ${j.quarantined.join(',')}`);
+      } catch (e) {
+        throw new CliError((e as Error).message);
+      }
+    });
+  agent
+    .command('pin')
+    .description('pin a component to NAME@V on this device: wins over the server')
+    .option('--config <file>', 'agent config YAML')
+    .argument('<release>', 'NAME@V')
+    .action(async (ref: string, o: { config?: string }) => {
+      const at = ref.lastIndexOf('@');
+      if (at <= 0) throw new CliError(`expected NAME@V, got "${ref}"`);
+      const a = local(o);
+      try {
+        a.setPin(ref.slice(0, at), ref.slice(at + 1));
+      } catch (e) {
+        throw new CliError((e as Error).message);
+      }
+      console.log(`${ref.slice(0, at)}: pinned to ${ref.slice(at + 1)}`);
+    });
+  agent
+    .command('unpin')
+    .description('remove a local pin')
+    .option('--config <file>', 'agent config YAML')
+    .option('--component <name>')
+    .action(async (o: { config?: string; component?: string }) => {
+      const a = local(o);
+      const name = oneComponent(a, o.component);
+      a.setPin(name, null);
+      console.log(`${name}: unpinned`);
+    });
+  agent
+    .command('clear-quarantine')
+    .description('allow quarantined releases (all, or --release V) to be applied again')
+    .option('--config <file>', 'agent config YAML')
+    .option('--component <name>')
+    .option('--release <v>', 'only this version')
+    .action(async (o: { config?: string; component?: string; release?: string }) => {
+      const a = local(o);
+      const name = oneComponent(a, o.component);
+      const j = a.clearQuarantine(name, o.release);
+      console.log(
+        `${name}: quarantine ${j.quarantined.length ? `now ${j.quarantined.join(',')}` : 'cleared'}`,
+      );
+    });
   for (const [name, desc] of [
     ['hold', 'hold every component (or --component): nothing new is applied'],
     ['unhold', 'release a local hold'],
@@ -81,10 +174,10 @@ export function agentCommand(program: Command): void {
     agent
       .command(name)
       .description(desc)
-      .requiredOption('--config <file>')
+      .option('--config <file>', 'agent config YAML')
       .option('--component <name>')
-      .action(async (o: { config: string; component?: string }) => {
-        const a = new Agent(loadAgentConfig(o.config), pino({ level: 'silent' }));
+      .action(async (o: { config?: string; component?: string }) => {
+        const a = new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
         for (const c of a.cfg.components) {
           if (o.component && c.name !== o.component) continue;
           a.journal.write({ ...a.journal.read(c.name), hold: name === 'hold' });

@@ -60,14 +60,33 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
     .requiredOption('--component <name>', 'component name')
     .requiredOption('--version <v>', 'release version')
     .argument('<paths...>', 'files or folders')
+    .option('--vendor-sig <file>', "vendor's ed25519 detached signature (over SHA256SUMS or the single file)")
+    .option('--vendor-key <file>', "vendor's ed25519 public key (PEM or minisign)")
     .option('--json', 'machine-readable output')
-    .action(async (paths: string[], o: { component: string; version: string; json?: boolean }) => {
-      const r = await importRelease(conn(), o.component, o.version, paths, {
-        imported_by: process.env.USER ?? 'unknown',
-      });
-      if (o.json) printJson(r);
-      else console.log(`imported ${r.component}@${r.version} (${r.artifacts.length} files)`);
-    });
+    .action(
+      async (
+        paths: string[],
+        o: { component: string; version: string; json?: boolean; vendorSig?: string; vendorKey?: string },
+      ) => {
+        // Vendor authenticity is checked before anything is uploaded; the result goes into the audited provenance.
+        let vendor: Record<string, unknown> | undefined;
+        if (o.vendorSig || o.vendorKey) {
+          if (!o.vendorSig || !o.vendorKey) throw new CliError('--vendor-sig and --vendor-key go together');
+          const { verifyVendorRelease } = await import('../../trust/vendor.ts');
+          try {
+            vendor = { ...(await verifyVendorRelease(collectFiles(paths), o.vendorSig, o.vendorKey)) };
+          } catch (e) {
+            throw new CliError(`refused: ${(e as Error).message}`);
+          }
+        }
+        const r = await importRelease(conn(), o.component, o.version, paths, {
+          imported_by: process.env.USER ?? 'unknown',
+          ...(vendor ? { vendor } : {}),
+        });
+        if (o.json) printJson(r);
+        else console.log(`imported ${r.component}@${r.version} (${r.artifacts.length} files)`);
+      },
+    );
   release
     .command('approve')
     .description('approve NAME@V: only approved releases can reach devices')

@@ -105,10 +105,11 @@ export function planCommands(program: Command, conn: () => Conn): void {
               devices: w.devices,
               cumulative: `${w.cumulative} (${w.cumulativePercent.toFixed(1)}%)`,
               budget: w.failureBudget,
+              'worst failed': w.worstCaseFailed,
               bake: formatDuration(w.bakeMs),
               approval: w.approval ? 'yes' : 'no',
             })),
-            ['wave', 'devices', 'cumulative', 'budget', 'bake', 'approval'],
+            ['wave', 'devices', 'cumulative', 'budget', 'worst failed', 'bake', 'approval'],
           );
           console.log(
             `worst-case exposure of a release that fails everywhere: ${a.worstCaseExposure} devices (${a.worstCasePercent.toFixed(1)}%)`,
@@ -167,7 +168,7 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
       if (o.json) printJson(r);
       else printRollout(r);
     });
-  for (const action of ['pause', 'resume', 'approve', 'abort', 'rollback'] as const) {
+  for (const action of ['pause', 'resume', 'approve', 'abort', 'rollback', 'retry'] as const) {
     rollout
       .command(action)
       .argument('<id>')

@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { appendAudit } from '../../store/audit.ts';
+import { publishRelease } from '../../trust/repository.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 
 const NAME = '^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$';
@@ -164,11 +165,17 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
       await db.transaction().execute(async (tx) => {
         const rel = await tx
           .selectFrom('releases')
-          .select(['id', 'approved_at'])
+          .select(['id', 'approved_at', 'artifacts'])
           .where('component', '=', component)
           .where('version', '=', version)
           .executeTakeFirst();
         if (!rel) throw new HttpError(404, `no release ${component}@${version}`);
+        // Signed into the organisation's TUF targets inside the transaction: a signing failure undoes the approval.
+        const signed = await publishRelease(
+          ctx.dataDir,
+          { component, version, artifacts: JSON.parse(rel.artifacts) },
+          now,
+        );
         if (rel.approved_at !== null) return;
         await tx
           .updateTable('releases')
@@ -180,6 +187,7 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
           actor: 'admin',
           action: 'release.approved',
           subject: `release/${component}@${version}`,
+          detail: signed ? { tuf_targets_version: signed.targetsVersion } : { tuf: 'unsigned (no keys)' },
         });
       });
       return { component, version, approved: true };

@@ -197,7 +197,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     async (req) => rolloutView(ctx, (req.params as { id: number }).id),
   );
 
-  for (const action of ['pause', 'resume', 'abort', 'approve', 'rollback'] as const) {
+  for (const action of ['pause', 'resume', 'abort', 'approve', 'rollback', 'retry'] as const) {
     app.post(
       `/v1/admin/rollouts/:id/${action}`,
       {

@@ -1,0 +1,69 @@
+// The `file` apply backend: one file (a configuration or content/definition file) replaced atomically by
+// rename. Versions are kept beside it in .<name>.rf/<version>, so the previous one can be put back.
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { fsyncDir, writeFileAtomicSync } from '../store/atomic-file.ts';
+import type { Backend } from './backend.ts';
+
+const digest = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+export class FileBackend implements Backend {
+  readonly store: string;
+
+  constructor(
+    readonly target: string,
+    readonly keep: number,
+  ) {
+    this.store = join(dirname(target), `.${basename(target)}.rf`);
+  }
+
+  /** The kept version whose bytes the target holds now (the file itself is the truth, not a side note). */
+  active(): string | null {
+    if (!existsSync(this.target) || !existsSync(this.store)) return null;
+    const live = digest(this.target);
+    for (const v of readdirSync(this.store))
+      if (!v.startsWith('.') && digest(join(this.store, v)) === live) return v;
+    return null;
+  }
+
+  async stage(version: string, files: Array<{ name: string; path: string }>): Promise<void> {
+    if (files.length !== 1) throw new Error(`file backend takes exactly one artifact, got ${files.length}`);
+    try {
+      mkdirSync(this.store, { recursive: true });
+      const tmp = join(this.store, `.staging-${version}-${process.pid}`);
+      copyFileSync(files[0].path, tmp);
+      renameSync(tmp, join(this.store, version));
+      fsyncDir(this.store);
+    } catch (e) {
+      throw new Error(`cannot stage ${version} beside ${this.target}: ${(e as Error).message}`);
+    }
+  }
+
+  async activate(version: string): Promise<void> {
+    const src = join(this.store, version);
+    if (!existsSync(src)) throw new Error(`release ${version} is not staged`);
+    writeFileAtomicSync(this.target, readFileSync(src));
+  }
+
+  async commit(): Promise<void> {}
+
+  async rollback(to: string | null): Promise<void> {
+    if (to === null) {
+      rmSync(this.target, { force: true });
+      fsyncDir(dirname(this.target));
+      return;
+    }
+    await this.activate(to);
+  }
+
+  prune(protect: Array<string | null>): void {
+    if (!existsSync(this.store)) return;
+    const keepSet = new Set(protect.filter((v): v is string => v !== null));
+    const entries = readdirSync(this.store);
+    for (const e of entries) if (e.startsWith('.staging-')) rmSync(join(this.store, e), { force: true });
+    const others = entries.filter((e) => !e.startsWith('.') && !keepSet.has(e)).sort();
+    for (const name of others.slice(0, Math.max(0, others.length - this.keep)))
+      rmSync(join(this.store, name), { force: true });
+  }
+}

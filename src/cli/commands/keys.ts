@@ -1,0 +1,145 @@
+// `ringfence keys init | rotate-root | show`: the organisation's TUF keys and root metadata.
+import type { Command } from 'commander';
+import { generateKey, readRoleKeys, writeKeyFile } from '../../trust/keys.ts';
+import { Repository } from '../../trust/repository.ts';
+import { CliError } from '../client.ts';
+import { printJson } from '../output.ts';
+
+const int = (v: string, what: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new CliError(`${what} must be a positive integer`);
+  return n;
+};
+
+export function keysCommands(program: Command): void {
+  const keys = program.command('keys').description("the organisation's TUF keys and signed root");
+  keys
+    .command('init')
+    .description('create the TUF root (k-of-n), targets, snapshot and timestamp keys; root.json v1 signed')
+    .requiredOption(
+      '--data <dir>',
+      'server data folder (keys go to DIR/tuf/keys, metadata to DIR/tuf/metadata)',
+    )
+    .option('--root-keys <n>', 'number of root keys', '1')
+    .option('--root-threshold <k>', 'root signatures required', '1')
+    .option(
+      '--root-key-dir <dir>',
+      'write the root private keys here (offline medium) instead of the data folder',
+    )
+    .option('--json', 'machine-readable output')
+    .action(
+      (o: { data: string; rootKeys: string; rootThreshold: string; rootKeyDir?: string; json?: boolean }) => {
+        let r: ReturnType<typeof Repository.init>;
+        try {
+          r = Repository.init(o.data, {
+            rootKeys: int(o.rootKeys, '--root-keys'),
+            rootThreshold: int(o.rootThreshold, '--root-threshold'),
+            rootKeyDir: o.rootKeyDir,
+          });
+        } catch (e) {
+          throw new CliError((e as Error).message);
+        }
+        const out = {
+          root_version: r.root.signed.version,
+          root_threshold: `${r.root.signed.roles.root.threshold}-of-${r.root.signed.roles.root.keyIDs.length}`,
+          keys: r.keys.map((k) => ({ role: k.role, keyid: k.keyid })),
+          root_key_dir: o.rootKeyDir ?? r.repo.keyDir,
+          metadata: r.repo.metadataDir,
+        };
+        if (o.json) return printJson(out);
+        console.log(`TUF root v1 (${out.root_threshold}) written to ${out.metadata}/1.root.json`);
+        for (const k of out.keys) console.log(`  ${k.role.padEnd(9)} ${k.keyid}`);
+        console.log(`root private keys in ${out.root_key_dir}: move them offline (see docs/trust.md)`);
+      },
+    );
+  keys
+    .command('rotate-root')
+    .description(
+      'sign root N+1 with a threshold of the current root keys (and every new key); unlisted keys are revoked',
+    )
+    .requiredOption('--data <dir>', 'server data folder')
+    .option('--root-key-dir <dir>', 'folder holding the current root keys (root-*.json)')
+    .option(
+      '--new-root-keys <n>',
+      'generate this many fresh root keys for N+1 (default: keep the current ones)',
+    )
+    .option('--keep <keyids>', 'comma-separated current root key ids to keep alongside the new ones')
+    .option('--root-threshold <k>', 'root threshold for N+1')
+    .option('--rotate <roles>', 'also replace online keys: comma list of targets,snapshot,timestamp')
+    .option('--json', 'machine-readable output')
+    .action(
+      async (o: {
+        data: string;
+        rootKeyDir?: string;
+        newRootKeys?: string;
+        keep?: string;
+        rootThreshold?: string;
+        rotate?: string;
+        json?: boolean;
+      }) => {
+        const repo = Repository.open(o.data);
+        if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
+        const keyDir = o.rootKeyDir ?? repo.keyDir;
+        const current = readRoleKeys(keyDir, 'root');
+        let next = current;
+        if (o.newRootKeys) {
+          const keep = new Set((o.keep ?? '').split(',').filter(Boolean));
+          const fresh = Array.from({ length: int(o.newRootKeys, '--new-root-keys') }, () =>
+            generateKey('root'),
+          );
+          const version = repo.root().signed.version + 1;
+          fresh.forEach((k, i) => {
+            writeKeyFile(keyDir, `root-v${version}-${i + 1}`, k);
+          });
+          next = [...current.filter((k) => keep.has(k.keyid)), ...fresh];
+        }
+        const rotate = (o.rotate ?? '').split(',').filter(Boolean) as Array<
+          'targets' | 'snapshot' | 'timestamp'
+        >;
+        try {
+          const root = await repo.rotateRoot({
+            oldRootKeys: current,
+            newRootKeys: next,
+            threshold: o.rootThreshold
+              ? int(o.rootThreshold, '--root-threshold')
+              : Math.min(next.length, repo.root().signed.roles.root.threshold),
+            rotateOnline: rotate,
+          });
+          const out = {
+            root_version: root.signed.version,
+            root_keys: root.signed.roles.root.keyIDs,
+            threshold: root.signed.roles.root.threshold,
+          };
+          if (o.json) return printJson(out);
+          console.log(
+            `root v${out.root_version} signed (${out.threshold}-of-${out.root_keys.length}); devices follow the chain on their next check`,
+          );
+        } catch (e) {
+          throw new CliError((e as Error).message);
+        }
+      },
+    );
+  keys
+    .command('show')
+    .description('the current root: version, expiry, keys per role')
+    .requiredOption('--data <dir>', 'server data folder')
+    .option('--json', 'machine-readable output')
+    .action((o: { data: string; json?: boolean }) => {
+      const repo = Repository.open(o.data);
+      if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
+      const root = repo.root().signed;
+      const out = {
+        version: root.version,
+        expires: root.expires,
+        roles: Object.fromEntries(
+          Object.entries(root.roles).map(([name, r]) => [name, { threshold: r.threshold, keyids: r.keyIDs }]),
+        ),
+        timestamp_version: repo.timestamp().signed.version,
+        targets: Object.keys(repo.targets().signed.targets).length,
+      };
+      if (o.json) return printJson(out);
+      console.log(`root v${out.version}, expires ${out.expires}; ${out.targets} signed targets`);
+      for (const [n, r] of Object.entries(out.roles))
+        console.log(`  ${n.padEnd(9)} ${r.threshold}-of-${r.keyids.length}`);
+    });
+}

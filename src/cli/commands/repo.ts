@@ -1,0 +1,67 @@
+// `ringfence repo export DIR | gc | serve DIR`: the signed repository as a static tree for any plain HTTP mirror.
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { parseDuration } from '../../engine/duration.ts';
+import { BlobStore } from '../../store/blobs.ts';
+import { exportTree } from '../../trust/export.ts';
+import { Repository } from '../../trust/repository.ts';
+import { serveStatic } from '../../trust/static-server.ts';
+import { CliError } from '../client.ts';
+import { printJson } from '../output.ts';
+
+export function repoCommands(program: Command): void {
+  const repo = program.command('repo').description('the signed (TUF) repository');
+  repo
+    .command('export')
+    .description('write metadata and hash-prefixed targets as a static tree (same layout as /v1/tuf/)')
+    .argument('<dir>', 'destination folder')
+    .requiredOption('--data <dir>', 'server data folder')
+    .option('--valid-for <duration>', 'keep the metadata valid at least this long (e.g. 30d)')
+    .option('--json', 'machine-readable output')
+    .action(async (dir: string, o: { data: string; validFor?: string; json?: boolean }) => {
+      const r = Repository.open(o.data);
+      if (!r) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
+      const res = await exportTree(r, new BlobStore(join(o.data, 'blobs')), dir, {
+        validForMs: o.validFor ? parseDuration(o.validFor) : undefined,
+      });
+      if (o.json) return printJson(res);
+      console.log(
+        `exported ${res.metadata} metadata files and ${res.targets} targets (${res.bytes} bytes) to ${res.dir}; valid until ${res.expires}`,
+      );
+      if (res.missing.length) console.log(`missing blobs (not exported): ${res.missing.join(', ')}`);
+    });
+  repo
+    .command('gc')
+    .description('free blobs of releases no rollout, pin or device references (newest per component kept)')
+    .requiredOption('--data <dir>', 'server data folder')
+    .option('--database <url>', 'postgres://… (default: SQLite in the data folder)')
+    .option('--dry-run', 'report only')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { data: string; database?: string; dryRun?: boolean; json?: boolean }) => {
+      // Loaded on demand: the database drivers are not needed by the rest of the CLI.
+      const { openStore } = await import('../../store/database.ts');
+      const { collectGarbage } = await import('../../trust/gc.ts');
+      const store = await openStore({ dataDir: o.data, url: o.database ?? process.env.RINGFENCE_DATABASE });
+      try {
+        const r = await collectGarbage(store.db, new BlobStore(join(o.data, 'blobs')), o.data, {
+          dryRun: o.dryRun,
+        });
+        if (o.json) return printJson(r);
+        console.log(
+          `${o.dryRun ? 'would free' : 'freed'} ${r.bytes_freed} bytes in ${r.blobs_freed} blobs; withdrew ${r.dropped.length} releases (${r.dropped.join(', ') || 'none'}); kept ${r.kept.length}`,
+        );
+      } finally {
+        await store.close();
+      }
+    });
+  repo
+    .command('serve')
+    .description('serve an exported tree over plain HTTP (a minimal mirror)')
+    .argument('<dir>', 'exported folder')
+    .option('--port <n>', 'port', '8081')
+    .option('--host <addr>', 'address', '127.0.0.1')
+    .action(async (dir: string, o: { port: string; host: string }) => {
+      const s = await serveStatic(dir, { port: Number(o.port), host: o.host });
+      console.log(`serving ${dir} at ${s.url}`);
+    });
+}

@@ -1,0 +1,40 @@
+// A tuf-js fetcher for http(s) mirrors and for plain folders (file: URLs: a USB stick, an unpacked bundle).
+// tuf-js treats a 404 from `N.root.json` as "no newer root", so a missing file must become DownloadHTTPError(404).
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { BaseFetcher } from 'tuf-js';
+// Not re-exported by the package index; the updater checks `instanceof` against this very class.
+import { DownloadHTTPError } from 'tuf-js/dist/error.js';
+
+export class MirrorFetcher extends BaseFetcher {
+  constructor(private readonly opts: { timeoutMs?: number; headers?: Record<string, string> } = {}) {
+    super();
+  }
+
+  override async fetch(url: string): Promise<ReadableStream<Uint8Array<ArrayBuffer>>> {
+    if (url.startsWith('file:')) {
+      const path = fileURLToPath(url);
+      try {
+        if (!(await stat(path)).isFile()) throw new Error('not a file');
+      } catch {
+        throw new DownloadHTTPError(`no such file ${path}`, 404);
+      }
+      return Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array<ArrayBuffer>>;
+    }
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        headers: this.opts.headers,
+        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 30_000),
+      });
+    } catch (e) {
+      throw new Error(
+        `cannot reach ${url}: ${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}`,
+      );
+    }
+    if (!res.ok || !res.body) throw new DownloadHTTPError(`GET ${url}: HTTP ${res.status}`, res.status);
+    return res.body as ReadableStream<Uint8Array<ArrayBuffer>>;
+  }
+}

@@ -1,0 +1,181 @@
+// Shared harness for the agent tests: a real server with releases of sensor-content, and devices with a
+// pre-installed release whose real agent processes are started, paused, SIGKILLed and restarted.
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import type { ComponentJournal } from '../src/agent/journal.ts';
+import { api } from '../src/cli/client.ts';
+import { importRelease } from '../src/cli/commands/release.ts';
+import { BIN, prepareDevice, type SpawnedDevice, startAgent, writeContent } from '../src/demo/fleet.ts';
+import { type TestServer, until } from './helpers/server.ts';
+
+export const OLD = '1.0.0';
+export const GOOD = '1.1.0';
+export const BAD = '1.2.0'; // threads=0: the service crashes on start
+export const THREADS: Record<string, number> = { [OLD]: 4, [GOOD]: 8, [BAD]: 0, '1.3.0': 6 };
+
+/** Imports and approves the test releases; returns the folder holding each version's content. */
+export async function publishReleases(ts: TestServer, versions = [OLD, GOOD, BAD]): Promise<string> {
+  const content = join(ts.dir, 'content');
+  for (const v of versions) {
+    await importRelease(ts.conn, 'sensor-content', v, [writeContent(join(content, v), v, THREADS[v])]);
+    await api(ts.conn, 'POST', `/v1/admin/releases/sensor-content@${v}/approve`, {});
+  }
+  return content;
+}
+
+export async function enrollToken(ts: TestServer, uses: number): Promise<string> {
+  return (await api<{ token: string }>(ts.conn, 'POST', '/v1/admin/enroll-tokens', { uses })).token;
+}
+
+/** A device whose agent config comes from prepareDevice, already running OLD (installed before Ringfence). */
+export function seededDevice(
+  ts: TestServer,
+  content: string,
+  name: string,
+  token: string,
+  opts: { probationMs?: number; pollMs?: number; edit?: (cfg: Record<string, unknown>) => void } = {},
+): SpawnedDevice {
+  const d = prepareDevice(join(ts.dir, 'devices'), { name, labels: { dev: name } }, ts.url, token, {
+    pollMs: opts.pollMs ?? 250,
+    probationMs: opts.probationMs ?? 600,
+  });
+  if (opts.edit) {
+    const cfg = parse(readFileSync(d.config, 'utf8')) as Record<string, unknown>;
+    opts.edit(cfg);
+    writeFileSyncText(d.config, stringify(cfg));
+  }
+  const rel = join(d.appDir, 'releases', OLD);
+  mkdirSync(join(d.appDir, 'releases'), { recursive: true });
+  spawnSync('cp', ['-r', join(content, OLD), rel]);
+  symlinkSync(join('releases', OLD), join(d.appDir, 'current'));
+  mkdirSync(join(d.dir, 'state'), { recursive: true });
+  const j: ComponentJournal = {
+    component: 'sensor-content',
+    current: OLD,
+    previous: null,
+    quarantined: [],
+    hold: false,
+    pin: null,
+    txn: null,
+    lastHealth: null,
+  };
+  writeFileSyncText(join(d.dir, 'state', 'component-sensor-content.json'), JSON.stringify(j));
+  return d;
+}
+
+function writeFileSyncText(path: string, text: string) {
+  writeFileSync(path, text);
+}
+
+export function journalOf(d: SpawnedDevice): ComponentJournal {
+  return JSON.parse(readFileSync(join(d.dir, 'state', 'component-sensor-content.json'), 'utf8'));
+}
+
+/** Starts the agent, optionally paused at a crash point; clears a stale paused-at marker first. */
+export function start(d: SpawnedDevice, pauseAt?: string): ChildProcess {
+  rmSync(join(d.dir, 'state', 'paused-at'), { force: true });
+  return startAgent(d, pauseAt ? { RINGFENCE_TEST_PAUSE_AT: pauseAt } : {});
+}
+
+export async function kill(d: SpawnedDevice): Promise<void> {
+  const p = d.proc;
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
+  await new Promise<void>((res) => {
+    p.once('exit', () => res());
+    p.kill('SIGKILL');
+  });
+}
+
+export async function waitEnrolled(ts: TestServer, d: SpawnedDevice): Promise<string> {
+  const dev = await until(
+    () => api<{ id: string }>(ts.conn, 'GET', `/v1/admin/devices/${d.name}`).catch(() => null),
+    (v) => !!v,
+    20_000,
+    `${d.name} enrolled`,
+  );
+  return dev!.id;
+}
+
+export async function pin(ts: TestServer, d: SpawnedDevice, version: string): Promise<void> {
+  await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
+    selector: `dev=${d.name}`,
+    release: `sensor-content@${version}`,
+  });
+}
+
+export async function pausedAt(d: SpawnedDevice, point: string): Promise<void> {
+  const f = join(d.dir, 'state', 'paused-at');
+  await until(
+    async () => (existsSync(f) ? readFileSync(f, 'utf8') : null),
+    (v) => v === point,
+    20_000,
+    `${d.name} paused at ${point}`,
+  );
+}
+
+/**
+ * The crash-safety invariant: `current` points at a complete release folder — one of the known versions,
+ * byte for byte — never a missing, partial or mixed one.
+ */
+export function assertWhole(d: SpawnedDevice, content: string, allowed: string[]): string {
+  const link = readlinkSync(join(d.appDir, 'current'));
+  const v = link.split('/').pop()!;
+  assert.ok(allowed.includes(v), `${d.name}: current -> ${link}, expected one of ${allowed}`);
+  const dir = join(d.appDir, 'releases', v);
+  const want = readdirSync(join(content, v)).sort();
+  assert.deepEqual(readdirSync(dir).sort(), want, `${d.name}: files of release ${v}`);
+  for (const f of want)
+    assert.ok(
+      readFileSync(join(dir, f)).equals(readFileSync(join(content, v, f))),
+      `${d.name}: ${v}/${f} differs from the release`,
+    );
+  return v;
+}
+
+export async function report(ts: TestServer, deviceId: string, version: string) {
+  return ts.srv.ctx.store.db
+    .selectFrom('reports')
+    .selectAll()
+    .where('device_id', '=', deviceId)
+    .where('version', '=', version)
+    .execute();
+}
+
+/** Waits until the agent has no open transaction and the server holds its final report for `version`. */
+export async function settled(
+  ts: TestServer,
+  d: SpawnedDevice,
+  deviceId: string,
+  version: string,
+  ms = 20_000,
+) {
+  await until(
+    async () => {
+      const j = journalOf(d);
+      const r = await report(ts, deviceId, version);
+      return { txn: j.txn?.phase ?? null, reports: r.map((x) => x.outcome) };
+    },
+    (v) => v.txn === null && v.reports.some((o) => o === 'succeeded' || o === 'rolled-back'),
+    ms,
+    `${d.name} settled on a result for ${version}`,
+  );
+  return journalOf(d);
+}
+
+export function ringfence(args: string[]): { code: number; out: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+}

@@ -1,0 +1,173 @@
+// The CLI and the server as real processes: one-line errors, --json, admin token shown once, graceful SIGTERM.
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { BIN } from '../src/demo/fleet.ts';
+
+const run = promisify(execFile);
+
+async function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function cli(args: string[], env: Record<string, string> = {}) {
+  try {
+    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+function startServer(dir: string, port: number): Promise<{ proc: ChildProcess; stderr: () => string }> {
+  const proc = spawn(process.execPath, [BIN, 'server', '--data', dir, '--port', String(port)], {
+    env: { ...process.env, RINGFENCE_LOG_LEVEL: 'info' },
+  });
+  let err = '';
+  let out = '';
+  proc.stderr?.on('data', (d) => {
+    err += d;
+  });
+  return new Promise((res, rej) => {
+    proc.stdout?.on('data', (d) => {
+      out += d;
+      if (out.includes('listening')) res({ proc, stderr: () => err });
+    });
+    proc.once('exit', (c) => rej(new Error(`server exited ${c}: ${err}`)));
+  });
+}
+
+describe('CLI against a server process', { timeout: 60_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-cli-'));
+  let port: number;
+  let env: Record<string, string>;
+  let server: { proc: ChildProcess; stderr: () => string };
+
+  before(async () => {
+    port = await freePort();
+    server = await startServer(join(dir, 'data'), port);
+    const token = /admin token \(shown once[^:]*\): (\S+)/.exec(server.stderr())?.[1];
+    assert.ok(token, 'admin token printed on first start');
+    env = { RINGFENCE_SERVER: `http://127.0.0.1:${port}`, RINGFENCE_TOKEN: token };
+  });
+  after(() => {
+    server.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('imports, lists and approves releases with --json', async () => {
+    writeFileSync(join(dir, 'a.conf'), 'threads=4\n');
+    const imp = await cli(
+      ['release', 'import', '--component', 'app', '--version', '1.0', join(dir, 'a.conf'), '--json'],
+      env,
+    );
+    assert.equal(imp.code, 0, imp.stderr);
+    assert.equal(JSON.parse(imp.stdout).artifacts[0].name, 'a.conf');
+    assert.equal((await cli(['release', 'approve', 'app@1.0'], env)).code, 0);
+    const list = JSON.parse((await cli(['release', 'list', '--json'], env)).stdout);
+    assert.deepEqual(
+      list.map((r: { component: string; version: string; approved: boolean }) => [
+        r.component,
+        r.version,
+        r.approved,
+      ]),
+      [['app', '1.0', true]],
+    );
+  });
+
+  it('fails with one line and a non-zero code on bad input', async () => {
+    writeFileSync(join(dir, 'bad.yaml'), 'name: x\nwaves:\n  - name: w\n    size: -3\n');
+    const r = await cli(['plan', 'apply', join(dir, 'bad.yaml')], env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^ringfence: .*bad\.yaml:4: waves\.0\.size: /);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    const noTok = await cli(['release', 'list'], {
+      RINGFENCE_SERVER: env.RINGFENCE_SERVER,
+      RINGFENCE_TOKEN: 'wrong',
+    });
+    assert.equal(noTok.code, 1);
+    assert.match(noTok.stderr, /401 admin token required/);
+    const unknown = await cli(['rollout', 'start', 'app@9', '--plan', 'nope'], env);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /404 no release app@9/);
+  });
+
+  it('checks a plan against a fleet file and refuses a too-wide first wave', async () => {
+    const fleet = Array.from({ length: 100 }, (_, i) => ({
+      ring: i < 2 ? 'canary' : 'none',
+      tier: 'ABC'[i % 3],
+    }));
+    writeFileSync(join(dir, 'fleet.json'), JSON.stringify(fleet));
+    writeFileSync(
+      join(dir, 'ok.yaml'),
+      'name: ok\nwaves:\n  - name: c\n    select: ring=canary\n    size: 2\n  - name: all\n    size: 100%\n',
+    );
+    const ok = await cli([
+      'plan',
+      'check',
+      join(dir, 'ok.yaml'),
+      '--fleet',
+      join(dir, 'fleet.json'),
+      '--json',
+    ]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const a = JSON.parse(ok.stdout);
+    assert.equal(a.worstCaseExposure, 2);
+    assert.deepEqual(
+      a.waves.map((w: { devices: number }) => w.devices),
+      [2, 98],
+    );
+    writeFileSync(join(dir, 'wide.yaml'), 'name: wide\nwaves:\n  - name: all\n    size: 50%\n');
+    const wide = await cli(['plan', 'check', join(dir, 'wide.yaml'), '--fleet', join(dir, 'fleet.json')]);
+    assert.equal(wide.code, 1);
+    assert.match(wide.stderr, /over the 5% cap/);
+    assert.equal(
+      (
+        await cli([
+          'plan',
+          'check',
+          join(dir, 'wide.yaml'),
+          '--fleet',
+          join(dir, 'fleet.json'),
+          '--allow-wide',
+        ])
+      ).code,
+      0,
+    );
+  });
+
+  it('does not show the admin token again and shuts down cleanly on SIGTERM', async () => {
+    const exited = new Promise<number | null>((res) => server.proc.once('exit', (c) => res(c)));
+    server.proc.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    const again = await startServer(join(dir, 'data'), port);
+    assert.doesNotMatch(again.stderr(), /admin token/);
+    const r = await cli(['release', 'list', '--json'], env);
+    assert.equal(JSON.parse(r.stdout).length, 1, 'data survived the restart');
+    server = again;
+  });
+});
+
+describe('ringfence demo', { timeout: 150_000 }, () => {
+  it('confines a bad release to the first wave and rolls every exposed device back', async () => {
+    const r = await cli(['demo', '--devices', '12', '--json']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    assert.deepEqual(last, {
+      fleet: 12,
+      good: { exposed: 12, succeeded: 12 },
+      bad: { exposed: 3, rolled_back: 3, halted: true, halted_after_wave: 'canary' },
+    });
+  });
+});
