@@ -145,3 +145,44 @@ describe('rollout engine', () => {
     assert.equal(later.rollout.status, 'halted');
   });
 });
+
+describe('step output', () => {
+  it('lists each changed assignment once, in its final state', () => {
+    const devices = fleet(11);
+    const out = step({
+      plan: PLAN,
+      rollout: newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 }),
+      assignments: new Map(),
+      devices,
+      now: 0,
+    });
+    const ids = out.changed.map((a) => a.deviceId);
+    assert.equal(new Set(ids).size, ids.length);
+    assert.ok(out.changed.every((a) => a.state === 'offered'));
+  });
+});
+
+describe('rollback deadline', () => {
+  it('finishes a rollback when a device never confirms its revert, and says so', () => {
+    const plan = parsePlan(
+      'name: d\nreport_deadline: 60s\non_failure: halt-and-rollback\nwaves:\n  - name: w\n    size: 2\n',
+    );
+    const devices = fleet(4, 0);
+    const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+    const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
+    const asg = new Map(first.changed.map((a) => [a.deviceId, a]));
+    asg.set('d000', { ...asg.get('d000')!, state: 'failed', reportedAt: 10 });
+    const halted = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 10 });
+    assert.equal(halted.rollout.status, 'rolling-back');
+    for (const a of halted.changed) asg.set(a.deviceId, a);
+    // d000 confirms (it is back on version 1); d001 stays silent.
+    asg.set('d000', { ...asg.get('d000')!, state: 'reverted' });
+    const waiting = step({ plan, rollout: halted.rollout, assignments: asg, devices, now: 30_000 });
+    assert.equal(waiting.rollout.status, 'rolling-back');
+    assert.equal(waiting.wakeAt, 60_010);
+    const done = step({ plan, rollout: waiting.rollout, assignments: asg, devices, now: 60_010 });
+    assert.equal(done.rollout.status, 'rolled-back');
+    assert.match(done.transitions.at(-1)!.why, /1 devices did not confirm/);
+    assert.equal(done.changed.find((a) => a.deviceId === 'd001')?.state, 'unconfirmed');
+  });
+});

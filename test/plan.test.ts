@@ -80,3 +80,12 @@ describe('docs/plans.md', () => {
     );
   });
 });
+
+describe('plan defaults', () => {
+  it('defaults the report deadline to 15 minutes', () => {
+    const p = parsePlan('name: x\nwaves:\n  - { name: a, size: 1 }\n');
+    assert.equal(p.waves[0].reportDeadlineMs, 15 * 60 * 1000);
+    assert.equal(p.waves[0].bakeMs, 0);
+    assert.equal(p.firstWaveCapPercent, 5);
+  });
+});

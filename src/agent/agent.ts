@@ -5,6 +5,8 @@ import {
   createWriteStream,
   existsSync,
   mkdirSync,
+  readdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   statSync,
@@ -14,6 +16,9 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
+import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { type BundleRelease, unpack } from '../trust/bundle.ts';
+import { type RefusalClass, verifyRelease } from '../trust/device-verifier.ts';
 import { VERSION } from '../version.ts';
 import { type Backend, makeBackend } from './backend.ts';
 import { hashFile } from './backend-dir.ts';
@@ -30,9 +35,21 @@ export interface Offered {
   artifacts: Array<{ name: string; sha256: string; length: number; url: string }>;
 }
 
+/** What applying an offline bundle did for one component. */
+export interface BundleOutcome {
+  component: string;
+  version: string | null;
+  outcome: 'succeeded' | 'rolled-back' | 'refused' | 'skipped';
+  class?: string;
+  reason?: string;
+}
+
+/** The root received from the server (trust on first use), when none was pre-provisioned in the config. */
+export const PINNED_ROOT = 'tuf-root.json';
+
 class StepError extends Error {
   constructor(
-    readonly cls: FailureClass,
+    readonly cls: FailureClass | RefusalClass,
     message: string,
   ) {
     super(message);
@@ -47,6 +64,8 @@ export class Agent {
   private stopping = false;
   private inBootGuard = false;
   private wakeUp: (() => void) | null = null;
+  private warnedUnverified = false;
+  private readonly inboxSeen = new Set<string>();
 
   constructor(
     readonly cfg: AgentConfig,
@@ -114,7 +133,7 @@ export class Agent {
         return await this.downloadOnce(a, id);
       } catch (e) {
         const cls = e instanceof StepError ? e.cls : 'download';
-        if (!TRANSIENT.has(cls) || attempt >= this.cfg.retry.attempts) throw e;
+        if (!TRANSIENT.has(cls as FailureClass) || attempt >= this.cfg.retry.attempts) throw e;
         const wait = backoff(attempt, this.cfg.retry.base, this.cfg.retry.max);
         this.log.warn(
           { artifact: a.name, attempt, retry_ms: wait, err: (e as Error).message },
@@ -176,49 +195,261 @@ export class Agent {
     return file;
   }
 
+  /** The pinned TUF root: pre-provisioned in the config (preferred), else the one received from the server. */
+  pinnedRoot(): Buffer | null {
+    if (this.cfg.trust?.root) return readFileSync(this.cfg.trust.root); // missing file: throws, fail closed
+    const f = join(this.cfg.state_dir, PINNED_ROOT);
+    return existsSync(f) ? readFileSync(f) : null;
+  }
+
+  /** `verified` once a root is pinned: from then on every release must pass TUF verification. */
+  trustMode(): 'verified' | 'unverified' {
+    return this.pinnedRoot() ? 'verified' : 'unverified';
+  }
+
+  /**
+   * Pins a root the server sent (enrollment or check-in) when the device has none. Trust on first use: whoever
+   * answers this first request is believed, which is why a root pre-provisioned in the config is preferred.
+   */
+  private pinServerRoot(root: unknown, via: string): void {
+    if (!root || typeof root !== 'object' || this.cfg.trust?.root) return;
+    const f = join(this.cfg.state_dir, PINNED_ROOT);
+    if (existsSync(f)) return; // pinned once, never replaced by the server: later roots must chain to it
+    writeFileAtomicSync(f, JSON.stringify(root));
+    const v = (root as { signed?: { version?: number } }).signed?.version;
+    this.log.warn(
+      { via, root_version: v },
+      'pinned the TUF root received from the server (trust on first use); every release is verified from now on',
+    );
+  }
+
   /** Runs one transaction to its end: committed, or rolled back and quarantined. */
   async apply(
     comp: ComponentConfig,
     offer: Offered,
     id: { server: string; device_token: string },
   ): Promise<ComponentJournal> {
-    let j = begin(this.journal.read(comp.name), `txn-${randomUUID()}`, offer.version, Date.now());
-    this.journal.write(j);
-    this.log.info({ component: comp.name, version: offer.version, txn: j.txn?.id }, 'transaction started');
-    try {
+    return this.transact(comp, offer.version, false, (txn) => this.obtain(offer, id, txn));
+  }
+
+  /**
+   * Gets the offered files onto the device. With a pinned root this fails closed: the release must be in the
+   * organisation's signed targets (TUF, tuf-js) with the offered hashes, or it is refused before staging.
+   */
+  private async obtain(
+    offer: Offered,
+    id: { server: string; device_token: string },
+    txn: string,
+  ): Promise<Array<{ name: string; path: string }>> {
+    const root = this.pinnedRoot();
+    const download = async () => {
       const files: Array<{ name: string; path: string }> = [];
       for (const a of offer.artifacts) files.push({ name: a.name, path: await this.download(a, id) });
+      return files;
+    };
+    if (!root) {
+      if (!this.warnedUnverified)
+        this.log.warn(
+          'no TUF root pinned: releases are checked by sha256 only (run `ringfence keys init` on the server)',
+        );
+      this.warnedUnverified = true;
+      return download();
+    }
+    const mirror = this.cfg.trust?.mirror;
+    const staging = join(this.cfg.state_dir, 'downloads', `verified-${txn}`);
+    const r = await verifyRelease({
+      metadataDir: join(this.cfg.state_dir, 'tuf'),
+      pinnedRoot: root,
+      source: mirror ?? new URL('/v1/tuf', id.server).href,
+      component: offer.component,
+      version: offer.version,
+      artifacts: offer.artifacts.map(({ name, sha256, length }) => ({ name, sha256, length })),
+      // From a mirror the targets come with the metadata; from the server the blob route resumes with Range.
+      downloadDir: mirror ? staging : undefined,
+      headers: mirror ? undefined : { authorization: `Bearer ${id.device_token}` },
+      timeoutMs: 600_000,
+    });
+    if (!r.ok) {
+      // Not reaching the metadata is not a verdict on the release: retried later, like a failed download.
+      throw new StepError(r.class === 'unreachable' ? 'download' : r.class, r.reason);
+    }
+    if (mirror) return r.artifacts.map((a) => ({ name: a.name, path: a.file! }));
+    try {
+      return await download(); // the offer now equals the signed hashes, which the download checks
+    } catch (e) {
+      if (e instanceof StepError && e.cls === 'verify')
+        throw new StepError('tampered', `blob does not match its signed hash: ${e.message}`);
+      throw e;
+    }
+  }
+
+  private async transact(
+    comp: ComponentConfig,
+    version: string,
+    offline: boolean,
+    obtain: (txn: string) => Promise<Array<{ name: string; path: string }>>,
+  ): Promise<ComponentJournal> {
+    let j = begin(this.journal.read(comp.name), `txn-${randomUUID()}`, version, Date.now());
+    if (offline) j = { ...j, txn: { ...j.txn!, offline: true } };
+    this.journal.write(j);
+    this.log.info({ component: comp.name, version, txn: j.txn?.id, offline }, 'transaction started');
+    const staging = join(this.cfg.state_dir, 'downloads', `verified-${j.txn!.id}`);
+    try {
+      const files = await obtain(j.txn!.id);
       await this.crashPoint('downloaded');
       try {
-        await this.backend(comp.name).stage(offer.version, files);
+        await this.backend(comp.name).stage(version, files);
       } catch (e) {
         throw new StepError('stage', (e as Error).message);
       }
-      j = advance(j, 'staged');
+      j = { ...advance(j, 'staged'), refused: null };
       this.journal.write(j);
       await this.crashPoint('staged');
     } catch (e) {
       const err = e instanceof StepError ? e : new StepError('download', (e as Error).message);
       // Nothing was switched: the running release was never touched. Retry later unless content was bad.
       this.log.warn(
-        { component: comp.name, class: err.cls, err: err.message },
-        'transaction aborted before activation',
+        { component: comp.name, version, class: err.cls, err: err.message },
+        'transaction aborted before activation; the last good release keeps running',
       );
       const report: Report = {
         txn_id: j.txn!.id,
         component: comp.name,
-        version: offer.version,
+        version,
         from_version: j.txn!.from,
         outcome: 'refused',
         class: err.cls,
         reason: err.message,
         at: Date.now(),
+        offline: offline || undefined,
       };
-      this.journal.write({ ...j, txn: null });
-      if (err.cls !== 'download') this.journal.enqueue(report);
+      let refused = j.refused ?? null;
+      if (err.cls !== 'download') {
+        // The same refusal offered again every poll is reported once, not once per check-in.
+        const same =
+          refused?.version === version &&
+          refused.class === err.cls &&
+          refused.reason.slice(0, 200) === err.message.slice(0, 200);
+        if (!same) this.journal.enqueue(report);
+        refused = { version, class: err.cls, reason: err.message, at: report.at };
+      }
+      this.journal.write({ ...j, txn: null, refused });
       throw err;
+    } finally {
+      rmSync(staging, { recursive: true, force: true });
     }
     return this.activateAndProbe(comp, j);
+  }
+
+  /**
+   * Applies an offline bundle (`ringfence bundle export`) with no server: the container is checked, then each
+   * release for a configured component is verified against the pinned root with the bundle's own metadata,
+   * and applied as a normal transaction. Local holds, pins and quarantine apply as for a server's offer.
+   * Reports are queued (offline: true) and delivered at the next check-in that reaches a server.
+   */
+  async applyBundle(file: string): Promise<BundleOutcome[]> {
+    const root = this.pinnedRoot();
+    if (!root)
+      throw new Error(
+        'no TUF root pinned on this device (trust.root in the config, or enroll once): a bundle cannot be verified',
+      );
+    const work = join(this.cfg.state_dir, `bundle-${randomUUID().slice(0, 8)}`);
+    try {
+      const manifest = unpack(file, work);
+      const out: BundleOutcome[] = [];
+      for (const comp of this.cfg.components) {
+        const rels = manifest.releases.filter((r) => r.component === comp.name);
+        if (!rels.length) continue;
+        const j = this.journal.read(comp.name);
+        const pick = j.pin ? rels.find((r) => r.version === j.pin) : newest(rels);
+        if (!pick) {
+          out.push({
+            component: comp.name,
+            version: null,
+            outcome: 'skipped',
+            reason: `pinned to ${j.pin} on the device; the bundle has ${rels.map((r) => r.version).join(', ')}`,
+          });
+          continue;
+        }
+        const d = decide(j, pick.version);
+        if (!d.apply) {
+          out.push({ component: comp.name, version: pick.version, outcome: 'skipped', reason: d.why });
+          continue;
+        }
+        try {
+          const after = await this.transact(comp, pick.version, true, async (txn) => {
+            const r = await verifyRelease({
+              metadataDir: join(this.cfg.state_dir, 'tuf'),
+              pinnedRoot: root,
+              source: work,
+              component: comp.name,
+              version: pick.version,
+              artifacts: pick.artifacts,
+              downloadDir: join(this.cfg.state_dir, 'downloads', `verified-${txn}`),
+            });
+            if (!r.ok) throw new StepError(r.class, r.reason);
+            return r.artifacts.map((a) => ({ name: a.name, path: a.file! }));
+          });
+          const ok = after.current === pick.version;
+          const failure = after.quarantined.includes(pick.version) ? 'rolled back' : undefined;
+          out.push({
+            component: comp.name,
+            version: pick.version,
+            outcome: ok ? 'succeeded' : 'rolled-back',
+            reason: ok ? undefined : failure,
+          });
+        } catch (e) {
+          const err = e as StepError;
+          out.push({
+            component: comp.name,
+            version: pick.version,
+            outcome: 'refused',
+            class: err.cls,
+            reason: err.message,
+          });
+        }
+      }
+      return out;
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
+
+  /** Applies every complete bundle in the offline inbox, then moves it to `inbox/done/` with its result. */
+  async scanInbox(): Promise<void> {
+    const dir = this.cfg.offline?.inbox;
+    if (!dir) return;
+    let names: string[];
+    try {
+      names = readdirSync(dir, { withFileTypes: true })
+        .filter((e) => e.isFile() && !e.name.startsWith('.') && !e.name.endsWith('.partial'))
+        .map((e) => e.name)
+        .sort();
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const file = join(dir, name);
+      let result: BundleOutcome[] | { error: string };
+      try {
+        result = await this.applyBundle(file);
+      } catch (e) {
+        const msg = (e as Error).message;
+        // A bundle still being copied in has no completion marker yet: leave it for the next loop.
+        if (/incomplete|truncated/.test(msg)) {
+          const key = `${name}:${statSync(file).size}`;
+          if (!this.inboxSeen.has(key)) this.log.warn({ bundle: file, err: msg }, 'bundle not complete yet');
+          this.inboxSeen.add(key);
+          continue;
+        }
+        this.log.error({ bundle: file, err: msg }, 'bundle refused');
+        result = { error: msg };
+      }
+      this.log.info({ bundle: file, result }, 'offline bundle processed');
+      mkdirSync(join(dir, 'done'), { recursive: true });
+      writeFileAtomicSync(join(dir, 'done', `${name}.result.json`), `${JSON.stringify(result, null, 2)}\n`);
+      renameSync(file, join(dir, 'done', name));
+    }
   }
 
   private env(comp: ComponentConfig): Record<string, string> {
@@ -319,7 +550,7 @@ export class Agent {
       reason: ok ? undefined : t.failure?.reason,
       detail: { checks: j.lastHealth?.checks ?? [], attempts: t.attempts },
       at: Date.now(),
-      offline: !this.journal.identity(),
+      offline: t.offline || !this.journal.identity() || undefined,
     });
     const closed = { ...j, txn: null };
     this.journal.write(closed);
@@ -342,8 +573,14 @@ export class Agent {
         agent_version: VERSION,
       }),
     });
-    const body = (await res.json()) as { device_id: string; device_token: string; message?: string };
+    const body = (await res.json()) as {
+      device_id: string;
+      device_token: string;
+      tuf_root?: unknown;
+      message?: string;
+    };
     if (!res.ok) throw new Error(`enrollment refused: HTTP ${res.status} ${body.message ?? ''}`);
+    this.pinServerRoot(body.tuf_root, 'enrollment'); // pinned before the identity: a crash re-enrolls
     const id = { server: this.cfg.server, device_id: body.device_id, device_token: body.device_token };
     this.journal.setIdentity(id);
     this.log.info({ device_id: id.device_id }, 'enrolled');
@@ -354,13 +591,19 @@ export class Agent {
   async checkin(): Promise<{ poll_seconds: number; changed: boolean }> {
     const id = await this.enroll();
     const outbox = this.journal.outbox();
+    const trust = this.trustMode();
     const components = this.cfg.components.map((c) => {
       const j = this.journal.read(c.name);
       return {
         name: c.name,
         version: j.current,
         state: j.txn ? j.txn.phase : j.hold ? 'held' : 'idle',
-        health: j.lastHealth ? { ok: j.lastHealth.ok, at: j.lastHealth.at } : {},
+        // `trust` lets operators see devices that still install on sha256 alone.
+        health: {
+          ...(j.lastHealth ? { ok: j.lastHealth.ok, at: j.lastHealth.at } : {}),
+          trust,
+          ...(j.refused ? { refused: { version: j.refused.version, class: j.refused.class } } : {}),
+        },
         quarantined: j.quarantined,
       };
     });
@@ -373,9 +616,11 @@ export class Agent {
       poll_seconds: number;
       desired: Offered[];
       acked: string[];
+      tuf_root?: unknown;
       message?: string;
     };
     if (!res.ok) throw new Error(`check-in refused: HTTP ${res.status} ${body.message ?? ''}`);
+    if (trust === 'unverified') this.pinServerRoot(body.tuf_root, 'check-in');
     const acked = new Set(body.acked);
     this.journal.setOutbox(this.journal.outbox().filter((r) => !acked.has(r.txn_id)));
     let changed = false;
@@ -383,12 +628,15 @@ export class Agent {
       const offer = body.desired.find((d) => d.component === comp.name);
       const d = decide(this.journal.read(comp.name), offer?.version ?? null);
       if (!d.apply || !offer || offer.version !== d.version) continue;
+      const queued = this.journal.outbox().length;
       try {
         await this.apply(comp, offer, id);
+        changed = true;
       } catch (e) {
         this.log.warn({ component: comp.name, err: (e as Error).message }, 'apply failed');
+        // Report a new failure at once; a refusal already reported waits for the next poll (no busy loop).
+        if (this.journal.outbox().length > queued) changed = true;
       }
-      changed = true;
     }
     return { poll_seconds: body.poll_seconds, changed };
   }
@@ -399,6 +647,11 @@ export class Agent {
     let failures = 0;
     while (!this.stopping) {
       let waitMs: number;
+      try {
+        await this.scanInbox(); // offline bundles first: they need no server
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'offline inbox failed');
+      }
       try {
         const r = await this.checkin();
         failures = 0;
@@ -480,6 +733,7 @@ export class Agent {
   status(): Record<string, unknown> {
     return {
       identity: this.journal.identity()?.device_id ?? null,
+      trust: this.trustMode(),
       outbox: this.journal.outbox().length,
       components: this.cfg.components.map((c) => ({
         ...this.journal.read(c.name),
@@ -487,6 +741,11 @@ export class Agent {
       })),
     };
   }
+}
+
+/** The highest version among a bundle's releases of one component (numeric-aware comparison). */
+function newest(rels: BundleRelease[]): BundleRelease {
+  return [...rels].sort((a, b) => a.version.localeCompare(b.version, 'en', { numeric: true })).at(-1)!;
 }
 
 export function sha256Hex(data: string | Buffer): string {

@@ -102,6 +102,17 @@ const configSchema = z
       })
       .strict()
       .default({ base: 1000, max: 300_000, attempts: 4 }),
+    // The organisation's TUF root, pre-provisioned (preferred over the one received at enrollment), and an
+    // optional mirror (static tree from `repo export`) to fetch metadata and targets from instead of the server.
+    trust: z
+      .object({ root: z.string().min(1).optional(), mirror: z.string().min(1).optional() })
+      .strict()
+      .optional(),
+    // Offline bundles dropped into this folder are verified and applied with no server at all.
+    offline: z
+      .object({ inbox: z.string().min(1) })
+      .strict()
+      .optional(),
     components: z.array(component).min(1),
   })
   .strict();
@@ -137,6 +148,14 @@ export function loadAgentConfig(file: string): AgentConfig {
     ...cfg,
     file: resolve(file),
     state_dir: resolve(base, cfg.state_dir),
+    trust: cfg.trust && {
+      root: cfg.trust.root && resolve(base, cfg.trust.root),
+      mirror:
+        cfg.trust.mirror && !/^https?:/.test(cfg.trust.mirror)
+          ? resolve(base, cfg.trust.mirror)
+          : cfg.trust.mirror,
+    },
+    offline: cfg.offline && { inbox: resolve(base, cfg.offline.inbox) },
     components: cfg.components.map((c) => ({
       ...c,
       backend: { ...c.backend, path: resolve(base, c.backend.path) },

@@ -30,6 +30,7 @@ export interface Transaction {
   attempts: number; // starts of the agent (or boot guard) seen while activating/probation
   startedAt: number;
   failure: { class: FailureClass; reason: string } | null;
+  offline?: boolean; // applied from an offline bundle: its report says so
   guardCounted?: boolean; // the boot guard counted this boot's attempt; the agent's next start does not
 }
 
@@ -42,6 +43,8 @@ export interface ComponentJournal {
   pin: string | null;
   txn: Transaction | null;
   lastHealth: { ok: boolean; at: number; checks: HealthResult[] } | null;
+  // The last release refused before staging (TUF verification or bad content); one report per distinct refusal.
+  refused?: { version: string; class: string; reason: string; at: number } | null;
 }
 
 export interface HealthResult {

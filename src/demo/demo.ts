@@ -10,6 +10,7 @@ import { importRelease } from '../cli/commands/release.ts';
 import { createServer } from '../server/app.ts';
 import type { DeviceSummary } from '../server/routes/admin-fleet.ts';
 import type { RolloutView } from '../server/routes/admin-rollouts.ts';
+import { Repository } from '../trust/repository.ts';
 import { prepareDevice, type SpawnedDevice, startAgent, stopAgents, writeContent } from './fleet.ts';
 
 export const DEMO_PLAN = `name: demo-waves
@@ -59,6 +60,9 @@ export async function runDemo(
   const n = opts.devices ?? 30;
   const root = mkdtempSync(join(tmpdir(), 'ringfence-demo-'));
   const problems: string[] = [];
+  // `keys init` before the server starts: agents pin the organisation's root at enrollment and verify every
+  // release with TUF (approval signs it), so the demo runs the full signed path.
+  const keys = Repository.init(join(root, 'server'));
   const srv = await createServer({
     dataDir: join(root, 'server'),
     logger: pino({ level: 'silent' }),
@@ -70,6 +74,7 @@ export async function runDemo(
     const address = await srv.app.listen({ host: '127.0.0.1', port: 0 });
     const conn: Conn = { server: address, token: srv.newAdminToken! };
     say(`${t()} patch server up at ${address} (SQLite + blob folder in ${root})`);
+    say(`${t()} organisation TUF keys created (root v${keys.root.signed.version}); approvals are signed`);
     srv.ctx.driver.onStep((id, out) => {
       for (const tr of out.transitions) say(`${t()} rollout ${id}: ${tr.why}`);
     });
@@ -188,6 +193,13 @@ export async function runDemo(
         problems.push(`${d.name} is outside the first wave but received 1.1.0`);
       }
     }
+    // Every device must have pinned the root and verified what it installed (no sha256-only fallback).
+    const unverified = await srv.ctx.store.db
+      .selectFrom('device_components')
+      .select('device_id')
+      .where('health', 'not like', '%"trust":"verified"%')
+      .execute();
+    if (unverified.length) problems.push(`${unverified.length} devices did not verify releases with TUF`);
     const haltedAfter =
       badEnd.state.haltedAtWave !== null ? badEnd.waves[badEnd.state.haltedAtWave].name : null;
     if (badEnd.status !== 'halted') problems.push(`bad rollout ended ${badEnd.status}, not halted`);

@@ -130,7 +130,8 @@ const planSchema = z
     name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'plan names use letters, digits, _ . -'),
     description: z.string().default(''),
     on_failure: z.enum(['halt', 'halt-and-rollback']).default('halt'),
-    report_deadline: durationField.default(15 * 60),
+    // zod 4 returns a default as the output as is, so defaults of transformed fields are in milliseconds.
+    report_deadline: durationField.default(15 * 60 * 1000),
     release_age: durationField.default(0),
     first_wave_cap: percentField.default(5),
     window: windowField.nullable().default(null),

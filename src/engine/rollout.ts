@@ -53,6 +53,7 @@ export type AssignmentState =
   | 'failed'
   | 'skipped'
   | 'reverting'
+  | 'unconfirmed' // told to revert, but did not confirm before the deadline (it still gets the revert on return)
   | 'reverted';
 
 export interface Assignment {
@@ -152,7 +153,7 @@ export function applyReport(
   a: Assignment,
   r: { outcome: 'succeeded' | 'failed'; version: string; target: string; reason?: string | null; at: number },
 ): Assignment | null {
-  if (a.state === 'reverting') {
+  if (a.state === 'reverting' || a.state === 'unconfirmed') {
     // A revert is done when the device reports anything but the rolled-back release as healthy.
     if (r.outcome === 'succeeded' && r.version !== r.target)
       return { ...a, state: 'reverted', reportedAt: r.at };
@@ -283,6 +284,12 @@ class Stepper {
       this.advance();
       if (`${this.r.status}/${this.r.wave}` === before) break;
     }
+    // One row per device: an assignment queued and offered in the same step is persisted once, as offered.
+    if (this.out.changed.length > 1) {
+      const latest = new Map<string, Assignment>();
+      for (const a of this.out.changed) latest.set(a.deviceId, a);
+      if (latest.size !== this.out.changed.length) this.out.changed = [...latest.values()];
+    }
     return this.out;
   }
 
@@ -392,7 +399,8 @@ class Stepper {
     let pending = 0;
     for (const a of [...this.asg.values()]) {
       if (a.state === 'offered' || a.state === 'succeeded' || a.state === 'failed') {
-        this.set({ ...a, state: 'reverting', reason: why });
+        // offeredAt now marks when the revert was offered: the revert deadline runs from here.
+        this.set({ ...a, state: 'reverting', reason: why, offeredAt: this.now });
         this.out.commands.push({
           kind: 'revert',
           deviceId: a.deviceId,
@@ -431,8 +439,29 @@ class Stepper {
         return;
       }
       case 'rolling-back': {
-        const left = [...this.asg.values()].some((a) => a.state === 'reverting');
-        if (!left) this.go('rolled-back', this.r.reason ?? 'rolled back');
+        // A device that never confirms its revert must not hold the rollout in rolling-back forever.
+        let left = 0;
+        let unconfirmed = 0;
+        for (const a of [...this.asg.values()]) {
+          if (a.state === 'unconfirmed') unconfirmed++;
+          if (a.state !== 'reverting') continue;
+          const deadline = plan.waves[a.wave]?.reportDeadlineMs ?? 0;
+          const due = (a.offeredAt ?? this.now) + deadline;
+          if (this.now >= due) {
+            this.set({ ...a, state: 'unconfirmed', reason: 'no revert confirmation before the deadline' });
+            unconfirmed++;
+          } else {
+            left++;
+            this.wake(due);
+          }
+        }
+        if (left === 0) {
+          const why = this.r.reason ?? 'rolled back';
+          this.go(
+            'rolled-back',
+            unconfirmed ? `${why} (${unconfirmed} devices did not confirm their revert)` : why,
+          );
+        }
         return;
       }
       default:

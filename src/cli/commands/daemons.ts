@@ -167,6 +167,31 @@ export function agentCommand(program: Command): void {
         `${name}: quarantine ${j.quarantined.length ? `now ${j.quarantined.join(',')}` : 'cleared'}`,
       );
     });
+  agent
+    .command('apply-bundle')
+    .description(
+      'verify and apply an offline bundle with no server (pinned TUF root; local holds and pins obeyed); the report is sent at the next check-in',
+    )
+    .argument('<file>', 'bundle written by `ringfence bundle export`')
+    .option('--config <file>', 'agent config YAML')
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, o: { config?: string; json?: boolean }) => {
+      const cfg = loadAgentConfig(configOf(o));
+      const a = new Agent(cfg, pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'warn' }));
+      let res: Awaited<ReturnType<Agent['applyBundle']>>;
+      try {
+        res = await a.applyBundle(file);
+      } catch (e) {
+        throw new CliError(`bundle refused: ${(e as Error).message}`);
+      }
+      if (res.some((r) => r.outcome === 'refused' || r.outcome === 'rolled-back')) process.exitCode = 1;
+      if (o.json) return printJson(res);
+      if (!res.length) console.log('the bundle holds no release for a component of this device');
+      for (const r of res)
+        console.log(
+          `${r.component}${r.version ? `@${r.version}` : ''}: ${r.outcome}${r.class ? ` [${r.class}]` : ''}${r.reason ? `: ${r.reason}` : ''}`,
+        );
+    });
   for (const [name, desc] of [
     ['hold', 'hold every component (or --component): nothing new is applied'],
     ['unhold', 'release a local hold'],

@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { type AssignmentState, applyReport } from '../../engine/rollout.ts';
 import { appendAudit } from '../../store/audit.ts';
 import type { Db } from '../../store/database.ts';
+import { Repository } from '../../trust/repository.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 import { bearer, hashToken, newToken } from '../tokens.ts';
 
@@ -183,7 +184,8 @@ async function applyReports(
         .execute();
       await tx.updateTable('rollouts').set({ dirty: 1 }).where('id', '=', row.rollout_id).execute();
     }
-    if (r.outcome !== 'succeeded') {
+    // Failures, refusals (e.g. a TUF verification the device failed) and every offline update stay in the audit trail.
+    if (r.outcome !== 'succeeded' || r.offline) {
       await appendAudit(tx, {
         at: now,
         actor: `device/${deviceId}`,
@@ -237,6 +239,15 @@ async function desiredFor(
     out.push({ component, version, artifacts });
   }
   return out;
+}
+
+/**
+ * The organisation's current root (root.json, the newest version) for a device to pin, or undefined without
+ * keys. The newest, not 1.root.json: keys revoked by a rotation must not be trusted by new devices.
+ */
+function currentRoot(ctx: ServerContext): unknown {
+  const bytes = Repository.open(ctx.dataDir)?.file('root.json');
+  return bytes ? JSON.parse(bytes.toString('utf8')) : undefined;
 }
 
 export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
@@ -304,7 +315,12 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
           subject: `device/${id}`,
           detail: { name: body.name ?? id, labels },
         });
-        return { device_id: id, device_token: token, poll_seconds: ctx.pollSeconds };
+        return {
+          device_id: id,
+          device_token: token,
+          poll_seconds: ctx.pollSeconds,
+          tuf_root: currentRoot(ctx),
+        };
       });
     },
   );
@@ -353,10 +369,13 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
       ctx.metrics.checkins.inc();
       for (const r of body.reports ?? []) ctx.metrics.reports.inc({ outcome: r.outcome });
       end();
+      // A device with no pinned root (enrolled before `keys init`) gets the root to pin (trust on first use).
+      const unverified = body.components.some((c) => c.health?.trust === 'unverified');
       return {
         poll_seconds: ctx.pollSeconds,
         desired: result.desired,
         acked: (body.reports ?? []).map((r) => r.txn_id),
+        ...(unverified ? { tuf_root: currentRoot(ctx) } : {}),
       };
     },
   );
