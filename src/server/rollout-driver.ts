@@ -17,13 +17,26 @@ import type { Db, Store } from '../store/database.ts';
 
 const CHUNK = 400;
 
-/** Devices as one rollout's engine sees them, for a component. */
-export async function deviceViews(db: Db, component: string, rolloutId: number): Promise<DeviceView[]> {
+/** States a device reports for a component when its own local controls keep it where it is. */
+const LOCALLY_HELD = new Set(['held', 'pinned']);
+
+/**
+ * Devices as one rollout's engine sees them, for a component. A rollout scoped to a channel sees only that
+ * channel's devices. Operator holds and the device's own hold or pin both count as held.
+ */
+export async function deviceViews(
+  db: Db,
+  component: string,
+  rolloutId: number,
+  channel: string | null = null,
+): Promise<DeviceView[]> {
+  let dq = db.selectFrom('devices').select(['id', 'labels', 'held', 'pins', 'deferred_until']);
+  if (channel) dq = dq.where('channel', '=', channel);
   const [devices, comps, busyRows] = await Promise.all([
-    db.selectFrom('devices').select(['id', 'labels', 'held', 'pins']).execute(),
+    dq.execute(),
     db
       .selectFrom('device_components')
-      .select(['device_id', 'version'])
+      .select(['device_id', 'version', 'state'])
       .where('component', '=', component)
       .execute(),
     db
@@ -37,16 +50,18 @@ export async function deviceViews(db: Db, component: string, rolloutId: number):
       .execute(),
   ]);
   const version = new Map(comps.map((c) => [c.device_id, c.version]));
+  const localHold = new Set(comps.filter((c) => LOCALLY_HELD.has(c.state)).map((c) => c.device_id));
   const busy = new Set(busyRows.map((b) => b.device_id));
   return devices.map((d) => {
     const pins = JSON.parse(d.pins) as Record<string, string>;
     return {
       id: d.id,
       labels: JSON.parse(d.labels),
-      held: d.held === 1,
+      held: d.held === 1 || localHold.has(d.id),
       pinned: Object.hasOwn(pins, component),
       busy: busy.has(d.id),
       version: version.get(d.id) ?? null,
+      deferredUntil: d.deferred_until,
     };
   });
 }
@@ -208,7 +223,7 @@ export class RolloutDriver {
         const rollout = JSON.parse(row.state) as RolloutState;
         const [assignments, devices] = await Promise.all([
           loadAssignments(tx, id),
-          deviceViews(tx, row.component, id),
+          deviceViews(tx, row.component, id, row.channel),
         ]);
         const out = step({ plan, rollout, assignments, devices, events, now });
         await persist(tx, id, out, actor, now);

@@ -127,6 +127,16 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await sql`select 1`.execute(db);
       },
     },
+    '0002_channels_and_deferral': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .alterTable('devices')
+          .addColumn('channel', 'text', (c) => c.notNull().defaultTo('general'))
+          .execute();
+        await db.schema.alterTable('devices').addColumn('deferred_until', bigint).execute();
+        await db.schema.alterTable('rollouts').addColumn('channel', 'text').execute();
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

@@ -28,6 +28,8 @@ export interface DeviceTable {
   last_seen_at: number;
   held: number; // 0/1: operator hold, wins over every rollout
   pins: string; // JSON Record<component, version>
+  channel: Generated<string>; // 'early' gets a release first; 'general' only once it was promoted
+  deferred_until: number | null; // nothing is offered before this instant
 }
 
 export interface DeviceComponentTable {
@@ -69,6 +71,7 @@ export interface RolloutTable {
   dirty: number;
   created_at: number;
   updated_at: number;
+  channel: string | null; // only devices of this channel; null = every device
 }
 
 export interface AssignmentTable {

@@ -1,5 +1,6 @@
 // `ringfence fleet …` and `ringfence audit …`.
 import type { Command } from 'commander';
+import { parseDuration } from '../../engine/duration.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import type { AuditEntry } from '../../store/audit.ts';
 import { api, CliError, type Conn } from '../client.ts';
@@ -95,6 +96,53 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
         else console.log(`${name}: ${r.devices.length} devices`);
       });
   }
+  fleet
+    .command('defer')
+    .description(
+      'defer devices matching SELECTOR: nothing is offered to them for DURATION (e.g. 7d), or "off"',
+    )
+    .argument('<selector>')
+    .argument('<duration>', 'e.g. 12h, 7d; "off" clears the deferral')
+    .option('--reason <text>')
+    .option('--json', 'machine-readable output')
+    .action(async (selector: string, duration: string, o: { reason?: string; json?: boolean }) => {
+      let until: number | null = null;
+      if (duration !== 'off') {
+        try {
+          until = Date.now() + parseDuration(duration);
+        } catch (e) {
+          throw new CliError((e as Error).message);
+        }
+      }
+      const r = await api<{ devices: string[] }>(conn(), 'POST', '/v1/admin/fleet/defer', {
+        selector,
+        until,
+        reason: o.reason,
+      });
+      if (o.json) printJson({ ...r, until });
+      else
+        console.log(
+          until === null
+            ? `deferral cleared on ${r.devices.length} devices`
+            : `deferred ${r.devices.length} devices until ${new Date(until).toISOString()}`,
+        );
+    });
+  fleet
+    .command('channel')
+    .description('put devices matching SELECTOR on the early or the general channel')
+    .argument('<selector>')
+    .argument('<channel>', 'early or general')
+    .option('--json', 'machine-readable output')
+    .action(async (selector: string, channel: string, o: { json?: boolean }) => {
+      if (channel !== 'early' && channel !== 'general')
+        throw new CliError('channel must be early or general');
+      const r = await api<{ devices: string[] }>(conn(), 'POST', '/v1/admin/fleet/channel', {
+        selector,
+        channel,
+      });
+      if (o.json) printJson(r);
+      else console.log(`${r.devices.length} devices on the ${channel} channel`);
+    });
   fleet
     .command('pin')
     .description('pin devices matching SELECTOR to NAME@V (wins over every rollout)')

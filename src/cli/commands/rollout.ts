@@ -131,16 +131,43 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
     .argument('<ref>', 'NAME@VERSION')
     .requiredOption('--plan <name>', 'plan name')
     .option('--emergency', 'same waves, bake times shortened by the plan factor')
+    .option(
+      '--channel <channel>',
+      'only devices of this channel: early or general (general needs early first)',
+    )
+    .option('--supersede', 'abort the active rollout of this component first (audited)')
+    .option('--force', 'with --channel general: promote without a completed early rollout (audited)')
+    .option('--reason <text>', 'why (kept in the audit log)')
     .option('--json', 'machine-readable output')
-    .action(async (ref: string, o: { plan: string; emergency?: boolean; json?: boolean }) => {
-      const r = await api<RolloutView>(conn(), 'POST', '/v1/admin/rollouts', {
-        release: ref,
-        plan: o.plan,
-        emergency: !!o.emergency,
-      });
-      if (o.json) printJson(r);
-      else console.log(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
-    });
+    .action(
+      async (
+        ref: string,
+        o: {
+          plan: string;
+          emergency?: boolean;
+          channel?: string;
+          supersede?: boolean;
+          force?: boolean;
+          reason?: string;
+          json?: boolean;
+        },
+      ) => {
+        if (o.channel && o.channel !== 'early' && o.channel !== 'general') {
+          throw new CliError('--channel must be early or general');
+        }
+        const r = await api<RolloutView>(conn(), 'POST', '/v1/admin/rollouts', {
+          release: ref,
+          plan: o.plan,
+          emergency: !!o.emergency,
+          ...(o.channel ? { channel: o.channel } : {}),
+          ...(o.supersede ? { supersede: true } : {}),
+          ...(o.force ? { force: true } : {}),
+          ...(o.reason ? { reason: o.reason } : {}),
+        });
+        if (o.json) printJson(r);
+        else console.log(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
+      },
+    );
   rollout
     .command('list')
     .option('--json', 'machine-readable output')

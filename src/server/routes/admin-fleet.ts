@@ -16,6 +16,8 @@ export interface DeviceSummary {
   last_seen_at: number;
   held: boolean;
   pins: Record<string, string>;
+  channel: string;
+  deferred_until: number | null;
   components: Array<{
     name: string;
     version: string | null;
@@ -52,6 +54,8 @@ async function devices(db: Db, id?: string): Promise<DeviceSummary[]> {
     last_seen_at: r.last_seen_at,
     held: r.held === 1,
     pins: JSON.parse(r.pins),
+    channel: r.channel,
+    deferred_until: r.deferred_until,
     components: byDev.get(r.id) ?? [],
   }));
 }
@@ -65,8 +69,18 @@ const selectorBody = {
     release: { type: 'string', maxLength: 260 },
     component: { type: 'string', maxLength: 128 },
     reason: { type: 'string', maxLength: 1000 },
+    channel: { type: 'string', enum: ['early', 'general'] },
+    until: { type: ['integer', 'null'], minimum: 0 },
   },
 } as const;
+
+/** The per-device controls an operator sets by selector; they always win over rollouts. */
+interface FleetControls {
+  held: number;
+  pins: Record<string, string>;
+  channel: string;
+  deferred_until: number | null;
+}
 
 export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { db } = ctx.store;
@@ -164,10 +178,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
     selector: string,
     action: string,
     detail: Record<string, unknown>,
-    change: (row: { held: number; pins: Record<string, string> }) => {
-      held: number;
-      pins: Record<string, string>;
-    },
+    change: (row: FleetControls) => FleetControls,
   ): Promise<{ devices: string[] }> {
     let sel: ReturnType<typeof parseSelector>;
     try {
@@ -177,14 +188,27 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
     }
     const now = ctx.clock();
     return db.transaction().execute(async (tx) => {
-      const rows = await tx.selectFrom('devices').select(['id', 'labels', 'held', 'pins']).execute();
+      const rows = await tx
+        .selectFrom('devices')
+        .select(['id', 'labels', 'held', 'pins', 'channel', 'deferred_until'])
+        .execute();
       const hit: string[] = [];
       for (const r of rows) {
         if (!matches(sel, { ...JSON.parse(r.labels), id: r.id })) continue;
-        const next = change({ held: r.held, pins: JSON.parse(r.pins) });
+        const next = change({
+          held: r.held,
+          pins: JSON.parse(r.pins),
+          channel: r.channel,
+          deferred_until: r.deferred_until,
+        });
         await tx
           .updateTable('devices')
-          .set({ held: next.held, pins: JSON.stringify(next.pins) })
+          .set({
+            held: next.held,
+            pins: JSON.stringify(next.pins),
+            channel: next.channel,
+            deferred_until: next.deferred_until,
+          })
           .where('id', '=', r.id)
           .execute();
         hit.push(r.id);
@@ -261,6 +285,49 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
         delete pins[component];
         return { ...r, pins };
       });
+    },
+  );
+
+  app.post(
+    '/v1/admin/fleet/defer',
+    {
+      schema: {
+        summary: 'Defer devices: nothing is offered before `until` (ms since epoch; null clears it)',
+        tags: ['fleet'],
+        body: selectorBody,
+      },
+    },
+    async (req) => {
+      const b = req.body as { selector: string; until?: number | null; reason?: string };
+      if (b.until === undefined)
+        throw new HttpError(400, 'defer needs `until` (ms since epoch, or null to clear)');
+      const until = b.until;
+      return bySelector(
+        b.selector,
+        until === null ? 'fleet.undefer' : 'fleet.defer',
+        { until, reason: b.reason },
+        (r) => ({
+          ...r,
+          deferred_until: until,
+        }),
+      );
+    },
+  );
+
+  app.post(
+    '/v1/admin/fleet/channel',
+    {
+      schema: {
+        summary: 'Put devices on the early or the general channel',
+        tags: ['fleet'],
+        body: selectorBody,
+      },
+    },
+    async (req) => {
+      const b = req.body as { selector: string; channel?: string };
+      if (!b.channel) throw new HttpError(400, 'channel must be early or general');
+      const channel = b.channel;
+      return bySelector(b.selector, 'fleet.channel', { channel }, (r) => ({ ...r, channel }));
     },
   );
 

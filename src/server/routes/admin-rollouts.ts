@@ -11,6 +11,7 @@ export interface RolloutView {
   component: string;
   version: string;
   plan: string;
+  channel: string | null;
   status: string;
   wave: string | null;
   wave_index: number;
@@ -102,13 +103,71 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
             release: { type: 'string', maxLength: 260 },
             plan: { type: 'string', maxLength: 128 },
             emergency: { type: 'boolean' },
+            channel: { type: 'string', enum: ['early', 'general'] },
+            supersede: { type: 'boolean' },
+            force: { type: 'boolean' },
+            reason: { type: 'string', maxLength: 1000 },
           },
         },
       },
     },
     async (req, reply) => {
-      const body = req.body as { release: string; plan: string; emergency?: boolean };
+      const body = req.body as {
+        release: string;
+        plan: string;
+        emergency?: boolean;
+        channel?: 'early' | 'general';
+        supersede?: boolean;
+        force?: boolean;
+        reason?: string;
+      };
       const { component, version } = parseRef(body.release);
+      if (body.channel === 'general') {
+        // Promotion: the general channel gets a release only after it completed on the early channel.
+        const early = await db
+          .selectFrom('rollouts')
+          .select('id')
+          .where('component', '=', component)
+          .where('version', '=', version)
+          .where('channel', '=', 'early')
+          .where('status', '=', 'completed')
+          .executeTakeFirst();
+        if (!early && !body.force) {
+          throw new HttpError(
+            409,
+            `${body.release} has not completed on the early channel; promote it there first or pass force (audited)`,
+          );
+        }
+      }
+      if (body.supersede) {
+        // Explicit operator action: the older active rollout of this component is aborted first, so that one
+        // component on one device is never in two rollouts at once.
+        const older = await db
+          .selectFrom('rollouts')
+          .select(['id', 'version'])
+          .where('component', '=', component)
+          .where('status', 'in', [...ACTIVE])
+          .execute();
+        const plan = await db
+          .selectFrom('plans')
+          .select('name')
+          .where('name', '=', body.plan)
+          .executeTakeFirst();
+        if (!plan) throw new HttpError(404, `no plan "${body.plan}" (ringfence plan apply FILE.yaml)`);
+        for (const o of older) {
+          await ctx.driver.stepRollout(
+            o.id,
+            [
+              {
+                kind: 'abort',
+                actor: 'admin',
+                reason: `superseded by ${body.release}${body.reason ? `: ${body.reason}` : ''}`,
+              },
+            ],
+            'admin',
+          );
+        }
+      }
       const now = ctx.clock();
       const id = await db.transaction().execute(async (tx) => {
         const rel = await tx
@@ -139,7 +198,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
         if (clash) {
           throw new HttpError(
             409,
-            `rollout ${clash.id} of ${component}@${clash.version} is still active; abort or finish it first`,
+            `rollout ${clash.id} of ${component}@${clash.version} is still active; finish or abort it, or pass --supersede`,
           );
         }
         const inserted = await tx
@@ -155,6 +214,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
             dirty: 1,
             created_at: now,
             updated_at: now,
+            channel: body.channel ?? null,
           })
           .returning('id')
           .executeTakeFirstOrThrow();
@@ -176,7 +236,15 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
           actor: 'admin',
           action: 'rollout.created',
           subject: `rollout/${inserted.id}`,
-          detail: { release: body.release, plan: body.plan, emergency: body.emergency ?? false },
+          detail: {
+            release: body.release,
+            plan: body.plan,
+            emergency: body.emergency ?? false,
+            channel: body.channel ?? null,
+            supersede: body.supersede ?? false,
+            force_promote: body.channel === 'general' && (body.force ?? false),
+            reason: body.reason,
+          },
         });
         return inserted.id;
       });
@@ -281,6 +349,7 @@ export async function rolloutView(ctx: ServerContext, id: number): Promise<Rollo
     component: row.component,
     version: row.version,
     plan: row.plan_name,
+    channel: row.channel,
     status: row.status,
     wave: state.wave >= 0 ? plan.waves[state.wave].name : null,
     wave_index: state.wave,

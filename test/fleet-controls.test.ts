@@ -1,0 +1,138 @@
+// Fleet controls that always win, on a real server over HTTP: deferral, channels (early → general promotion),
+// explicit supersede, and the device's own hold.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { api } from '../src/cli/client.ts';
+import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
+import type { AuditEntry } from '../src/store/audit.ts';
+import { checkin, cycle, enrollDevices, type ProtocolDevice, release } from './helpers/protocol-device.ts';
+import { sleep, startTestServer, type TestServer, until } from './helpers/server.ts';
+
+const ALL = 'name: all\nwaves:\n  - name: everyone\n    size: 100%\n';
+
+describe('fleet controls', () => {
+  let ts: TestServer;
+  const status = (id: number) => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${id}`);
+
+  before(async () => {
+    ts = await startTestServer();
+    await api(ts.conn, 'POST', '/v1/admin/plans', { source: ALL });
+  });
+  after(() => ts.close());
+
+  it('a deferred device is offered nothing until its deferral ends, and is not failed for waiting', async () => {
+    const devs = await enrollDevices(ts.conn, [{ grp: 'defer' }, { grp: 'defer' }]);
+    await release(ts.conn, 'dfr', '1');
+    const untilMs = Date.now() + 1500;
+    await api(ts.conn, 'POST', '/v1/admin/fleet/defer', { selector: `id=${devs[0].id}`, until: untilMs });
+    const r = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'dfr@1',
+      plan: 'all',
+    });
+    assert.equal(await cycle(ts.conn, devs[1], 'dfr'), '1');
+    assert.deepEqual(await checkin(ts.conn, devs[0], 'dfr'), [], 'deferred device is offered nothing');
+    await sleep(Math.max(0, untilMs - Date.now()) + 400);
+    await until(
+      () => checkin(ts.conn, devs[0], 'dfr'),
+      (o) => o.length === 1,
+      10_000,
+      'offer after deferral',
+    );
+    await cycle(ts.conn, devs[0], 'dfr');
+    const end = await until(
+      () => status(r.id),
+      (v) => v.status === 'completed',
+      10_000,
+      'completion',
+    );
+    assert.equal(end.waves[0].failed, 0);
+  });
+
+  it('the general channel gets a release only after it completed on the early channel (or a forced, audited promotion)', async () => {
+    const devs = await enrollDevices(ts.conn, [{ grp: 'ch' }, { grp: 'ch' }, { grp: 'ch' }]);
+    await api(ts.conn, 'POST', '/v1/admin/fleet/channel', { selector: `id=${devs[0].id}`, channel: 'early' });
+    await release(ts.conn, 'chn', '1');
+    await assert.rejects(
+      api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'chn@1', plan: 'all', channel: 'general' }),
+      /409 chn@1 has not completed on the early channel/,
+    );
+    const early = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'chn@1',
+      plan: 'all',
+      channel: 'early',
+    });
+    assert.equal(early.channel, 'early');
+    assert.deepEqual(
+      await checkin(ts.conn, devs[1], 'chn'),
+      [],
+      'general devices are outside an early rollout',
+    );
+    await cycle(ts.conn, devs[0], 'chn');
+    await until(
+      () => status(early.id),
+      (v) => v.status === 'completed',
+      10_000,
+      'early completion',
+    );
+    const general = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'chn@1',
+      plan: 'all',
+      channel: 'general',
+    });
+    assert.equal(
+      general.waves[0].selected,
+      2 + 2,
+      'the two general devices of this test and the two of the deferral test',
+    );
+    await release(ts.conn, 'chn2', '1');
+    const forced = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'chn2@1',
+      plan: 'all',
+      channel: 'general',
+      force: true,
+      reason: 'security fix',
+    });
+    const log = await api<AuditEntry[]>(ts.conn, 'GET', `/v1/admin/audit?subject=rollout/${forced.id}`);
+    const created = log.find((e) => e.action === 'rollout.created')!;
+    assert.equal((created.detail as { force_promote: boolean }).force_promote, true);
+  });
+
+  it('a newer rollout supersedes an active one only by explicit operator action', async () => {
+    await release(ts.conn, 'sup', '1');
+    await release(ts.conn, 'sup', '2');
+    await api(ts.conn, 'POST', '/v1/admin/plans', {
+      source:
+        'name: slow\nwaves:\n  - name: one\n    size: 1\n    bake: 1h\n  - name: rest\n    size: 100%\n',
+    });
+    const first = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'sup@1',
+      plan: 'slow',
+    });
+    await assert.rejects(
+      api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'sup@2', plan: 'slow' }),
+      /409 rollout \d+ of sup@1 is still active/,
+    );
+    const second = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'sup@2',
+      plan: 'slow',
+      supersede: true,
+    });
+    assert.equal((await status(first.id)).status, 'aborted');
+    assert.match((await status(first.id)).state.reason ?? '', /superseded by sup@2/);
+    assert.equal(second.status, 'running');
+  });
+
+  it("a device's own hold keeps it out of a rollout", async () => {
+    const devs: ProtocolDevice[] = await enrollDevices(ts.conn, [{ grp: 'lh' }, { grp: 'lh' }]);
+    devs[0].state = 'held';
+    await checkin(ts.conn, devs[0], 'lh');
+    await checkin(ts.conn, devs[1], 'lh');
+    await release(ts.conn, 'lh', '1');
+    await api(ts.conn, 'POST', '/v1/admin/plans', {
+      source: 'name: lh\nwaves:\n  - name: w\n    select: grp=lh\n    size: 100%\n',
+    });
+    const r = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'lh@1', plan: 'lh' });
+    assert.equal(r.waves[0].selected, 1);
+    assert.deepEqual(await checkin(ts.conn, devs[0], 'lh'), []);
+  });
+});
