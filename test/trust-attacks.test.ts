@@ -2,20 +2,19 @@
 // the real tuf-js client. Every attack must be refused with a clear reason and leave the device's trusted
 // metadata exactly as it was (the device stays on its last good state).
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { Metadata, MetadataKind, Timestamp } from '@tufjs/models';
 import { BlobStore } from '../src/store/blobs.ts';
-import { type OfferedArtifact, type VerifyResult, verifyRelease } from '../src/trust/device-verifier.ts';
-import { exportTree, hashedTargetPath } from '../src/trust/export.ts';
-import { generateKey, readKeyFile, readRoleKeys, signerOf } from '../src/trust/keys.ts';
-import { Repository, tufExpires } from '../src/trust/repository.ts';
+import { type OfferedArtifact, verifyRelease } from '../src/trust/device-verifier.ts';
+import { exportTree } from '../src/trust/export.ts';
+import { generateKey, readKeyFile } from '../src/trust/keys.ts';
+import { Repository } from '../src/trust/repository.ts';
 import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
+import { type AttackContext, attack, forgeRootWithOneKey, refused, resetMirror } from './trust-harness.ts';
 
-const DAY = 86_400_000;
 let dir: string;
 let data: string;
 let repo: Repository;
@@ -57,35 +56,20 @@ function device() {
   return { d, metadataDir, state, verify };
 }
 
-/** Restores the honest mirror after an attack edited it. */
-async function resetMirror() {
-  rmSync(mirror, { recursive: true, force: true });
-  await exportTree(repo, blobs, mirror);
-}
+let ctx: AttackContext;
 
-function refused(r: VerifyResult, cls: string, re: RegExp) {
-  assert.equal(r.ok, false, `expected a refusal, got ${JSON.stringify(r)}`);
-  if (r.ok) return;
-  assert.equal(r.class, cls, r.reason);
-  assert.match(r.reason, re);
-  if (process.env.RF_SHOW_REASONS) console.log(`refused [${r.class}] ${r.reason}`);
-}
-
-function signTimestamp(opts: { expires: number; key?: ReturnType<typeof generateKey> }) {
-  const cur = Metadata.fromJSON(
-    MetadataKind.Timestamp,
-    JSON.parse(readFileSync(join(mirror, 'timestamp.json'), 'utf8')),
-  );
-  const ts = new Metadata(
-    new Timestamp({
-      version: cur.signed.version + 1,
-      specVersion: cur.signed.specVersion,
-      expires: tufExpires(opts.expires),
-      snapshotMeta: cur.signed.snapshotMeta,
-    }),
-  );
-  ts.sign(signerOf(opts.key ?? readRoleKeys(repo.keyDir, 'timestamp')[0]));
-  writeFileSync(join(mirror, 'timestamp.json'), JSON.stringify(ts.toJSON()));
+/** Runs a shared mirror attack against a fresh device, then restores the honest mirror. */
+async function underAttack(name: string, extra = {}) {
+  const dev = device();
+  const at = attack(name);
+  try {
+    at.run(ctx);
+    const r = await dev.verify('app', '1.0.0', [good], extra);
+    refused(r, at.class, at.reason);
+    return dev;
+  } finally {
+    await resetMirror(ctx);
+  }
 }
 
 before(async () => {
@@ -100,6 +84,7 @@ before(async () => {
   mirror = join(dir, 'mirror');
   await exportTree(repo, blobs, mirror);
   srv = await serveStatic(mirror);
+  ctx = { repo, blobs, mirror, oldTree: snapshotV1, targetPath: 'app/1.0.0/payload.bin' };
 });
 after(async () => {
   await srv.close();
@@ -159,68 +144,26 @@ test('rollback: after seeing the new state, an older (validly signed) timestamp/
 });
 
 test('indefinite freeze: a correctly signed but expired timestamp is refused', async () => {
-  const dev = device();
-  try {
-    signTimestamp({ expires: Date.now() - DAY });
-    refused(await dev.verify('app', '1.0.0', [good]), 'expired', /expired/);
-  } finally {
-    await resetMirror();
-  }
+  await underAttack('indefinite freeze');
 });
 
 test('mix-and-match: a snapshot from another state under the current name is refused', async () => {
-  const dev = device();
-  const ts = JSON.parse(readFileSync(join(mirror, 'timestamp.json'), 'utf8'));
-  const v = ts.signed.meta['snapshot.json'].version;
-  try {
-    // The old, validly signed snapshot (it lists an older targets version) served as the current one.
-    writeFileSync(
-      join(mirror, `${v}.snapshot.json`),
-      readFileSync(join(snapshotV1, `${v - 1}.snapshot.json`)),
-    );
-    const r = await dev.verify('app', '1.0.0', [good]);
-    assert.equal(r.ok, false);
-    refused(r, 'tampered', /snapshot/i);
-  } finally {
-    await resetMirror();
-  }
+  await underAttack('mix-and-match');
 });
 
 test('endless data: an oversized timestamp is cut off and refused', async () => {
-  const dev = device();
-  try {
-    writeFileSync(join(mirror, 'timestamp.json'), Buffer.alloc(5 * 1024 * 1024, 0x20));
-    refused(await dev.verify('app', '1.0.0', [good]), 'oversized', /endless data/);
-  } finally {
-    await resetMirror();
-  }
+  await underAttack('endless data');
 });
 
 test('wrong signing key: a timestamp signed by a key the root does not trust is refused', async () => {
-  const dev = device();
-  try {
-    signTimestamp({ expires: Date.now() + DAY, key: generateKey('timestamp') });
-    refused(await dev.verify('app', '1.0.0', [good]), 'signature', /signature|signed/);
-  } finally {
-    await resetMirror();
-  }
+  await underAttack('wrong signing key');
 });
 
 test('threshold not met: a new root signed by 1 of the 2 required root keys is refused; 2 of 3 is followed', async () => {
   const dev = device();
   const rootKeys = [1, 2, 3].map((i) => readKeyFile(join(repo.keyDir, `root-${i}.json`)));
-  const v1 = Metadata.fromJSON(
-    MetadataKind.Root,
-    JSON.parse(readFileSync(join(mirror, '1.root.json'), 'utf8')),
-  );
-  const forged = Metadata.fromJSON(MetadataKind.Root, {
-    ...v1.toJSON(),
-    signed: { ...(v1.toJSON().signed as object), version: 2 },
-    signatures: [],
-  } as never);
-  forged.sign(signerOf(rootKeys[0]));
   try {
-    writeFileSync(join(mirror, '2.root.json'), JSON.stringify(forged.toJSON()));
+    forgeRootWithOneKey(ctx);
     refused(await dev.verify('app', '1.0.0', [good]), 'signature', /root/);
   } finally {
     rmSync(join(mirror, '2.root.json'));
@@ -233,24 +176,17 @@ test('threshold not met: a new root signed by 1 of the 2 required root keys is r
     threshold: 2,
     rotateOnline: ['timestamp'],
   });
-  await resetMirror();
+  await resetMirror(ctx);
   const r = await dev.verify('app', '1.0.0', [good]);
   assert.equal(r.ok, true, JSON.stringify(r));
   if (r.ok) assert.equal(r.versions.root, 2);
 });
 
 test('blob tampered at the mirror: the download fails its signed hash and nothing is staged', async () => {
-  const dev = device();
-  const t = repo.targets().signed.targets['app/1.0.0/payload.bin'];
-  const file = join(mirror, 'targets', hashedTargetPath('app/1.0.0/payload.bin', t.hashes.sha256));
-  try {
-    writeFileSync(file, 'GOOD release one'); // same length, one byte flipped in meaning
-    const r = await dev.verify('app', '1.0.0', [good], { downloadDir: join(dev.d, 'stage') });
-    refused(r, 'tampered', /hash|length/);
-    assert.deepEqual(Object.keys(dev.state()), ['root.json'], 'no metadata committed on refusal');
-  } finally {
-    await resetMirror();
-  }
+  const dev = await underAttack('blob tampered', {
+    downloadDir: join(mkdtempSync(join(dir, 'st-')), 'stage'),
+  });
+  assert.deepEqual(Object.keys(dev.state()), ['root.json'], 'no metadata committed on refusal');
 });
 
 test('interrupted verification leaves the trusted metadata intact (no work folders left behind)', async () => {
