@@ -1,10 +1,11 @@
 // The device protocol: enrollment, check-in (state up, desired releases down) and blob download with Range.
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { type AssignmentState, applyReport } from '../../engine/rollout.ts';
 import { appendAudit } from '../../store/audit.ts';
 import type { Db } from '../../store/database.ts';
 import { Repository } from '../../trust/repository.ts';
+import { CheckinBatcher, type CheckinBody, type CheckinReport } from '../checkin.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 import { bearer, hashToken, newToken } from '../tokens.ts';
 
@@ -69,56 +70,43 @@ const checkinBody = {
   },
 } as const;
 
-export interface CheckinBody {
-  labels?: Record<string, string>;
-  agent_version?: string;
-  components: Array<{
-    name: string;
-    version?: string | null;
-    state: string;
-    health?: Record<string, unknown>;
-    quarantined?: string[];
-  }>;
-  reports?: Array<{
-    txn_id: string;
-    component: string;
-    version: string;
-    from_version?: string | null;
-    outcome: 'succeeded' | 'failed' | 'rolled-back' | 'refused';
-    class?: string;
-    reason?: string;
-    detail?: Record<string, unknown>;
-    at?: number;
-    offline?: boolean;
-  }>;
-}
-
-export interface DesiredRelease {
-  component: string;
-  version: string;
-  artifacts: Array<{ name: string; sha256: string; length: number; url: string }>;
-}
-
-async function authDevice(
-  db: Db,
-  req: FastifyRequest,
-): Promise<{ id: string; held: number; pins: string; labels: string }> {
-  const token = bearer(req.headers.authorization);
-  if (!token) throw new HttpError(401, 'device token required');
-  const dev = await db
-    .selectFrom('devices')
-    .select(['id', 'held', 'pins', 'labels'])
-    .where('token_hash', '=', hashToken(token))
-    .executeTakeFirst();
-  if (!dev) throw new HttpError(401, 'unknown device token');
-  return dev;
-}
+// A response schema lets Fastify serialise the answer with a compiled serializer (the check-in hot path).
+const checkinAnswer = {
+  type: 'object',
+  properties: {
+    poll_seconds: { type: 'number' },
+    acked: { type: 'array', items: { type: 'string' } },
+    desired: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          component: { type: 'string' },
+          version: { type: 'string' },
+          artifacts: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                name: { type: 'string' },
+                sha256: { type: 'string' },
+                length: { type: 'integer' },
+                url: { type: 'string' },
+              },
+            },
+          },
+        },
+      },
+    },
+    tuf_root: { type: 'object', additionalProperties: true },
+  },
+} as const;
 
 /** Applies device reports to the assignments of the rollouts they belong to (idempotent by txn_id). */
 async function applyReports(
   tx: Db,
   deviceId: string,
-  reports: CheckinBody['reports'],
+  reports: CheckinReport[] | undefined,
   now: number,
 ): Promise<number> {
   let applied = 0;
@@ -154,7 +142,7 @@ async function applyReports(
       ])
       .where('assignments.device_id', '=', deviceId)
       .where('rollouts.component', '=', r.component)
-      .where('assignments.state', 'in', ['offered', 'succeeded', 'reverting'])
+      .where('assignments.state', 'in', ['offered', 'succeeded', 'reverting', 'unconfirmed'])
       .execute();
     for (const row of rows) {
       const next = applyReport(
@@ -204,43 +192,6 @@ async function applyReports(
   return applied;
 }
 
-/** What the device should run now: rollout assignments, overridden by pins, and nothing new while held. */
-async function desiredFor(
-  tx: Db,
-  dev: { id: string; held: number; pins: string },
-  current: Map<string, string | null>,
-): Promise<DesiredRelease[]> {
-  const want = new Map<string, string>();
-  const rows = await tx
-    .selectFrom('desired')
-    .select(['component', 'version'])
-    .where('device_id', '=', dev.id)
-    .execute();
-  for (const r of rows) want.set(r.component, r.version);
-  for (const [component, version] of Object.entries(JSON.parse(dev.pins) as Record<string, string>)) {
-    want.set(component, version);
-  }
-  const out: DesiredRelease[] = [];
-  for (const [component, version] of want) {
-    if (dev.held === 1 && current.get(component) !== version) continue; // a hold freezes the device as it is
-    const rel = await tx
-      .selectFrom('releases')
-      .select(['artifacts'])
-      .where('component', '=', component)
-      .where('version', '=', version)
-      .executeTakeFirst();
-    if (!rel) continue;
-    const artifacts = (
-      JSON.parse(rel.artifacts) as Array<{ name: string; sha256: string; length: number }>
-    ).map((a) => ({
-      ...a,
-      url: `/v1/blobs/${a.sha256}`,
-    }));
-    out.push({ component, version, artifacts });
-  }
-  return out;
-}
-
 /**
  * The organisation's current root (root.json, the newest version) for a device to pin, or undefined without
  * keys. The newest, not 1.root.json: keys revoked by a rotation must not be trusted by new devices.
@@ -252,6 +203,7 @@ function currentRoot(ctx: ServerContext): unknown {
 
 export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { db } = ctx.store;
+  const batcher = new CheckinBatcher(ctx, applyReports);
 
   app.post(
     '/v1/enroll',
@@ -332,40 +284,16 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
         summary: 'Device check-in: report component states and transaction results; receive desired releases',
         tags: ['device'],
         body: checkinBody,
+        response: { 200: checkinAnswer },
       },
     },
     async (req) => {
       const end = ctx.metrics.checkinSeconds.startTimer();
       const body = req.body as CheckinBody;
-      const now = ctx.clock();
-      const result = await db.transaction().execute(async (tx) => {
-        const dev = await authDevice(tx, req);
-        const update: { last_seen_at: number; agent_version?: string; labels?: string } = {
-          last_seen_at: now,
-        };
-        if (body.agent_version) update.agent_version = body.agent_version;
-        if (body.labels) update.labels = JSON.stringify({ ...JSON.parse(dev.labels), ...body.labels });
-        await tx.updateTable('devices').set(update).where('id', '=', dev.id).execute();
-        const current = new Map<string, string | null>();
-        for (const c of body.components) {
-          current.set(c.name, c.version ?? null);
-          const row = {
-            version: c.version ?? null,
-            state: c.state,
-            health: JSON.stringify(c.health ?? {}),
-            quarantined: JSON.stringify(c.quarantined ?? []),
-            updated_at: now,
-          };
-          await tx
-            .insertInto('device_components')
-            .values({ device_id: dev.id, component: c.name, ...row })
-            .onConflict((oc) => oc.columns(['device_id', 'component']).doUpdateSet(row))
-            .execute();
-        }
-        const applied = await applyReports(tx, dev.id, body.reports, now);
-        const desired = await desiredFor(tx, dev, current);
-        return { applied, desired };
-      });
+      const token = bearer(req.headers.authorization);
+      if (!token) throw new HttpError(401, 'device token required');
+      // Concurrent check-ins share one transaction (group commit); see ../checkin.ts.
+      const result = await batcher.submit(hashToken(token), body);
       ctx.metrics.checkins.inc();
       for (const r of body.reports ?? []) ctx.metrics.reports.inc({ outcome: r.outcome });
       end();
