@@ -7,9 +7,13 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { api, type Conn } from '../cli/client.ts';
 import { importRelease } from '../cli/commands/release.ts';
+import { parsePlan } from '../engine/plan.ts';
 import { createServer } from '../server/app.ts';
 import type { DeviceSummary } from '../server/routes/admin-fleet.ts';
 import type { RolloutView } from '../server/routes/admin-rollouts.ts';
+import { parseFault } from '../sim/faults.ts';
+import { fleetFromLabels } from '../sim/fleet.ts';
+import { rehearse } from '../sim/rehearsal.ts';
 import { Repository } from '../trust/repository.ts';
 import { prepareDevice, type SpawnedDevice, startAgent, stopAgents, writeContent } from './fleet.ts';
 
@@ -154,6 +158,17 @@ export async function runDemo(
       problems.push(`good rollout ended ${goodEnd.status}: ${goodEnd.state.reason}`);
     if (goodSucceeded !== n) problems.push(`good rollout: ${goodSucceeded} of ${n} succeeded`);
 
+    // Trust, but verify the plan too: rehearse the bad case on a digital twin of this fleet before it happens.
+    const twin = rehearse({
+      plan: parsePlan(DEMO_PLAN, 'demo-plan.yaml'),
+      fleet: fleetFromLabels(devices.map((d) => d.labels)),
+      faults: [parseFault('crash:100%')],
+      seed: 'demo',
+    });
+    say(
+      `${t()} rehearsal (digital twin, virtual time): a release that crashes every device would reach ${twin.exposed} of ${n} devices and halt after wave "${twin.halted_at_wave}"`,
+    );
+    say(`${t()}   at scale: ringfence rehearse PLAN.yaml --fleet 100000 --fault crash:100% --report DIR`);
     say(`${t()} --- bad release: sensor-content@1.1.0, same plan ---`);
     const bad = await api<RolloutView>(conn, 'POST', '/v1/admin/rollouts', {
       release: 'sensor-content@1.1.0',
@@ -209,8 +224,9 @@ export async function runDemo(
         `bad release exposed ${exposed}, rolled back on ${onPrevious}, seen on ${touched.length} devices`,
       );
     }
+    if (exposed > twin.exposed) problems.push(`exposure ${exposed} exceeded the rehearsed ${twin.exposed}`);
     say(
-      `${t()} bad release halted after wave "${haltedAfter}": exposed ${exposed} of ${n}, rolled back on their own: ${onPrevious}`,
+      `${t()} bad release halted after wave "${haltedAfter}": exposed ${exposed} of ${n} (rehearsal predicted ${twin.exposed}), rolled back on their own: ${onPrevious}`,
     );
     return {
       fleet: n,
