@@ -186,3 +186,34 @@ describe('rollback deadline', () => {
     assert.equal(done.changed.find((a) => a.deviceId === 'd001')?.state, 'unconfirmed');
   });
 });
+
+describe('min_reported gate', () => {
+  it('halts as inconclusive (no rollback) when too few devices really reported', () => {
+    const plan = parsePlan(
+      'name: m\nreport_deadline: 60s\non_failure: halt-and-rollback\nwaves:\n  - name: w\n    size: 4\n    max_failures: 100%\n    min_reported: 75%\n  - name: rest\n    size: 100%\n',
+    );
+    const devices = fleet(8, 0);
+    const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+    const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
+    const asg = new Map(first.changed.map((a) => [a.deviceId, a]));
+    // Two report success; two never report and time out.
+    for (const id of ['d000', 'd001']) asg.set(id, { ...asg.get(id)!, state: 'succeeded', reportedAt: 5 });
+    const out = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 60_000 });
+    assert.equal(out.rollout.status, 'halted');
+    assert.match(out.rollout.reason ?? '', /inconclusive, 2 of 4 devices reported \(min_reported 3\)/);
+    assert.ok(!out.commands.some((c) => c.kind === 'revert'), 'inconclusive is not a reason to roll back');
+  });
+
+  it('passes when enough devices reported, even if some failed within the budget', () => {
+    const plan = parsePlan(
+      'name: m\nwaves:\n  - name: w\n    size: 4\n    max_failures: 1\n    min_reported: 4\n',
+    );
+    const devices = fleet(4, 0);
+    const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+    const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
+    const asg = new Map(first.changed.map((a) => [a.deviceId, { ...a, state: 'succeeded' as const }]));
+    asg.set('d003', { ...asg.get('d003')!, state: 'failed', reason: 'health: exit 1' });
+    const out = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 10 });
+    assert.equal(out.rollout.status, 'completed');
+  });
+});

@@ -20,6 +20,7 @@ export interface WaveSpec {
   bakeMs: number;
   maxFailures: Amount; // halt when failures *exceed* this
   minSuccessPercent: number; // gate: succeeded / selected
+  minReported?: Amount; // gate: devices that really reported (not timed out); fewer = inconclusive, halt
   approval: boolean;
   maxConcurrent: number | null;
   maxConcurrentPer: { label: string; max: number } | null;
@@ -112,6 +113,7 @@ const waveSchema = z
     bake: durationField.default(0),
     max_failures: amountField('max_failures').default({ count: 0 }),
     min_success: percentField.default(0),
+    min_reported: amountField('min_reported').default({ count: 0 }),
     approval: z.boolean().default(false),
     max_concurrent: z.number().int().positive().nullable().default(null),
     max_concurrent_per: z
@@ -204,6 +206,7 @@ export function parsePlan(source: string, file = 'plan.yaml'): Plan {
       bakeMs: w.bake,
       maxFailures: w.max_failures,
       minSuccessPercent: w.min_success,
+      minReported: w.min_reported,
       approval: w.approval,
       maxConcurrent: w.max_concurrent,
       maxConcurrentPer: w.max_concurrent_per,

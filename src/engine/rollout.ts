@@ -46,6 +46,9 @@ export interface RolloutState {
   haltedAtWave: number | null;
 }
 
+/** Reason recorded for a device that did not report before its deadline (a transient failure: retryable). */
+export const NO_REPORT = 'no report before the deadline';
+
 export type AssignmentState =
   | 'queued'
   | 'offered'
@@ -556,10 +559,22 @@ class Stepper {
     const wave = this.input.plan.waves[this.r.wave];
     let selected = 0;
     let succeeded = 0;
+    let reported = 0;
     for (const a of this.asg.values()) {
       if (a.wave !== this.r.wave || a.state === 'skipped') continue;
       selected++;
       if (a.state === 'succeeded') succeeded++;
+      if (a.state === 'succeeded' || (a.state === 'failed' && a.reason !== NO_REPORT)) reported++;
+    }
+    const need = resolveAmount(wave.minReported ?? { count: 0 }, selected);
+    if (reported < need) {
+      // Too little evidence to judge: stop exposure, but do not roll back what may be healthy.
+      const why = `wave ${wave.name}: inconclusive, ${reported} of ${selected} devices reported (min_reported ${need})`;
+      this.r.reason = why;
+      this.r.haltedAtWave = this.r.wave;
+      this.dropQueued('rollout halted');
+      this.go('halted', why);
+      return true;
     }
     if (selected > 0 && (succeeded * 100) / selected < wave.minSuccessPercent) {
       this.halt(
@@ -593,8 +608,7 @@ class Stepper {
         }
       }
       const due = from + limit;
-      if (this.now >= due)
-        this.set({ ...a, state: 'failed', reportedAt: this.now, reason: 'no report before the deadline' });
+      if (this.now >= due) this.set({ ...a, state: 'failed', reportedAt: this.now, reason: NO_REPORT });
       else this.wake(due);
     }
     if (this.checkFailures()) return;
