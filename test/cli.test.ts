@@ -171,3 +171,20 @@ describe('ringfence demo', { timeout: 150_000 }, () => {
     });
   });
 });
+
+describe('server configuration file', () => {
+  it('is written with defaults on first start, and a bad value is refused with file, line and field', async () => {
+    const { loadServerConfig } = await import('../src/server/config.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'rf-cfg-'));
+    try {
+      const first = loadServerConfig(dir);
+      assert.equal(first.created, true);
+      assert.deepEqual(first.config, { host: '127.0.0.1', port: 8080, poll_seconds: 30, database: null });
+      assert.equal(loadServerConfig(dir).created, false);
+      writeFileSync(join(dir, 'server.yaml'), 'host: 0.0.0.0\nport: 99999\n');
+      assert.throws(() => loadServerConfig(dir), /server\.yaml:2: port: /);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -211,7 +211,9 @@ describe('min_reported gate', () => {
     const devices = fleet(4, 0);
     const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
     const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
-    const asg = new Map(first.changed.map((a) => [a.deviceId, { ...a, state: 'succeeded' as const }]));
+    const asg = new Map<string, Assignment>(
+      first.changed.map((a) => [a.deviceId, { ...a, state: 'succeeded' }]),
+    );
     asg.set('d003', { ...asg.get('d003')!, state: 'failed', reason: 'health: exit 1' });
     const out = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 10 });
     assert.equal(out.rollout.status, 'completed');

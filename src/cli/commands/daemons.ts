@@ -11,23 +11,30 @@ export function serverCommand(program: Command): void {
     .command('server')
     .description('run the patch server')
     .requiredOption('--data <dir>', 'data folder (database, blobs, keys)')
-    .option('--port <n>', 'port', '8080')
-    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port (default 8080, or server.yaml)')
+    .option('--host <addr>', 'address to listen on (default 127.0.0.1, or server.yaml)')
     .option('--database <url>', 'postgres://… for scale-out (default: SQLite in the data folder)')
-    .option('--poll <seconds>', 'check-in interval told to agents', '30')
-    .action(async (o: { data: string; port: string; host: string; database?: string; poll: string }) => {
+    .option('--poll <seconds>', 'check-in interval told to agents (default 30, or server.yaml)')
+    .action(async (o: { data: string; port?: string; host?: string; database?: string; poll?: string }) => {
       // Loaded on demand: agents and light commands start without the server's dependencies.
       const { createServer } = await import('../../server/app.ts');
+      const { loadServerConfig } = await import('../../server/config.ts');
+      const { config, file, created } = loadServerConfig(o.data);
+      const port = Number(o.port ?? config.port);
+      const poll = Number(o.poll ?? config.poll_seconds);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`invalid port "${o.port}"`);
+      if (!Number.isInteger(poll) || poll < 1) throw new CliError(`invalid --poll "${o.poll}"`);
       const srv = await createServer({
         dataDir: o.data,
-        databaseUrl: o.database ?? process.env.RINGFENCE_DATABASE,
-        pollSeconds: Number(o.poll),
+        databaseUrl: o.database ?? process.env.RINGFENCE_DATABASE ?? config.database ?? undefined,
+        pollSeconds: poll,
         initialAdminToken: process.env.RINGFENCE_INITIAL_ADMIN_TOKEN,
       });
+      if (created) srv.ctx.log.info({ file }, 'wrote default server configuration');
       if (srv.newAdminToken) {
         process.stderr.write(`admin token (shown once, store it safely): ${srv.newAdminToken}\n`);
       }
-      const address = await srv.app.listen({ port: Number(o.port), host: o.host });
+      const address = await srv.app.listen({ port, host: o.host ?? config.host });
       srv.ctx.log.info({ address }, 'ringfence server listening');
       const shutdown = async (sig: string) => {
         srv.ctx.log.info({ sig }, 'shutting down');
