@@ -1,6 +1,6 @@
 // Rollout plans as code: YAML validated with zod; every error names the file, line and field.
-import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { parseValidatedYaml } from '../config/validated-yaml.ts';
 import { parseDuration } from './duration.ts';
 import { parseSelector } from './selector.ts';
 
@@ -166,31 +166,7 @@ export class PlanError extends Error {}
 
 /** Parses and validates plan YAML; throws PlanError "FILE:LINE: field: message" on the first problem. */
 export function parsePlan(source: string, file = 'plan.yaml'): Plan {
-  const lc = new LineCounter();
-  const doc = parseDocument(source, { lineCounter: lc, prettyErrors: false });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0];
-    const pos = lc.linePos(e.pos[0]);
-    throw new PlanError(`${file}:${pos.line}: invalid YAML: ${e.message.split('\n')[0]}`);
-  }
-  const raw = doc.toJS();
-  const res = planSchema.safeParse(raw);
-  if (!res.success) {
-    const issue = res.error.issues[0];
-    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-    // Walk up the path until a node with a position is found (a missing field points at its parent).
-    let line = 1;
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
-      if (node?.range) {
-        line = lc.linePos(node.range[0]).line;
-        break;
-      }
-    }
-    const field = path.length ? path.join('.') : '(plan)';
-    throw new PlanError(`${file}:${line}: ${field}: ${issue.message}`);
-  }
-  const p = res.data;
+  const p = parseValidatedYaml(planSchema, source, file, PlanError);
   return {
     name: p.name,
     description: p.description,

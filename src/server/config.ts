@@ -2,8 +2,8 @@
 // start; command-line flags override it. Errors name the file, line and field.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { parseValidatedYaml } from '../config/validated-yaml.ts';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
 
 const schema = z
@@ -40,21 +40,6 @@ export function loadServerConfig(dataDir: string): { config: ServerConfig; file:
     writeFileAtomicSync(file, TEMPLATE, 0o600);
     created = true;
   }
-  const text = readFileSync(file, 'utf8');
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc });
-  if (doc.errors.length) {
-    throw new Error(
-      `${file}:${lc.linePos(doc.errors[0].pos[0]).line}: invalid YAML: ${doc.errors[0].message.split('\n')[0]}`,
-    );
-  }
-  const res = schema.safeParse(doc.toJS() ?? {});
-  if (!res.success) {
-    const issue = res.error.issues[0];
-    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-    const node = doc.getIn(path, true) as { range?: [number, number, number] } | undefined;
-    const line = node?.range ? lc.linePos(node.range[0]).line : 1;
-    throw new Error(`${file}:${line}: ${path.join('.') || '(config)'}: ${issue.message}`);
-  }
-  return { config: res.data, file, created };
+  const config = parseValidatedYaml(schema, readFileSync(file, 'utf8'), file);
+  return { config, file, created };
 }
