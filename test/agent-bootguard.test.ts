@@ -99,6 +99,13 @@ describe('boot guard and local control', () => {
     await sleep(1200);
     assert.equal(active(d), OLD, 'a local pin wins over a server pin');
     assert.equal(journalOf(d).txn, null);
+    // Check-ins report the local pin as the component's state: the server counts it as held on the device.
+    const pinnedRow = await ts.srv.ctx.store.db
+      .selectFrom('device_components')
+      .select('state')
+      .where('device_id', '=', id)
+      .executeTakeFirst();
+    assert.equal(pinnedRow?.state, 'pinned');
     await kill(d);
 
     r = ringfence(['agent', 'unpin', '--config', d.config]);

@@ -47,7 +47,7 @@ describe('batched check-ins', () => {
 
   it('applies reports sent concurrently, and retransmitted in the same batch, exactly once', async () => {
     const first = devs.slice(0, 20);
-    const reports = first.map((d, i) => ({
+    const reports = first.map((_d, i) => ({
       txn_id: `bt-${i}`,
       component: 'bt',
       version: '1',

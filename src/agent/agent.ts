@@ -13,18 +13,18 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
-import { type BundleRelease, unpack } from '../trust/bundle.ts';
-import { type RefusalClass, verifyRelease } from '../trust/device-verifier.ts';
+import type { BundleRelease } from '../trust/bundle.ts';
+import type { RefusalClass } from '../trust/device-verifier.ts';
 import { VERSION } from '../version.ts';
 import { type Backend, makeBackend } from './backend.ts';
 import { hashFile } from './backend-dir.ts';
 import { runCommand } from './command.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import { probation } from './health.ts';
+import { discard, type HttpResponse, json, request } from './http.ts';
 import { type ComponentJournal, type FailureClass, Journal, type Report } from './journal.ts';
 import { backoff, TRANSIENT } from './retry.ts';
 import { advance, begin, commit, decide, fail, recover, rolledBack } from './transaction.ts';
@@ -57,6 +57,11 @@ class StepError extends Error {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+// TUF verification (tuf-js and its models) and bundles are loaded on first use, not at start-up: an idle
+// agent never needs them, and they cost a device several MB of resident memory (docs/agent.md, "Memory").
+const verifyRelease = async (...a: Parameters<typeof import('../trust/device-verifier.ts').verifyRelease>) =>
+  (await import('../trust/device-verifier.ts')).verifyRelease(...a);
 
 export class Agent {
   readonly journal: Journal;
@@ -162,24 +167,33 @@ export class Agent {
       rmSync(part);
       have = 0;
     }
+    if (have === a.length) {
+      // Killed after the last byte but before the rename: a Range request would only get 416, every time.
+      const h = await hashFile(part);
+      if (h.sha256 === a.sha256) {
+        renameSync(part, file);
+        return file;
+      }
+      rmSync(part);
+      have = 0;
+    }
     // Resume an interrupted download with a Range request.
     const headers: Record<string, string> = { authorization: `Bearer ${id.device_token}` };
     if (have > 0) headers.range = `bytes=${have}-`;
-    let res: Response;
+    let res: HttpResponse;
     try {
-      res = await fetch(new URL(a.url, id.server), { headers });
+      res = await request(new URL(a.url, id.server), { headers });
     } catch (e) {
-      throw new StepError('download', `GET ${a.url}: ${(e as Error).cause ?? (e as Error).message}`);
+      throw new StepError('download', `GET ${a.url}: ${(e as Error).message}`);
     }
-    if (res.status !== 200 && res.status !== 206)
+    if (res.status !== 200 && res.status !== 206) {
+      discard(res);
+      if (res.status === 416) rmSync(part, { force: true }); // the partial file is not a prefix: start over
       throw new StepError('download', `GET ${a.url}: HTTP ${res.status}`);
+    }
     if (res.status === 200) have = 0;
-    if (!res.body) throw new StepError('download', `GET ${a.url}: empty body`);
     try {
-      await pipeline(
-        Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
-        createWriteStream(part, { flags: have ? 'a' : 'w' }),
-      );
+      await pipeline(res.body, createWriteStream(part, { flags: have ? 'a' : 'w' }));
     } catch (e) {
       throw new StepError('download', `GET ${a.url}: ${(e as Error).message}`); // resumed next time by Range
     }
@@ -355,6 +369,7 @@ export class Agent {
       );
     const work = join(this.cfg.state_dir, `bundle-${randomUUID().slice(0, 8)}`);
     try {
+      const { unpack } = await import('../trust/bundle.ts');
       const manifest = unpack(file, work);
       const out: BundleOutcome[] = [];
       for (const comp of this.cfg.components) {
@@ -563,7 +578,7 @@ export class Agent {
     if (existing) return existing;
     if (!this.cfg.server || !this.cfg.enroll_token)
       throw new Error('no identity yet and no server/enroll_token configured');
-    const res = await fetch(new URL('/v1/enroll', this.cfg.server), {
+    const res = await request(new URL('/v1/enroll', this.cfg.server), {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({
@@ -573,13 +588,13 @@ export class Agent {
         agent_version: VERSION,
       }),
     });
-    const body = (await res.json()) as {
+    const body = await json<{
       device_id: string;
       device_token: string;
       tuf_root?: unknown;
       message?: string;
-    };
-    if (!res.ok) throw new Error(`enrollment refused: HTTP ${res.status} ${body.message ?? ''}`);
+    }>(res);
+    if (res.status >= 300) throw new Error(`enrollment refused: HTTP ${res.status} ${body.message ?? ''}`);
     this.pinServerRoot(body.tuf_root, 'enrollment'); // pinned before the identity: a crash re-enrolls
     const id = { server: this.cfg.server, device_id: body.device_id, device_token: body.device_token };
     this.journal.setIdentity(id);
@@ -597,7 +612,8 @@ export class Agent {
       return {
         name: c.name,
         version: j.current,
-        state: j.txn ? j.txn.phase : j.hold ? 'held' : 'idle',
+        // A local hold or pin: the server counts both as held on the device, and shows which.
+        state: j.txn ? j.txn.phase : j.hold ? 'held' : j.pin ? 'pinned' : 'idle',
         // `trust` lets operators see devices that still install on sha256 alone.
         health: {
           ...(j.lastHealth ? { ok: j.lastHealth.ok, at: j.lastHealth.at } : {}),
@@ -607,19 +623,19 @@ export class Agent {
         quarantined: j.quarantined,
       };
     });
-    const res = await fetch(new URL('/v1/checkin', id.server), {
+    const res = await request(new URL('/v1/checkin', id.server), {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${id.device_token}` },
       body: JSON.stringify({ labels: this.cfg.labels, agent_version: VERSION, components, reports: outbox }),
     });
-    const body = (await res.json()) as {
+    const body = await json<{
       poll_seconds: number;
       desired: Offered[];
       acked: string[];
       tuf_root?: unknown;
       message?: string;
-    };
-    if (!res.ok) throw new Error(`check-in refused: HTTP ${res.status} ${body.message ?? ''}`);
+    }>(res);
+    if (res.status >= 300) throw new Error(`check-in refused: HTTP ${res.status} ${body.message ?? ''}`);
     if (trust === 'unverified') this.pinServerRoot(body.tuf_root, 'check-in');
     const acked = new Set(body.acked);
     this.journal.setOutbox(this.journal.outbox().filter((r) => !acked.has(r.txn_id)));

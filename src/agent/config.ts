@@ -6,118 +6,123 @@ import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from '../engine/duration.ts';
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
+// The schemas are built per call, not at module scope: the agent reads its config once at start-up, and the
+// zod schema objects would otherwise stay resident for the daemon's whole life (docs/agent.md, "Memory").
+function schemas() {
+  const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
 
-// Every check has a timeout, and `retries` further attempts `interval` apart before it counts as failed.
-const checkCommon = {
-  name: z.string().min(1),
-  timeout: duration.default(10_000),
-  interval: duration.default(1000),
-  retries: z.number().int().min(0).default(0),
-};
-const healthCheck = z.union([
-  z.object({ ...checkCommon, exec: z.string().min(1) }).strict(),
-  z
-    .object({
-      ...checkCommon,
-      http: z.string().url(),
-      status: z.number().int().default(200),
-      body: z.string().optional(), // a regular expression the body must match
-    })
-    .strict(),
-  z.object({ ...checkCommon, tcp: z.string().regex(/^.+:\d+$/, 'expected host:port') }).strict(),
-  z
-    .object({
-      ...checkCommon,
-      file: z.string().min(1),
-      contains: z.string().optional(), // a regular expression the content must match
-    })
-    .strict(),
-]);
-export type HealthCheckConfig = z.infer<typeof healthCheck>;
-
-const backend = z.discriminatedUnion('type', [
-  z
-    .object({ type: z.literal('dir'), path: z.string().min(1), keep: z.number().int().min(1).default(3) })
-    .strict(),
-  z
-    .object({ type: z.literal('file'), path: z.string().min(1), keep: z.number().int().min(1).default(3) })
-    .strict(),
-  z
-    .object({
-      type: z.literal('exec'),
-      path: z.string().min(1), // where files are staged
-      keep: z.number().int().min(1).default(3),
-      timeout: duration.default(300_000),
-      stage: z.string().optional(),
-      activate: z.string().min(1),
-      commit: z.string().optional(),
-      rollback: z.string().min(1),
-    })
-    .strict(),
-]);
-
-const component = z
-  .object({
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/),
-    backend,
-    hooks: z
+  // Every check has a timeout, and `retries` further attempts `interval` apart before it counts as failed.
+  const checkCommon = {
+    name: z.string().min(1),
+    timeout: duration.default(10_000),
+    interval: duration.default(1000),
+    retries: z.number().int().min(0).default(0),
+  };
+  const healthCheck = z.union([
+    z.object({ ...checkCommon, exec: z.string().min(1) }).strict(),
+    z
       .object({
-        before_activate: z.string().optional(),
-        after_activate: z.string().optional(),
-        after_rollback: z.string().optional(),
-        timeout: duration.default(60_000),
+        ...checkCommon,
+        http: z.string().url(),
+        status: z.number().int().default(200),
+        body: z.string().optional(), // a regular expression the body must match
       })
-      .strict()
-      .default({ timeout: 60_000 }),
-    health: z.array(healthCheck).default([]),
-    probation: z
-      .object({ window: duration.default(0), interval: duration.default(5000) })
-      .strict()
-      .default({ window: 0, interval: 5000 }),
-    max_attempts: z.number().int().min(1).default(3),
-  })
-  .strict();
-
-const configSchema = z
-  .object({
-    server: z.string().url().optional(),
-    enroll_token: z.string().optional(),
-    name: z.string().optional(),
-    state_dir: z.string().min(1),
-    labels: z.record(z.string(), z.string()).default({}),
-    poll_interval: duration.optional(),
-    retry: z
+      .strict(),
+    z.object({ ...checkCommon, tcp: z.string().regex(/^.+:\d+$/, 'expected host:port') }).strict(),
+    z
       .object({
-        base: duration.default(1000),
-        max: duration.default(300_000),
-        attempts: z.number().int().min(1).default(4), // download attempts within one transaction
+        ...checkCommon,
+        file: z.string().min(1),
+        contains: z.string().optional(), // a regular expression the content must match
       })
-      .strict()
-      .default({ base: 1000, max: 300_000, attempts: 4 }),
-    // The organisation's TUF root, pre-provisioned (preferred over the one received at enrollment), and an
-    // optional mirror (static tree from `repo export`) to fetch metadata and targets from instead of the server.
-    trust: z
-      .object({ root: z.string().min(1).optional(), mirror: z.string().min(1).optional() })
-      .strict()
-      .optional(),
-    // Offline bundles dropped into this folder are verified and applied with no server at all.
-    offline: z
-      .object({ inbox: z.string().min(1) })
-      .strict()
-      .optional(),
-    components: z.array(component).min(1),
-  })
-  .strict();
+      .strict(),
+  ]);
+  const backend = z.discriminatedUnion('type', [
+    z
+      .object({ type: z.literal('dir'), path: z.string().min(1), keep: z.number().int().min(1).default(3) })
+      .strict(),
+    z
+      .object({ type: z.literal('file'), path: z.string().min(1), keep: z.number().int().min(1).default(3) })
+      .strict(),
+    z
+      .object({
+        type: z.literal('exec'),
+        path: z.string().min(1), // where files are staged
+        keep: z.number().int().min(1).default(3),
+        timeout: duration.default(300_000),
+        stage: z.string().optional(),
+        activate: z.string().min(1),
+        commit: z.string().optional(),
+        rollback: z.string().min(1),
+      })
+      .strict(),
+  ]);
 
-export type AgentConfig = z.infer<typeof configSchema> & { file: string };
+  const component = z
+    .object({
+      name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/),
+      backend,
+      hooks: z
+        .object({
+          before_activate: z.string().optional(),
+          after_activate: z.string().optional(),
+          after_rollback: z.string().optional(),
+          timeout: duration.default(60_000),
+        })
+        .strict()
+        .default({ timeout: 60_000 }),
+      health: z.array(healthCheck).default([]),
+      probation: z
+        .object({ window: duration.default(0), interval: duration.default(5000) })
+        .strict()
+        .default({ window: 0, interval: 5000 }),
+      max_attempts: z.number().int().min(1).default(3),
+    })
+    .strict();
+
+  const configSchema = z
+    .object({
+      server: z.string().url().optional(),
+      enroll_token: z.string().optional(),
+      name: z.string().optional(),
+      state_dir: z.string().min(1),
+      labels: z.record(z.string(), z.string()).default({}),
+      poll_interval: duration.optional(),
+      retry: z
+        .object({
+          base: duration.default(1000),
+          max: duration.default(300_000),
+          attempts: z.number().int().min(1).default(4), // download attempts within one transaction
+        })
+        .strict()
+        .default({ base: 1000, max: 300_000, attempts: 4 }),
+      // The organisation's TUF root, pre-provisioned (preferred over the one received at enrollment), and an
+      // optional mirror (static tree from `repo export`) to fetch metadata and targets from instead of the server.
+      trust: z
+        .object({ root: z.string().min(1).optional(), mirror: z.string().min(1).optional() })
+        .strict()
+        .optional(),
+      // Offline bundles dropped into this folder are verified and applied with no server at all.
+      offline: z
+        .object({ inbox: z.string().min(1) })
+        .strict()
+        .optional(),
+      components: z.array(component).min(1),
+    })
+    .strict();
+  return { healthCheck, configSchema };
+}
+type Schemas = ReturnType<typeof schemas>;
+export type HealthCheckConfig = z.infer<Schemas['healthCheck']>;
+
+export type AgentConfig = z.infer<Schemas['configSchema']> & { file: string };
 export type ComponentConfig = AgentConfig['components'][number];
 
 /** Reads and validates the agent config; relative paths resolve against the config's folder. */
@@ -134,7 +139,7 @@ export function loadAgentConfig(file: string): AgentConfig {
     throw new Error(
       `${file}:${lc.linePos(doc.errors[0].pos[0]).line}: invalid YAML: ${doc.errors[0].message.split('\n')[0]}`,
     );
-  const res = configSchema.safeParse(doc.toJS());
+  const res = schemas().configSchema.safeParse(doc.toJS());
   if (!res.success) {
     const issue = res.error.issues[0];
     const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');

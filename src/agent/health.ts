@@ -3,6 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { runCommand } from './command.ts';
 import type { ComponentConfig, HealthCheckConfig } from './config.ts';
+import { request, text } from './http.ts';
 import type { HealthResult } from './journal.ts';
 
 type Outcome = { ok: boolean; output: string };
@@ -20,8 +21,8 @@ async function httpCheck(c: Extract<HealthCheckConfig, { http: string }>): Promi
   const ctl = new AbortController();
   const t = setTimeout(() => ctl.abort(), c.timeout);
   try {
-    const res = await fetch(c.http, { signal: ctl.signal });
-    const body = await res.text();
+    const res = await request(c.http, { signal: ctl.signal });
+    const body = await text(res);
     if (res.status !== c.status)
       return { ok: false, output: `HTTP ${res.status}, expected ${c.status}: ${body.slice(0, 200)}` };
     if (c.body && !new RegExp(c.body).test(body))
@@ -30,9 +31,7 @@ async function httpCheck(c: Extract<HealthCheckConfig, { http: string }>): Promi
   } catch (e) {
     return {
       ok: false,
-      output: ctl.signal.aborted
-        ? `timed out after ${c.timeout} ms`
-        : `${(e as Error).cause ?? (e as Error).message}`,
+      output: ctl.signal.aborted ? `timed out after ${c.timeout} ms` : (e as Error).message,
     };
   } finally {
     clearTimeout(t);

@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { BaseFetcher } from 'tuf-js';
 // Not re-exported by the package index; the updater checks `instanceof` against this very class.
 import { DownloadHTTPError } from 'tuf-js/dist/error.js';
+// node:http rather than the global fetch: undici would stay resident in the device agent (about 12 MB).
+import { discard, type HttpResponse, request } from '../agent/http.ts';
 
 export class MirrorFetcher extends BaseFetcher {
   constructor(private readonly opts: { timeoutMs?: number; headers?: Record<string, string> } = {}) {
@@ -23,18 +25,16 @@ export class MirrorFetcher extends BaseFetcher {
       }
       return Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array<ArrayBuffer>>;
     }
-    let res: Response;
+    let res: HttpResponse;
     try {
-      res = await fetch(url, {
-        headers: this.opts.headers,
-        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 30_000),
-      });
+      res = await request(url, { headers: this.opts.headers, timeoutMs: this.opts.timeoutMs ?? 30_000 });
     } catch (e) {
-      throw new Error(
-        `cannot reach ${url}: ${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}`,
-      );
+      throw new Error(`cannot reach ${url}: ${(e as Error).message}`);
     }
-    if (!res.ok || !res.body) throw new DownloadHTTPError(`GET ${url}: HTTP ${res.status}`, res.status);
-    return res.body as ReadableStream<Uint8Array<ArrayBuffer>>;
+    if (res.status < 200 || res.status > 299) {
+      discard(res);
+      throw new DownloadHTTPError(`GET ${url}: HTTP ${res.status}`, res.status);
+    }
+    return Readable.toWeb(res.body) as ReadableStream<Uint8Array<ArrayBuffer>>;
   }
 }

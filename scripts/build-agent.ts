@@ -1,0 +1,47 @@
+// `npm run build:agent`: the device build, dist/ringfence-agent.mjs: one plain-JS ESM file with every
+// dependency inside, run by plain node (no tsx, no TypeScript transform, no node_modules on the device).
+// The server is left out: `daemons.ts` loads it on demand for `ringfence server`, which a device never runs.
+import { statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { build, type Plugin } from 'esbuild';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const AGENT_BUNDLE = `${ROOT}dist/ringfence-agent.mjs`;
+
+const noServer: Plugin = {
+  name: 'no-server',
+  setup(b) {
+    b.onResolve({ filter: /\/server\/app\.ts$/ }, () => ({ path: 'server', namespace: 'no-server' }));
+    b.onLoad({ filter: /.*/, namespace: 'no-server' }, () => ({
+      contents: `export function createServer() { throw new Error('the device build has no server: use bin/ringfence.js server'); }`,
+      loader: 'js',
+    }));
+  },
+};
+
+export async function buildAgent(opts: { quiet?: boolean } = {}): Promise<string> {
+  await build({
+    entryPoints: [`${ROOT}src/agent/main.ts`],
+    outfile: AGENT_BUNDLE,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    // Smaller source means less for V8 to keep; names are kept so stack traces and class names stay readable.
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'none',
+    plugins: [noServer],
+    logLevel: opts.quiet ? 'error' : 'warning',
+    banner: {
+      // CommonJS dependencies (pino, commander) call require() for node built-ins.
+      js: "#!/usr/bin/env node\nimport{createRequire as __rfRequire}from'node:module';const require=__rfRequire(import.meta.url);",
+    },
+  });
+  return AGENT_BUNDLE;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const out = await buildAgent();
+  console.log(`${out} (${(statSync(out).size / 1024).toFixed(0)} KiB)`);
+}
