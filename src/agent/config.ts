@@ -2,8 +2,8 @@
 // and checked. Everything about *how* to apply and check lives here, on the device, never on the server.
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { parseValidatedYaml } from '../config/validated-yaml.ts';
 import { parseDuration } from '../engine/duration.ts';
 
 // The schemas are built per call, not at module scope: the agent reads its config once at start-up, and the
@@ -133,22 +133,8 @@ export function loadAgentConfig(file: string): AgentConfig {
   } catch (e) {
     throw new Error(`${file}: cannot read agent config: ${(e as Error).message}`);
   }
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc });
-  if (doc.errors.length)
-    throw new Error(
-      `${file}:${lc.linePos(doc.errors[0].pos[0]).line}: invalid YAML: ${doc.errors[0].message.split('\n')[0]}`,
-    );
-  const res = schemas().configSchema.safeParse(doc.toJS());
-  if (!res.success) {
-    const issue = res.error.issues[0];
-    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-    const node = doc.getIn(path, true) as { range?: [number, number, number] } | undefined;
-    const line = node?.range ? lc.linePos(node.range[0]).line : 1;
-    throw new Error(`${file}:${line}: ${path.join('.') || '(config)'}: ${issue.message}`);
-  }
+  const cfg = parseValidatedYaml(schemas().configSchema, text, file);
   const base = dirname(resolve(file));
-  const cfg = res.data;
   return {
     ...cfg,
     file: resolve(file),
