@@ -62,6 +62,9 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 // agent never needs them, and they cost a device several MB of resident memory (docs/agent.md, "Memory").
 const verifyRelease = async (...a: Parameters<typeof import('../trust/device-verifier.ts').verifyRelease>) =>
   (await import('../trust/device-verifier.ts')).verifyRelease(...a);
+const verifyVendorRelease = async (
+  ...a: Parameters<typeof import('../trust/vendor-tuf.ts').verifyVendorRelease>
+) => (await import('../trust/vendor-tuf.ts')).verifyVendorRelease(...a);
 
 export class Agent {
   readonly journal: Journal;
@@ -247,6 +250,39 @@ export class Agent {
   }
 
   /**
+   * Dual control: a component with `vendor:` also needs the vendor's own signed targets (verified from the vendor's
+   * pinned root) to list every artifact at the vendor's path with the offered sha256 and length. Called after the
+   * organisation's check, so the vendor and the organisation agree on the bytes. Fails closed.
+   */
+  private async vendorCheck(
+    offer: Pick<Offered, 'component' | 'version'> & {
+      artifacts: Array<{ name: string; sha256: string; length: number }>;
+    },
+    from: { server?: string; device_token?: string; folder?: string },
+  ): Promise<void> {
+    const comp = this.cfg.components.find((c) => c.name === offer.component);
+    if (!comp?.vendor) return;
+    const v = this.cfg.trust?.vendors?.[comp.vendor];
+    if (!v) throw new StepError('vendor-unavailable', `vendor ${comp.vendor} is not in trust.vendors`);
+    const source =
+      from.folder ??
+      v.source ??
+      (from.server ? new URL(`/v1/vendor-tuf/${encodeURIComponent(comp.vendor)}`, from.server).href : null);
+    if (!source) throw new StepError('vendor-unavailable', `vendor ${comp.vendor}: no metadata source`);
+    const r = await verifyVendorRelease({
+      vendor: comp.vendor,
+      rootFile: v.root,
+      metadataDir: join(this.cfg.state_dir, 'vendor-tuf', comp.vendor),
+      source,
+      prefix: v.target_prefix,
+      component: offer.component,
+      version: offer.version,
+      artifacts: offer.artifacts.map(({ name, sha256, length }) => ({ name, sha256, length })),
+    });
+    if (!r.ok) throw new StepError(r.class, r.reason);
+  }
+
+  /**
    * Gets the offered files onto the device. With a pinned root this fails closed: the release must be in the
    * organisation's signed targets (TUF, tuf-js) with the offered hashes, or it is refused before staging.
    */
@@ -267,6 +303,7 @@ export class Agent {
           'no TUF root pinned: releases are checked by sha256 only (run `ringfence keys init` on the server)',
         );
       this.warnedUnverified = true;
+      await this.vendorCheck(offer, id);
       return download();
     }
     const mirror = this.cfg.trust?.mirror;
@@ -287,6 +324,7 @@ export class Agent {
       // Not reaching the metadata is not a verdict on the release: retried later, like a failed download.
       throw new StepError(r.class === 'unreachable' ? 'download' : r.class, r.reason);
     }
+    await this.vendorCheck(offer, id);
     if (mirror) return r.artifacts.map((a) => ({ name: a.name, path: a.file! }));
     try {
       return await download(); // the offer now equals the signed hashes, which the download checks
@@ -403,6 +441,12 @@ export class Agent {
               downloadDir: join(this.cfg.state_dir, 'downloads', `verified-${txn}`),
             });
             if (!r.ok) throw new StepError(r.class, r.reason);
+            // The bundle carries the vendor's metadata as the server had it (vendor-tuf/<vendor>/).
+            if (comp.vendor)
+              await this.vendorCheck(
+                { component: comp.name, version: pick.version, artifacts: pick.artifacts },
+                { folder: join(work, 'vendor-tuf', comp.vendor) },
+              );
             return r.artifacts.map((a) => ({ name: a.name, path: a.file! }));
           });
           const ok = after.current === pick.version;

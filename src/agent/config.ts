@@ -84,6 +84,8 @@ function schemas() {
         .strict()
         .default({ window: 0, interval: 5000 }),
       max_attempts: z.number().int().min(1).default(3),
+      // Dual control: this component's releases must also be in this vendor's signed TUF targets (trust.vendors).
+      vendor: z.string().min(1).optional(),
     })
     .strict();
 
@@ -105,8 +107,26 @@ function schemas() {
         .default({ base: 1000, max: 300_000, attempts: 4 }),
       // The organisation's TUF root, pre-provisioned (preferred over the one received at enrollment), and an
       // optional mirror (static tree from `repo export`) to fetch metadata and targets from instead of the server.
+      // trust.vendors: each vendor's pinned TUF root, where it lists a release's files (prefix + artifact name,
+      // `{component}` and `{version}` replaced) and where its metadata is read (default: the server's
+      // /v1/vendor-tuf/<vendor>; a folder or URL otherwise).
       trust: z
-        .object({ root: z.string().min(1).optional(), mirror: z.string().min(1).optional() })
+        .object({
+          root: z.string().min(1).optional(),
+          mirror: z.string().min(1).optional(),
+          vendors: z
+            .record(
+              z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/),
+              z
+                .object({
+                  root: z.string().min(1),
+                  target_prefix: z.string().default('{component}/{version}/'),
+                  source: z.string().min(1).optional(),
+                })
+                .strict(),
+            )
+            .optional(),
+        })
         .strict()
         .optional(),
       // Offline bundles dropped into this folder are verified and applied with no server at all.
@@ -135,16 +155,25 @@ export function loadAgentConfig(file: string): AgentConfig {
   }
   const cfg = parseValidatedYaml(schemas().configSchema, text, file);
   const base = dirname(resolve(file));
+  for (const c of cfg.components)
+    if (c.vendor && !cfg.trust?.vendors?.[c.vendor])
+      throw new Error(`${file}: component ${c.name}: vendor ${c.vendor} is not in trust.vendors`);
+  const place = (p: string) => (/^https?:/.test(p) ? p : resolve(base, p));
   return {
     ...cfg,
     file: resolve(file),
     state_dir: resolve(base, cfg.state_dir),
     trust: cfg.trust && {
       root: cfg.trust.root && resolve(base, cfg.trust.root),
-      mirror:
-        cfg.trust.mirror && !/^https?:/.test(cfg.trust.mirror)
-          ? resolve(base, cfg.trust.mirror)
-          : cfg.trust.mirror,
+      mirror: cfg.trust.mirror && place(cfg.trust.mirror),
+      vendors:
+        cfg.trust.vendors &&
+        Object.fromEntries(
+          Object.entries(cfg.trust.vendors).map(([n, v]) => [
+            n,
+            { ...v, root: resolve(base, v.root), source: v.source && place(v.source) },
+          ]),
+        ),
     },
     offline: cfg.offline && { inbox: resolve(base, cfg.offline.inbox) },
     components: cfg.components.map((c) => ({

@@ -31,6 +31,7 @@ import type { BlobStore } from '../store/blobs.ts';
 import { verifyRelease } from './device-verifier.ts';
 import { exportTree, hashedTargetPath } from './export.ts';
 import type { Repository } from './repository.ts';
+import { storeVendorMetadata, vendorDir, vendorSets } from './vendor-store.ts';
 
 const MAGIC = 'RFBUNDLE 1\n';
 const END = 'RFBUNDLE-END ';
@@ -89,6 +90,17 @@ export async function exportBundle(
       only: (p) => wanted.has(p),
     });
     if (tree.missing.length) throw new Error(`blobs missing for ${tree.missing.join(', ')}`);
+    // Dual control: the vendors' metadata as the server holds it (DATA/vendor-tuf/<vendor>/), so devices with a
+    // vendor pinned can check it offline too. The repository lives in DATA/tuf.
+    const dataDir = dirname(repo.dir);
+    for (const set of vendorSets(dataDir)) {
+      mkdirSync(join(stage, 'vendor-tuf', set.vendor), { recursive: true });
+      for (const f of set.files)
+        writeFileAtomicSync(
+          join(stage, 'vendor-tuf', set.vendor, f),
+          readFileSync(join(vendorDir(dataDir, set.vendor), f)),
+        );
+    }
     const names: string[] = [];
     const walk = (d: string, pre: string) => {
       for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
@@ -334,6 +346,15 @@ export async function importBundle(
         .sort((a, b) => parseInt(b, 10) - parseInt(a, 10));
       if (roots[0]) writeFileAtomicSync(join(metadataDir, 'root.json'), readFileSync(join(tree, roots[0])));
     }
+    // Vendor metadata travels as is (newest timestamp wins); devices verify it from the vendor roots they pin.
+    const vendors = join(tree, 'vendor-tuf');
+    if (existsSync(vendors))
+      for (const v of readdirSync(vendors)) {
+        const files = Object.fromEntries(
+          readdirSync(join(vendors, v)).map((f) => [f, readFileSync(join(vendors, v, f))]),
+        );
+        storeVendorMetadata(dataDir, v, files);
+      }
     return { releases: manifest.releases, blobs: count, bytes, timestamp_version: incomingTs };
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -39,6 +39,10 @@ export interface VerifyRequest {
   timeoutMs?: number;
   /** Override the transport entirely (tests, custom mirrors). */
   fetcher?: Fetcher;
+  /** Where each artifact is listed in the signed targets (default `component/version/name`; a vendor's own layout). */
+  pathOf?: (name: string) => string;
+  /** Whose targets these are, for refusal reasons (default: the organisation). */
+  signer?: string;
 }
 
 export type RefusalClass =
@@ -51,7 +55,9 @@ export type RefusalClass =
   | 'tampered'
   | 'unreachable'
   | 'no-root'
-  | 'invalid';
+  | 'invalid'
+  // Dual control: the vendor's own TUF metadata disagrees, is badly signed, expired or missing (vendor-tuf.ts).
+  | `vendor-${string}`;
 
 export type VerifyResult =
   | {
@@ -62,7 +68,7 @@ export type VerifyResult =
     }
   | { ok: false; refused: true; class: RefusalClass; reason: string };
 
-function toUrl(src: string): string {
+export function toUrl(src: string): string {
   if (/^(https?|file):/.test(src)) return src.replace(/\/+$/, '');
   return pathToFileURL(isAbsolute(src) ? src : resolve(src)).href;
 }
@@ -136,14 +142,16 @@ export async function verifyRelease(req: VerifyRequest): Promise<VerifyResult> {
     try {
       await updater.refresh();
       for (const a of req.artifacts) {
-        const path = targetPath(req.component, req.version, a.name);
+        const path = req.pathOf ? req.pathOf(a.name) : targetPath(req.component, req.version, a.name);
         const info = await updater.getTargetInfo(path);
         if (!info)
           return {
             ok: false,
             refused: true,
             class: 'unapproved',
-            reason: `${path} is not in the organisation's signed targets (not approved, or arbitrary installation)`,
+            reason: req.signer
+              ? `${path} is not in ${req.signer}'s signed targets`
+              : `${path} is not in the organisation's signed targets (not approved, or arbitrary installation)`,
           };
         if (info.hashes.sha256 !== a.sha256 || info.length !== a.length)
           return {

@@ -62,11 +62,32 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
     .argument('<paths...>', 'files or folders')
     .option('--vendor-sig <file>', "vendor's ed25519 detached signature (over SHA256SUMS or the single file)")
     .option('--vendor-key <file>', "vendor's ed25519 public key (PEM or minisign)")
+    .option(
+      '--vendor-tuf <dir|url>',
+      "vendor's TUF repository: every file must be in its signed targets (dual control)",
+    )
+    .option('--vendor-root <file>', "vendor's pinned TUF root (with --vendor-tuf)")
+    .option('--vendor-name <name>', 'vendor name devices refer to in trust.vendors (with --vendor-tuf)')
+    .option(
+      '--vendor-target-prefix <p>',
+      'where the vendor lists the files: prefix + name; {component} and {version} are replaced',
+      '{component}/{version}/',
+    )
     .option('--json', 'machine-readable output')
     .action(
       async (
         paths: string[],
-        o: { component: string; version: string; json?: boolean; vendorSig?: string; vendorKey?: string },
+        o: {
+          component: string;
+          version: string;
+          json?: boolean;
+          vendorSig?: string;
+          vendorKey?: string;
+          vendorTuf?: string;
+          vendorRoot?: string;
+          vendorName?: string;
+          vendorTargetPrefix: string;
+        },
       ) => {
         // Vendor authenticity is checked before anything is uploaded; the result goes into the audited provenance.
         let vendor: Record<string, unknown> | undefined;
@@ -79,9 +100,43 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
             throw new CliError(`refused: ${(e as Error).message}`);
           }
         }
-        const r = await importRelease(conn(), o.component, o.version, paths, {
+        // Dual control: the vendor's own TUF metadata must list every file (checked before any upload); the
+        // metadata is then stored on the server for devices that pin the vendor's root.
+        let vendorTuf:
+          | Awaited<ReturnType<typeof import('../../trust/vendor-tuf.ts').verifyVendorTuf>>
+          | undefined;
+        if (o.vendorTuf || o.vendorRoot || o.vendorName) {
+          if (!o.vendorTuf || !o.vendorRoot || !o.vendorName)
+            throw new CliError('--vendor-tuf, --vendor-root and --vendor-name go together');
+          const { verifyVendorTuf } = await import('../../trust/vendor-tuf.ts');
+          try {
+            vendorTuf = await verifyVendorTuf({
+              vendor: o.vendorName,
+              source: o.vendorTuf,
+              rootFile: o.vendorRoot,
+              component: o.component,
+              version: o.version,
+              files: collectFiles(paths),
+              prefix: o.vendorTargetPrefix,
+            });
+          } catch (e) {
+            throw new CliError(`refused: ${(e as Error).message.split('\n')[0]}`);
+          }
+        }
+        const c = conn();
+        if (vendorTuf) {
+          const files = Object.fromEntries(
+            Object.entries(vendorTuf.metadata).map(([n, b]) => [n, b.toString('base64')]),
+          );
+          await api(c, 'PUT', `/v1/admin/vendor-tuf/${encodeURIComponent(vendorTuf.provenance.vendor)}`, {
+            files,
+            release: `${o.component}@${o.version}`,
+          });
+        }
+        const r = await importRelease(c, o.component, o.version, paths, {
           imported_by: process.env.USER ?? 'unknown',
           ...(vendor ? { vendor } : {}),
+          ...(vendorTuf ? { vendor_tuf: vendorTuf.provenance } : {}),
         });
         if (o.json) printJson(r);
         else console.log(`imported ${r.component}@${r.version} (${r.artifacts.length} files)`);

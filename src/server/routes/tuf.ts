@@ -3,7 +3,9 @@
 // everything here is signed and devices verify it themselves, exactly as from any plain mirror.
 import { posix } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { appendAudit } from '../../store/audit.ts';
 import { Repository, targetPath } from '../../trust/repository.ts';
+import { readVendorFile, storeVendorMetadata, VENDOR_FILE, VENDOR_NAME } from '../../trust/vendor-store.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 
 export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
@@ -80,6 +82,85 @@ export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
       reply.header('content-type', 'application/octet-stream').header('content-length', t.length);
       reply.header('cache-control', 'public, max-age=31536000, immutable');
       return reply.send(ctx.blobs.read(m[1]));
+    },
+  );
+
+  // Dual control: the vendor's own TUF metadata, exactly as the vendor signed it (docs/trust.md, "Dual control").
+  // Uploaded by `release import --vendor-tuf` after the CLI verified it; devices verify it again from the vendor's
+  // root they pin, so, like /v1/tuf, it needs no token to read.
+  app.put(
+    '/v1/admin/vendor-tuf/:vendor',
+    {
+      schema: {
+        summary:
+          "Store a vendor's TUF metadata set (base64 file contents by name); the newest timestamp wins",
+        tags: ['trust'],
+        params: {
+          type: 'object',
+          required: ['vendor'],
+          properties: { vendor: { type: 'string', pattern: VENDOR_NAME.source } },
+        },
+        body: {
+          type: 'object',
+          required: ['files'],
+          properties: {
+            files: { type: 'object', additionalProperties: { type: 'string', maxLength: 8_000_000 } },
+            release: { type: 'string', maxLength: 300 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const { vendor } = req.params as { vendor: string };
+      const body = req.body as { files: Record<string, string>; release?: string };
+      const files = Object.fromEntries(
+        Object.entries(body.files).map(([n, b64]) => [n, Buffer.from(b64, 'base64')]),
+      );
+      let r: ReturnType<typeof storeVendorMetadata>;
+      try {
+        r = storeVendorMetadata(ctx.dataDir, vendor, files);
+      } catch (e) {
+        throw new HttpError(400, (e as Error).message);
+      }
+      if (r.stored)
+        await ctx.store.db.transaction().execute((tx) =>
+          appendAudit(tx, {
+            at: ctx.clock(),
+            actor: 'admin',
+            action: 'vendor-tuf.stored',
+            subject: `vendor/${vendor}`,
+            detail: {
+              files: Object.keys(files).sort(),
+              timestamp_version: r.timestamp_version,
+              release: body.release,
+            },
+          }),
+        );
+      return r;
+    },
+  );
+
+  app.get(
+    '/v1/vendor-tuf/:vendor/:name',
+    {
+      schema: {
+        summary: "A vendor's TUF metadata file as the vendor signed it",
+        tags: ['trust'],
+        params: {
+          type: 'object',
+          required: ['vendor', 'name'],
+          properties: { vendor: { type: 'string', maxLength: 64 }, name: { type: 'string', maxLength: 64 } },
+        },
+      },
+    },
+    async (req, reply) => {
+      const { vendor, name } = req.params as { vendor: string; name: string };
+      const bytes =
+        VENDOR_NAME.test(vendor) && VENDOR_FILE.test(name) ? readVendorFile(ctx.dataDir, vendor, name) : null;
+      if (!bytes) throw new HttpError(404, `no metadata ${name} for vendor ${vendor}`);
+      reply.header('content-type', 'application/json');
+      reply.header('cache-control', /^\d+\./.test(name) ? 'public, max-age=31536000, immutable' : 'no-cache');
+      return reply.send(bytes);
     },
   );
 }

@@ -1,0 +1,275 @@
+// Dual control (Uptane style) end to end: a vendor publishes its own TUF repository (another organisation's keys,
+// made with the same repository code), `release import --vendor-tuf` checks every file against it before anything
+// is uploaded and stores the vendor's metadata on the server, and a REAL agent process that pins the vendor's root
+// installs only what both the organisation and the vendor signed, with the same sha256 and length.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { hashFile } from '../src/agent/backend-dir.ts';
+import { api } from '../src/cli/client.ts';
+import { BIN, type SpawnedDevice, stopAgents, writeContent } from '../src/demo/fleet.ts';
+import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
+import { Repository } from '../src/trust/repository.ts';
+import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
+import {
+  enrollToken,
+  journalOf,
+  OLD,
+  pin,
+  publishReleases,
+  seededDevice,
+  start,
+  waitEnrolled,
+} from './agent-harness.ts';
+import { startTestServer, type TestServer, until } from './helpers/server.ts';
+import { DAY, signTimestamp } from './trust-harness.ts';
+
+const C = 'sensor-content';
+
+describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () => {
+  let ts: TestServer;
+  let vendor: Repository; // the vendor's own TUF repository and keys
+  let vendorRoot: string;
+  let vendorSrv: StaticServer;
+  let content: string;
+  let vend: SpawnedDevice; // component with `vendor: acme`
+  let plain: SpawnedDevice; // same component, no vendor
+  let vendId: string;
+  let env: Record<string, string>;
+  const devices: SpawnedDevice[] = [];
+
+  const active = (d: SpawnedDevice) => readlinkSync(join(d.appDir, 'current')).split('/').pop();
+  const serverVendorDir = () => join(ts.srv.ctx.dataDir, 'vendor-tuf', 'acme');
+
+  /** The vendor signs a release folder into its own targets at `sensor-content/<version>/<file>`. */
+  const vendorSigns = async (version: string, dir: string) => {
+    const entries = [];
+    for (const f of readdirSync(dir).sort()) {
+      const h = await hashFile(join(dir, f));
+      entries.push({ path: `${C}/${version}/${f}`, sha256: h.sha256, length: h.length });
+    }
+    await vendor.addTargets(entries, Date.now());
+  };
+
+  // Asynchronous: the server runs in this process, so a synchronous spawn would block it.
+  const cli = (args: string[]) =>
+    new Promise<{ code: number; out: string }>((res) => {
+      execFile(
+        process.execPath,
+        [BIN, ...args],
+        { env: { ...process.env, ...env }, timeout: 30_000 },
+        (err, stdout, stderr) =>
+          res({ code: err ? ((err as { code?: number }).code ?? -1) : 0, out: `${stdout}${stderr}` }),
+      );
+    });
+
+  const importArgs = (v: string, dir: string, source: string) => [
+    'release',
+    'import',
+    '--component',
+    C,
+    '--version',
+    v,
+    dir,
+    '--vendor-tuf',
+    source,
+    '--vendor-root',
+    vendorRoot,
+    '--vendor-name',
+    'acme',
+  ];
+
+  const refusal = async (deviceId: string, version: string, cls: string, since: number) =>
+    until(
+      async () =>
+        (
+          await ts.srv.ctx.store.db
+            .selectFrom('reports')
+            .selectAll()
+            .where('device_id', '=', deviceId)
+            .where('version', '=', version)
+            .where('outcome', '=', 'refused')
+            .where('received_at', '>=', since)
+            .execute()
+        ).find((r) => (JSON.parse(r.detail) as { class?: string }).class === cls),
+      Boolean,
+      20_000,
+      `refusal of ${version} [${cls}]`,
+    );
+
+  const onVersion = (d: SpawnedDevice, v: string) =>
+    until(
+      async () => journalOf(d),
+      (j) => j.current === v && j.txn === null,
+      20_000,
+      `${d.name} on ${v}`,
+    );
+
+  /** The last good release keeps running and nothing of the refused one was staged. */
+  const keptLastGood = (d: SpawnedDevice, good: string, refused: string) => {
+    assert.equal(active(d), good);
+    assert.equal(existsSync(join(d.appDir, 'releases', refused)), false, 'nothing was staged');
+  };
+
+  before(async () => {
+    ts = await startTestServer();
+    env = { RINGFENCE_SERVER: ts.url, RINGFENCE_TOKEN: ts.conn.token };
+    Repository.init(ts.srv.ctx.dataDir); // the organisation's keys
+    vendor = Repository.init(join(ts.dir, 'vendor')).repo; // the vendor's, unrelated
+    vendorRoot = join(vendor.metadataDir, '1.root.json');
+    vendorSrv = await serveStatic(vendor.metadataDir);
+    content = await publishReleases(ts, [OLD]);
+    const token = await enrollToken(ts, 4);
+    vend = seededDevice(ts, content, 'vend', token, {
+      probationMs: 200,
+      edit: (cfg) => {
+        cfg.trust = { vendors: { acme: { root: vendorRoot } } };
+        (cfg.components as Array<Record<string, unknown>>)[0].vendor = 'acme';
+      },
+    });
+    plain = seededDevice(ts, content, 'plain', token, { probationMs: 200 });
+    devices.push(vend, plain);
+    for (const d of devices) start(d);
+    vendId = await waitEnrolled(ts, vend);
+    await waitEnrolled(ts, plain);
+  });
+
+  after(async () => {
+    await stopAgents(devices);
+    await vendorSrv?.close();
+    await ts?.close();
+  });
+
+  it('import is refused, before any upload, when a file does not match the vendor metadata', async () => {
+    await vendorSigns('1.3.0', writeContent(join(content, '1.3.0'), '1.3.0', 6));
+    const forged = writeContent(join(ts.dir, 'forged', '1.3.0'), '1.3.0', 5); // same names, other bytes
+    const r = await cli(importArgs('1.3.0', forged, vendor.metadataDir));
+    assert.notEqual(r.code, 0);
+    assert.equal(r.out.trim().split('\n').length, 1, `one line: ${r.out}`);
+    assert.match(r.out, /refused: .*vendor acme signed/);
+    const rels = await api<ReleaseView[]>(ts.conn, 'GET', '/v1/admin/releases');
+    assert.ok(!rels.some((x) => x.version === '1.3.0'), 'nothing entered the repository');
+    assert.equal(existsSync(join(serverVendorDir(), 'timestamp.json')), false);
+    // A file the vendor never listed at all
+    const r2 = await cli([
+      ...importArgs('1.3.0', join(content, '1.3.0'), vendor.metadataDir),
+      '--vendor-target-prefix',
+      'other/',
+    ]);
+    assert.notEqual(r2.code, 0);
+    assert.match(r2.out, /not in vendor acme's signed targets/);
+  });
+
+  it('import succeeds with the vendor metadata (over HTTP), records provenance and publishes the metadata', async () => {
+    const r = await cli([...importArgs('1.3.0', join(content, '1.3.0'), vendorSrv.url), '--json']);
+    assert.equal(r.code, 0, r.out);
+    const rel = (await api<ReleaseView[]>(ts.conn, 'GET', '/v1/admin/releases')).find(
+      (x) => x.version === '1.3.0',
+    )!;
+    const p = (rel as unknown as { provenance: { vendor_tuf: Record<string, unknown> } }).provenance
+      .vendor_tuf;
+    assert.deepEqual(p.vendor_root_keyids, [...vendor.root().signed.roles.root.keyIDs].sort());
+    assert.deepEqual((p.targets as Array<{ path: string }>).map((t) => t.path).sort(), [
+      `${C}/1.3.0/channel-291.dat`,
+      `${C}/1.3.0/service.conf`,
+    ]);
+    for (const name of ['timestamp.json', '1.root.json']) {
+      const res = await fetch(`${ts.url}/v1/vendor-tuf/acme/${name}`);
+      assert.equal(res.status, 200);
+      assert.ok(
+        Buffer.from(await res.arrayBuffer()).equals(readFileSync(join(vendor.metadataDir, name))),
+        name,
+      );
+    }
+    const audit = await ts.srv.ctx.store.db
+      .selectFrom('audit')
+      .selectAll()
+      .where('action', '=', 'release.imported')
+      .where('subject', '=', `release/${C}@1.3.0`)
+      .executeTakeFirstOrThrow();
+    assert.ok(JSON.parse(audit.detail).provenance.vendor_tuf, 'vendor provenance is audited');
+  });
+
+  it('a device pinning the vendor root installs a release both sign', async () => {
+    await api(ts.conn, 'POST', `/v1/admin/releases/${C}@1.3.0/approve`, {});
+    await pin(ts, vend, '1.3.0');
+    await pin(ts, plain, '1.3.0');
+    await onVersion(vend, '1.3.0');
+    await onVersion(plain, '1.3.0');
+    assert.equal(active(vend), '1.3.0');
+    assert.ok(
+      existsSync(join(vend.dir, 'state', 'vendor-tuf', 'acme', 'timestamp.json')),
+      'vendor metadata trusted',
+    );
+  });
+
+  it('org-only approval of a file the vendor did not sign is refused (vendor-mismatch); a component without vendor: is unaffected', async () => {
+    // The vendor signs 1.4.0 and 1.5.0; the organisation imports a tampered 1.4.0 without the vendor check
+    // and approves it; a later honest import of 1.5.0 brings vendor metadata that lists the real 1.4.0.
+    await vendorSigns('1.4.0', writeContent(join(content, '1.4.0'), '1.4.0', 6));
+    await vendorSigns('1.5.0', writeContent(join(content, '1.5.0'), '1.5.0', 6));
+    const tampered = writeContent(join(ts.dir, 'tampered', '1.4.0'), '1.4.0', 7);
+    assert.equal(
+      (await cli(['release', 'import', '--component', C, '--version', '1.4.0', tampered])).code,
+      0,
+    );
+    assert.equal((await cli(importArgs('1.5.0', join(content, '1.5.0'), vendorSrv.url))).code, 0);
+    for (const v of ['1.4.0', '1.5.0'])
+      await api(ts.conn, 'POST', `/v1/admin/releases/${C}@${v}/approve`, {});
+    const since = Date.now();
+    await pin(ts, vend, '1.4.0');
+    await pin(ts, plain, '1.4.0');
+    const row = (await refusal(vendId, '1.4.0', 'vendor-mismatch', since))!;
+    assert.match(row.reason ?? '', /vendor acme: .*1\.4\.0.*signed/);
+    keptLastGood(vend, '1.3.0', '1.4.0');
+    await onVersion(plain, '1.4.0'); // the organisation alone decides for a component without `vendor:`
+    assert.equal(
+      readFileSync(join(plain.appDir, 'current', 'service.conf'), 'utf8'),
+      readFileSync(join(tampered, 'service.conf'), 'utf8'),
+    );
+    const dev = await api<{ components: Array<{ health: { refused?: { class: string } } }> }>(
+      ts.conn,
+      'GET',
+      `/v1/admin/devices/${vend.name}`,
+    );
+    assert.equal(dev.components[0].health.refused?.class, 'vendor-mismatch');
+  });
+
+  it('vendor metadata signed by the wrong key is refused (vendor-signature); expired metadata too (vendor-expired)', async () => {
+    const backup = join(ts.dir, 'vendor-backup');
+    cpSync(serverVendorDir(), backup, { recursive: true });
+    // Whoever controls the server replaces the vendor's metadata with metadata listing the right hashes, signed by
+    // keys the device does not pin.
+    const impostor = Repository.init(join(ts.dir, 'impostor')).repo;
+    const entries = [];
+    for (const f of readdirSync(join(content, '1.5.0')).sort()) {
+      const h = await hashFile(join(content, '1.5.0', f));
+      entries.push({ path: `${C}/1.5.0/${f}`, sha256: h.sha256, length: h.length });
+    }
+    await impostor.addTargets(entries, Date.now());
+    rmSync(serverVendorDir(), { recursive: true });
+    cpSync(impostor.metadataDir, serverVendorDir(), { recursive: true });
+    let since = Date.now();
+    await pin(ts, vend, '1.5.0');
+    const row = (await refusal(vendId, '1.5.0', 'vendor-signature', since))!;
+    assert.match(row.reason ?? '', /vendor acme: .*sign/);
+    keptLastGood(vend, '1.3.0', '1.5.0');
+
+    // A correctly signed vendor timestamp whose expiry has passed (freeze at the vendor's side).
+    rmSync(serverVendorDir(), { recursive: true });
+    cpSync(backup, serverVendorDir(), { recursive: true });
+    signTimestamp({ repo: vendor, mirror: serverVendorDir() }, { expires: Date.now() - DAY });
+    since = Date.now();
+    const row2 = (await refusal(vendId, '1.5.0', 'vendor-expired', since))!;
+    assert.match(row2.reason ?? '', /expired/);
+    keptLastGood(vend, '1.3.0', '1.5.0');
+
+    // The honest metadata again: the same release now installs.
+    rmSync(serverVendorDir(), { recursive: true });
+    cpSync(backup, serverVendorDir(), { recursive: true });
+    await onVersion(vend, '1.5.0');
+    assert.equal(active(vend), '1.5.0');
+  });
+});
