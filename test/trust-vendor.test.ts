@@ -4,13 +4,27 @@
 // installs only what both the organisation and the vendor signed, with the same sha256 and length.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Metadata, MetadataKind } from '@tufjs/models';
 import { hashFile } from '../src/agent/backend-dir.ts';
+import type { Report } from '../src/agent/journal.ts';
 import { api } from '../src/cli/client.ts';
 import { BIN, type SpawnedDevice, stopAgents, writeContent } from '../src/demo/fleet.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
+import { unpack } from '../src/trust/bundle.ts';
+import { generateKey, signerOf } from '../src/trust/keys.ts';
 import { Repository } from '../src/trust/repository.ts';
 import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
 import {
@@ -37,6 +51,8 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
   let vend: SpawnedDevice; // component with `vendor: acme`
   let plain: SpawnedDevice; // same component, no vendor
   let vendId: string;
+  let token: string;
+  let bundle: string; // an offline bundle of 1.6.0, exported with the vendor's metadata
   let env: Record<string, string>;
   const devices: SpawnedDevice[] = [];
 
@@ -55,15 +71,55 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
 
   // Asynchronous: the server runs in this process, so a synchronous spawn would block it.
   const cli = (args: string[]) =>
-    new Promise<{ code: number; out: string }>((res) => {
+    new Promise<{ code: number; out: string; stdout: string }>((res) => {
       execFile(
         process.execPath,
         [BIN, ...args],
         { env: { ...process.env, ...env }, timeout: 30_000 },
         (err, stdout, stderr) =>
-          res({ code: err ? ((err as { code?: number }).code ?? -1) : 0, out: `${stdout}${stderr}` }),
+          res({
+            code: err ? ((err as { code?: number }).code ?? -1) : 0,
+            out: `${stdout}${stderr}`,
+            stdout,
+          }),
       );
     });
+
+  const orgRoot = () => join(ts.srv.ctx.dataDir, 'tuf', 'metadata', '1.root.json');
+
+  /** A device that never reaches a server: both roots pre-provisioned, its component under `vendor: NAME`. */
+  const offlineDevice = (name: string, vendorName = 'acme') =>
+    seededDevice(ts, content, name, token, {
+      probationMs: 200,
+      edit: (cfg) => {
+        cfg.server = 'http://127.0.0.1:9'; // never used: no daemon runs
+        cfg.trust = { root: orgRoot(), vendors: { [vendorName]: { root: vendorRoot } } };
+        (cfg.components as Array<Record<string, unknown>>)[0].vendor = vendorName;
+      },
+    });
+
+  type Outcome = { component: string; version: string; outcome: string; class?: string; reason?: string };
+  /** `ringfence agent apply-bundle FILE --config F --json` (the agent's log lines come before the JSON). */
+  const applyBundle = async (d: SpawnedDevice, file: string) => {
+    const r = await cli(['agent', 'apply-bundle', file, '--config', d.config, '--json']);
+    const at = r.stdout.search(/^\[/m);
+    return { ...r, res: at < 0 ? [] : (JSON.parse(r.stdout.slice(at)) as Outcome[]) };
+  };
+
+  const outboxOf = (d: SpawnedDevice) =>
+    (JSON.parse(readFileSync(join(d.dir, 'state', 'outbox.json'), 'utf8')) as Report[]).map((o) => [
+      o.version,
+      o.outcome,
+      o.class ?? null,
+      o.offline ?? false,
+    ]);
+
+  /** The vendor targets file the server's current vendor snapshot points at (consistent snapshots). */
+  const serverVendorTargets = () => {
+    const read = (n: string) => JSON.parse(readFileSync(join(serverVendorDir(), n), 'utf8'));
+    const snap = read(`${read('timestamp.json').signed.meta['snapshot.json'].version}.snapshot.json`);
+    return join(serverVendorDir(), `${snap.signed.meta['targets.json'].version}.targets.json`);
+  };
 
   const importArgs = (v: string, dir: string, source: string) => [
     'release',
@@ -121,7 +177,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     vendorRoot = join(vendor.metadataDir, '1.root.json');
     vendorSrv = await serveStatic(vendor.metadataDir);
     content = await publishReleases(ts, [OLD]);
-    const token = await enrollToken(ts, 4);
+    token = await enrollToken(ts, 4);
     vend = seededDevice(ts, content, 'vend', token, {
       probationMs: 200,
       edit: (cfg) => {
@@ -271,5 +327,194 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     cpSync(backup, serverVendorDir(), { recursive: true });
     await onVersion(vend, '1.5.0');
     assert.equal(active(vend), '1.5.0');
+  });
+
+  it('offline bundle: carries the vendor metadata; a vendor device applies it with no server and queues an offline report', async () => {
+    await vendorSigns('1.6.0', writeContent(join(content, '1.6.0'), '1.6.0', 6));
+    assert.equal((await cli(importArgs('1.6.0', join(content, '1.6.0'), vendorSrv.url))).code, 0);
+    await api(ts.conn, 'POST', `/v1/admin/releases/${C}@1.6.0/approve`, {});
+    bundle = join(ts.dir, 'vendor-1.6.0.rfb');
+    const r = await cli(['bundle', 'export', bundle, `${C}@1.6.0`, '--data', ts.srv.ctx.dataDir]);
+    assert.equal(r.code, 0, r.out);
+
+    // The vendor's metadata travels byte for byte as the server holds it.
+    const peek = mkdtempSync(join(ts.dir, 'peek-'));
+    const m = unpack(bundle, peek);
+    assert.deepEqual(
+      m.releases.map((x) => `${x.component}@${x.version}`),
+      [`${C}@1.6.0`],
+    );
+    const held = readdirSync(serverVendorDir())
+      .filter((f) => f.endsWith('.json'))
+      .sort();
+    const carried = m.entries
+      .filter((e) => e.name.startsWith('vendor-tuf/acme/'))
+      .map((e) => e.name.slice('vendor-tuf/acme/'.length))
+      .sort();
+    assert.deepEqual(carried, held);
+    assert.ok(carried.includes('timestamp.json') && carried.includes('1.root.json'), carried.join());
+    for (const f of held)
+      assert.ok(
+        readFileSync(join(peek, 'vendor-tuf', 'acme', f)).equals(readFileSync(join(serverVendorDir(), f))),
+        f,
+      );
+
+    const d = offlineDevice('bundle-vend');
+    const a = await applyBundle(d, bundle);
+    assert.equal(a.code, 0, a.out);
+    assert.deepEqual(
+      a.res.map((o) => [o.component, o.version, o.outcome]),
+      [[C, '1.6.0', 'succeeded']],
+    );
+    assert.equal(active(d), '1.6.0');
+    assert.equal(journalOf(d).current, '1.6.0');
+    assert.ok(
+      existsSync(join(d.dir, 'state', 'vendor-tuf', 'acme', 'timestamp.json')),
+      'the vendor metadata from the bundle was verified and is now trusted',
+    );
+    assert.deepEqual(outboxOf(d), [['1.6.0', 'succeeded', null, true]]);
+  });
+
+  it('offline bundle: vendor targets re-signed by another key (vendor-signature) or with one byte changed (vendor-tampered) are refused; the last good release stays', async () => {
+    const backup = join(ts.dir, 'vendor-backup-bundle');
+    cpSync(serverVendorDir(), backup, { recursive: true });
+    const restore = () => {
+      rmSync(serverVendorDir(), { recursive: true });
+      cpSync(backup, serverVendorDir(), { recursive: true });
+    };
+    // The same export with the server's copy of the vendor's targets altered (a compromised server, or anyone who
+    // rebuilds the container on the way: its checksums are not signatures).
+    const forged = async (name: string, edit: (file: string) => void) => {
+      restore();
+      edit(serverVendorTargets());
+      const file = join(ts.dir, name);
+      const r = await cli(['bundle', 'export', file, `${C}@1.6.0`, '--data', ts.srv.ctx.dataDir]);
+      assert.equal(r.code, 0, r.out);
+      return file;
+    };
+    let resigned: string;
+    let oneByte: string;
+    try {
+      // Without the vendor's keys the targets can only be re-signed with another key, and then the snapshot and
+      // timestamp above them too (they pin the targets' sha256 and length): a consistent chain under a foreign key.
+      resigned = await forged('vendor-resigned.rfb', (targetsFile) => {
+        const impostor = signerOf(generateKey('targets'));
+        const resign = (file: string, kind: MetadataKind, edit: (signed: never) => void) => {
+          const cur = JSON.parse(readFileSync(file, 'utf8'));
+          edit(cur.signed as never);
+          // fromJSON is overloaded per kind; signing and serialising are the same for every kind.
+          const md = Metadata.fromJSON(kind as MetadataKind.Targets, { ...cur, signatures: [] });
+          md.sign(impostor);
+          const bytes = Buffer.from(JSON.stringify(md.toJSON()));
+          writeFileSync(file, bytes);
+          return {
+            length: bytes.length,
+            hashes: { sha256: createHash('sha256').update(bytes).digest('hex') },
+          };
+        };
+        const tMeta = resign(targetsFile, MetadataKind.Targets, () => {});
+        const tsFile = join(serverVendorDir(), 'timestamp.json');
+        const sv = JSON.parse(readFileSync(tsFile, 'utf8')).signed.meta['snapshot.json'].version;
+        const sMeta = resign(
+          join(serverVendorDir(), `${sv}.snapshot.json`),
+          MetadataKind.Snapshot,
+          (s: { meta: Record<string, object> }) => {
+            s.meta['targets.json'] = { ...s.meta['targets.json'], ...tMeta };
+          },
+        );
+        resign(tsFile, MetadataKind.Timestamp, (s: { meta: Record<string, object> }) => {
+          s.meta['snapshot.json'] = { ...s.meta['snapshot.json'], ...sMeta };
+        });
+      });
+      oneByte = await forged('vendor-one-byte.rfb', (file) => {
+        const text = readFileSync(file, 'utf8');
+        const at = text.indexOf(`${C}/1.6.0/service.conf`);
+        const h = /"sha256": ?"[0-9a-f]/.exec(text.slice(at))!;
+        const i = at + h.index + h[0].length - 1; // first hex digit of the sha256 the vendor listed
+        writeFileSync(file, text.slice(0, i) + (text[i] === '0' ? '1' : '0') + text.slice(i + 1));
+      });
+    } finally {
+      restore();
+    }
+
+    const d = offlineDevice('bundle-forged');
+    for (const [file, what, cls, reason] of [
+      [resigned, 're-signed', 'vendor-signature', /vendor acme: .*sign/],
+      [oneByte, 'one byte changed', 'vendor-tampered', /vendor acme: .*(hash|length)/],
+    ] as const) {
+      const r = await applyBundle(d, file);
+      assert.equal(r.code, 1, `${what}: ${r.out}`);
+      assert.deepEqual(
+        r.res.map((o) => [o.version, o.outcome, o.class]),
+        [['1.6.0', 'refused', cls]],
+        what,
+      );
+      assert.match(r.res[0].reason ?? '', reason, what);
+      keptLastGood(d, OLD, '1.6.0');
+      assert.equal(
+        existsSync(join(d.dir, 'state', 'vendor-tuf', 'acme', 'timestamp.json')),
+        false,
+        `${what}: nothing of the forged vendor metadata became trusted`,
+      );
+    }
+    assert.deepEqual(outboxOf(d), [
+      ['1.6.0', 'refused', 'vendor-signature', true],
+      ['1.6.0', 'refused', 'vendor-tampered', true],
+    ]);
+
+    // The honest bundle still applies on the same device: the organisation's part of the forged ones was fine,
+    // the vendor's check was what refused them.
+    const ok = await applyBundle(d, bundle);
+    assert.equal(ok.code, 0, ok.out);
+    assert.equal(active(d), '1.6.0');
+  });
+
+  it('vendor-unavailable: vendor root pinned but no vendor metadata where the device looks; last good kept, reason reported', async () => {
+    // Online: the server holds no metadata for vendor `globex`; another device's configured source is unreachable.
+    const noMeta = seededDevice(ts, content, 'globex', token, {
+      probationMs: 200,
+      edit: (cfg) => {
+        cfg.trust = { vendors: { globex: { root: vendorRoot } } };
+        (cfg.components as Array<Record<string, unknown>>)[0].vendor = 'globex';
+      },
+    });
+    const deadSource = seededDevice(ts, content, 'acme-dead-source', token, {
+      probationMs: 200,
+      edit: (cfg) => {
+        cfg.trust = { vendors: { acme: { root: vendorRoot, source: 'http://127.0.0.1:9/acme' } } };
+        (cfg.components as Array<Record<string, unknown>>)[0].vendor = 'acme';
+      },
+    });
+    devices.push(noMeta, deadSource);
+    for (const d of [noMeta, deadSource]) start(d);
+    const noMetaId = await waitEnrolled(ts, noMeta);
+    const deadId = await waitEnrolled(ts, deadSource);
+    const since = Date.now();
+    await pin(ts, noMeta, '1.5.0');
+    await pin(ts, deadSource, '1.5.0');
+    const row = (await refusal(noMetaId, '1.5.0', 'vendor-unavailable', since))!;
+    assert.match(row.reason ?? '', /vendor globex: .*(404|timestamp)/);
+    const row2 = (await refusal(deadId, '1.5.0', 'vendor-unavailable', since))!;
+    assert.match(row2.reason ?? '', /vendor acme: .*cannot reach http:\/\/127\.0\.0\.1:9\/acme/);
+    keptLastGood(noMeta, OLD, '1.5.0');
+    keptLastGood(deadSource, OLD, '1.5.0');
+    const dev = await api<{ components: Array<{ health: { refused?: { class: string } } }> }>(
+      ts.conn,
+      'GET',
+      `/v1/admin/devices/${noMeta.name}`,
+    );
+    assert.equal(dev.components[0].health.refused?.class, 'vendor-unavailable');
+
+    // Offline: a bundle that carries no metadata for the device's vendor.
+    const off = offlineDevice('bundle-globex', 'globex');
+    const r = await applyBundle(off, bundle);
+    assert.equal(r.code, 1, r.out);
+    assert.deepEqual(
+      r.res.map((o) => [o.version, o.outcome, o.class]),
+      [['1.6.0', 'refused', 'vendor-unavailable']],
+    );
+    assert.match(r.res[0].reason ?? '', /vendor globex: /);
+    keptLastGood(off, OLD, '1.6.0');
+    assert.deepEqual(outboxOf(off), [['1.6.0', 'refused', 'vendor-unavailable', true]]);
   });
 });
