@@ -1,102 +1,40 @@
 // The rollout engine: a pure, deterministic step (state, fleet, events, now) → (state, assignments, commands).
-// The server, the rehearsal simulator and the tests all run exactly this code.
-import { type Plan, resolveAmount, type WaveSpec, type WindowSpec } from './plan.ts';
-import { type Labels, matches, parseSelector } from './selector.ts';
-import { windowOpen } from './window.ts';
+// The server, the rehearsal simulator and the tests all run exactly this code. This file holds the step and
+// the rollout's state transitions; the data types are in rollout-state.ts, choosing a wave's devices in
+// wave-selection.ts, offering and deadlines in offers.ts, the failure and success gates in gates.ts.
+import { AssignmentOverlay } from './assignment-overlay.ts';
+import { DeviceLookup } from './device-lookup.ts';
+import { judgeWave, overFailureBudget, retryWithinBudget } from './gates.ts';
+import { expireOffers, type OfferContext, type OfferDecision, offerQueued, windowsAt } from './offers.ts';
+import type { Plan, WaveSpec } from './plan.ts';
+import {
+  type Assignment,
+  type Command,
+  type DeviceView,
+  type EngineEvent,
+  isTransientFailure,
+  type RolloutState,
+  type RolloutStatus,
+  TERMINAL,
+} from './rollout-state.ts';
+import { selectWaveDevices } from './wave-selection.ts';
 
-export type RolloutStatus =
-  | 'pending'
-  | 'running'
-  | 'baking'
-  | 'awaiting-approval'
-  | 'paused'
-  | 'halted'
-  | 'completed'
-  | 'aborted'
-  | 'rolling-back'
-  | 'rolled-back';
-
-export const TERMINAL: ReadonlySet<RolloutStatus> = new Set(['completed', 'aborted', 'rolled-back']);
-/** States in which the rollout still owns its devices (one component, one rollout per device). */
-export const ACTIVE: ReadonlySet<RolloutStatus> = new Set([
-  'pending',
-  'running',
-  'baking',
-  'awaiting-approval',
-  'paused',
-  'halted',
-  'rolling-back',
-]);
-
-export interface RolloutState {
-  id: string;
-  component: string;
-  version: string;
-  status: RolloutStatus;
-  wave: number; // index of the current wave; -1 before the first starts
-  waveStartedAt: number | null;
-  bakeUntil: number | null;
-  pausedFrom: RolloutStatus | null;
-  approved: number[]; // waves an operator approved
-  emergency: boolean;
-  releaseCreatedAt: number;
-  createdAt: number;
-  finishedAt: number | null;
-  reason: string | null; // why it halted, aborted or rolled back
-  haltedAtWave: number | null;
-}
-
-/** Reason recorded for a device that did not report before its deadline (a transient failure: retryable). */
-export const NO_REPORT = 'no report before the deadline';
-
-export type AssignmentState =
-  | 'queued'
-  | 'offered'
-  | 'succeeded'
-  | 'failed'
-  | 'skipped'
-  | 'reverting'
-  | 'unconfirmed' // told to revert, but did not confirm before the deadline (it still gets the revert on return)
-  | 'reverted';
-
-export interface Assignment {
-  deviceId: string;
-  wave: number;
-  state: AssignmentState;
-  fromVersion: string | null;
-  offeredAt: number | null;
-  reportedAt: number | null;
-  reason: string | null;
-}
-
-export interface DeviceView {
-  id: string;
-  labels: Labels;
-  held: boolean; // operator or device hold: never offered anything
-  pinned: boolean; // pinned to a version of this component
-  busy: boolean; // owned by another active rollout of this component
-  version: string | null; // version of this component the device runs now
-  deferredUntil?: number | null; // operator or device deferral: nothing is offered before this instant
-}
-
-export type EngineEvent =
-  | { kind: 'pause'; actor: string }
-  | { kind: 'resume'; actor: string }
-  | { kind: 'abort'; actor: string; reason?: string }
-  | { kind: 'approve'; actor: string }
-  | { kind: 'rollback'; actor: string; reason?: string }
-  | { kind: 'retry'; actor: string };
-
-/** Failure reasons worth another try: the release never got a fair chance on the device. */
-export function isTransientFailure(reason: string | null): boolean {
-  if (reason === null) return false;
-  return /^(download|timeout)\b|no report|deadline|timed out|network|ECONN|unreachable/i.test(reason);
-}
-
-export type Command =
-  | { kind: 'offer'; deviceId: string; component: string; version: string }
-  | { kind: 'revert'; deviceId: string; component: string; version: string | null }
-  | { kind: 'withdraw'; deviceId: string; component: string };
+// The engine's public surface stays importable from here.
+export {
+  ACTIVE,
+  type Assignment,
+  type AssignmentState,
+  applyReport,
+  type Command,
+  type DeviceView,
+  type EngineEvent,
+  isTransientFailure,
+  NO_REPORT,
+  newRollout,
+  type RolloutState,
+  type RolloutStatus,
+  TERMINAL,
+} from './rollout-state.ts';
 
 export interface Transition {
   from: RolloutStatus;
@@ -123,129 +61,16 @@ export interface StepOutput {
   wakeAt: number | null; // the next instant the step must run even if nothing is reported
 }
 
-/** A fresh rollout state, before its first step. */
-export function newRollout(init: {
-  id: string;
-  component: string;
-  version: string;
-  emergency?: boolean;
-  releaseCreatedAt: number;
-  now: number;
-}): RolloutState {
-  return {
-    id: init.id,
-    component: init.component,
-    version: init.version,
-    status: 'pending',
-    wave: -1,
-    waveStartedAt: null,
-    bakeUntil: null,
-    pausedFrom: null,
-    approved: [],
-    emergency: init.emergency ?? false,
-    releaseCreatedAt: init.releaseCreatedAt,
-    createdAt: init.now,
-    finishedAt: null,
-    reason: null,
-    haltedAtWave: null,
-  };
-}
-
-/** Applies a device's report to its assignment (pure); returns null when the report does not apply. */
-export function applyReport(
-  a: Assignment,
-  r: { outcome: 'succeeded' | 'failed'; version: string; target: string; reason?: string | null; at: number },
-): Assignment | null {
-  if (a.state === 'reverting' || a.state === 'unconfirmed') {
-    // A revert is done when the device reports anything but the rolled-back release as healthy.
-    if (r.outcome === 'succeeded' && r.version !== r.target)
-      return { ...a, state: 'reverted', reportedAt: r.at };
-    if (r.outcome === 'failed' && r.version === r.target)
-      return { ...a, state: 'reverted', reportedAt: r.at };
-    return null;
-  }
-  if (r.version !== r.target) return null;
-  if (a.state === 'offered' || (a.state === 'succeeded' && r.outcome === 'failed')) {
-    // A failure after success (health during bake) still counts against the wave.
-    return { ...a, state: r.outcome, reportedAt: r.at, reason: r.reason ?? null };
-  }
-  return null;
-}
-
-function failureBudgetExceeded(wave: WaveSpec, failed: number, selected: number): boolean {
-  if ('count' in wave.maxFailures) return failed > wave.maxFailures.count;
-  return selected > 0 && (failed * 100) / selected > wave.maxFailures.percent;
-}
-
-/**
- * The step's view of the assignments: the caller's map, untouched, plus this step's changes. Copying a
- * million-entry map on every step cost more than the whole step's logic.
- */
-class AssignmentOverlay {
-  private readonly over = new Map<string, Assignment>();
-  constructor(private readonly base: ReadonlyMap<string, Assignment>) {}
-  get(id: string): Assignment | undefined {
-    return this.over.get(id) ?? this.base.get(id);
-  }
-  has(id: string): boolean {
-    return this.over.has(id) || this.base.has(id);
-  }
-  set(id: string, a: Assignment): void {
-    this.over.set(id, a);
-  }
-  *values(): IterableIterator<Assignment> {
-    const over = this.over;
-    if (over.size === 0) {
-      yield* this.base.values();
-      return;
-    }
-    for (const [id, a] of this.base) yield over.get(id) ?? a;
-    for (const [id, a] of over) if (!this.base.has(id)) yield a;
-  }
-}
-
-/**
- * Device lookup by id. The id → position index is memoised per fleet array, so a caller that reuses its
- * array (the simulator) does not pay for a million-entry map on every step; entries are read live from
- * the array and checked, so replacing or reordering elements is detected and the index rebuilt.
- */
-const deviceIndexes = new WeakMap<readonly DeviceView[], Map<string, number>>();
-class DeviceLookup {
-  private index: Map<string, number>;
-  private rebuilt = false;
-  constructor(private readonly devices: readonly DeviceView[]) {
-    const cached = deviceIndexes.get(devices);
-    this.index = cached && cached.size === devices.length ? cached : this.build();
-  }
-  private build(): Map<string, number> {
-    const m = new Map<string, number>();
-    for (let i = 0; i < this.devices.length; i++) m.set(this.devices[i].id, i);
-    deviceIndexes.set(this.devices, m);
-    this.rebuilt = true;
-    return m;
-  }
-  get(id: string): DeviceView | undefined {
-    const i = this.index.get(id);
-    const d = i === undefined ? undefined : this.devices[i];
-    if (d?.id === id) return d;
-    if (this.rebuilt) return undefined;
-    this.index = this.build();
-    return this.get(id);
-  }
-  has(id: string): boolean {
-    return this.get(id) !== undefined;
-  }
-}
-
 class Stepper {
   readonly out: StepOutput;
   private readonly asg: AssignmentOverlay;
   private readonly devById: DeviceLookup;
-  private readonly windowCache = new Map<WindowSpec, ReturnType<typeof windowOpen>>();
+  private readonly windowAt: OfferContext['window'];
 
   constructor(private readonly input: StepInput) {
     this.asg = new AssignmentOverlay(input.assignments);
     this.devById = new DeviceLookup(input.devices);
+    this.windowAt = windowsAt(input.now);
     this.out = { rollout: { ...input.rollout }, changed: [], commands: [], transitions: [], wakeAt: null };
   }
 
@@ -263,6 +88,12 @@ class Stepper {
 
   private wake(at: number): void {
     if (this.out.wakeAt === null || at < this.out.wakeAt) this.out.wakeAt = at;
+  }
+
+  private apply(d: OfferDecision): void {
+    for (const a of d.changed) this.set(a);
+    for (const c of d.commands) this.out.commands.push(c);
+    if (d.wakeAt !== null) this.wake(d.wakeAt);
   }
 
   private go(to: RolloutStatus, why: string): void {
@@ -334,29 +165,7 @@ class Stepper {
       case 'retry':
         // Re-offers the release to devices whose failure was transient, in the current wave; on a
         // halted rollout this is an explicit operator override, like resume.
-        if ((s === 'running' || s === 'baking' || s === 'halted') && this.retryCanPass()) {
-          let n = 0;
-          for (const a of [...this.asg.values()])
-            if (a.state === 'failed' && isTransientFailure(a.reason)) {
-              const d = this.devById.get(a.deviceId);
-              if (!d) continue;
-              this.set({
-                ...a,
-                wave: this.r.wave,
-                state: 'queued',
-                offeredAt: null,
-                reportedAt: null,
-                reason: null,
-              });
-              n++;
-            }
-          if (n > 0) {
-            this.r.reason = null;
-            this.r.haltedAtWave = null;
-            this.r.bakeUntil = null;
-            this.go('running', `${n} devices with transient failures retried by ${ev.actor}`);
-          }
-        }
+        if (s === 'running' || s === 'baking' || s === 'halted') this.retry(ev.actor);
         break;
       case 'rollback':
         if (s !== 'rolled-back' && s !== 'rolling-back') {
@@ -367,21 +176,27 @@ class Stepper {
     }
   }
 
-  /** A retry is pointless when the real (non-transient) failures alone exceed a wave's budget. */
-  private retryCanPass(): boolean {
-    const waves = this.input.plan.waves;
-    const failed = new Array<number>(this.r.wave + 1).fill(0);
-    const selected = new Array<number>(this.r.wave + 1).fill(0);
-    for (const a of this.asg.values()) {
-      if (a.wave < 0 || a.wave > this.r.wave || a.state === 'skipped') continue;
-      const retried = a.state === 'failed' && isTransientFailure(a.reason) && this.devById.has(a.deviceId);
-      const w = retried ? this.r.wave : a.wave;
-      selected[w]++;
-      if (a.state === 'failed' && !retried) failed[w]++;
-    }
-    for (let w = 0; w <= this.r.wave; w++)
-      if (failureBudgetExceeded(waves[w], failed[w], selected[w])) return false;
-    return true;
+  private retry(actor: string): void {
+    const inFleet = (id: string) => this.devById.has(id);
+    if (!retryWithinBudget(this.input.plan.waves, this.r.wave, this.asg.values(), inFleet)) return;
+    let n = 0;
+    for (const a of [...this.asg.values()])
+      if (a.state === 'failed' && isTransientFailure(a.reason) && inFleet(a.deviceId)) {
+        this.set({
+          ...a,
+          wave: this.r.wave,
+          state: 'queued',
+          offeredAt: null,
+          reportedAt: null,
+          reason: null,
+        });
+        n++;
+      }
+    if (n === 0) return;
+    this.r.reason = null;
+    this.r.haltedAtWave = null;
+    this.r.bakeUntil = null;
+    this.go('running', `${n} devices with transient failures retried by ${actor}`);
   }
 
   private dropQueued(why: string): void {
@@ -486,26 +301,12 @@ class Stepper {
     this.startWave(next);
   }
 
-  /** Chooses the wave's devices: matching, not yet in this rollout, free to take it; ordered and sized. */
+  /** Queues the wave's devices (see wave-selection.ts) and makes it the current wave. */
   private startWave(index: number): void {
     const wave = this.input.plan.waves[index];
-    const sel = parseSelector(wave.select);
-    const order = wave.order.map(parseSelector);
-    const candidates = this.input.devices.filter(
-      (d) => !this.asg.has(d.id) && !d.held && !d.pinned && !d.busy && matches(sel, d.labels),
-    );
-    // Rank once per device, not once per comparison: the sort is the step's hot spot on large fleets.
-    const ranks = new Map<DeviceView, number>();
-    if (order.length > 0)
-      for (const d of candidates) {
-        const i = order.findIndex((o) => matches(o, d.labels));
-        ranks.set(d, i < 0 ? order.length : i);
-      }
-    const rank = (d: DeviceView) => ranks.get(d) ?? 0;
-    candidates.sort((a, b) => rank(a) - rank(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const n = Math.min(candidates.length, resolveAmount(wave.size, candidates.length));
-    for (let i = 0; i < n; i++) {
-      const d = candidates[i];
+    const chosen = selectWaveDevices(wave, this.input.devices, this.asg);
+    const n = chosen.length;
+    for (const d of chosen)
       this.set({
         deviceId: d.id,
         wave: index,
@@ -515,7 +316,6 @@ class Stepper {
         reportedAt: null,
         reason: null,
       });
-    }
     this.r.wave = index;
     this.r.waveStartedAt = this.now;
     this.r.bakeUntil = null;
@@ -530,89 +330,46 @@ class Stepper {
       });
   }
 
-  /**
-   * Halts when a started wave's failures exceed its budget; true when it did. Earlier waves count too: a
-   * device of a passed wave that turns unhealthy later is still a bad sign about the release.
-   */
+  /** Halts when a started wave's failures exceed its budget; true when it did. */
   private checkFailures(): boolean {
-    const waves = this.input.plan.waves;
-    const failed = new Array<number>(this.r.wave + 1).fill(0);
-    const selected = new Array<number>(this.r.wave + 1).fill(0);
-    for (const a of this.asg.values()) {
-      if (a.wave > this.r.wave || a.wave < 0 || a.state === 'skipped') continue;
-      selected[a.wave]++;
-      if (a.state === 'failed') failed[a.wave]++;
-    }
-    for (let w = 0; w <= this.r.wave; w++) {
-      if (failureBudgetExceeded(waves[w], failed[w], selected[w])) {
-        this.halt(
-          `wave ${waves[w].name}: ${failed[w]} of ${selected[w]} devices failed, over the failure budget`,
-        );
-        return true;
-      }
-    }
-    return false;
+    const why = overFailureBudget(this.input.plan.waves, this.r.wave, this.asg.values());
+    if (why === null) return false;
+    this.halt(why);
+    return true;
   }
 
-  /** Halts when the current wave's success ratio is below its gate; true when it did. */
+  /** Halts when the current wave's evidence or success ratio is below its gate; true when it did. */
   private successGateFailed(): boolean {
-    const wave = this.input.plan.waves[this.r.wave];
-    let selected = 0;
-    let succeeded = 0;
-    let reported = 0;
-    for (const a of this.asg.values()) {
-      if (a.wave !== this.r.wave || a.state === 'skipped') continue;
-      selected++;
-      if (a.state === 'succeeded') succeeded++;
-      if (a.state === 'succeeded' || (a.state === 'failed' && a.reason !== NO_REPORT)) reported++;
-    }
-    const need = resolveAmount(wave.minReported ?? { count: 0 }, selected);
-    if (reported < need) {
-      // Too little evidence to judge: stop exposure, but do not roll back what may be healthy.
-      const why = `wave ${wave.name}: inconclusive, ${reported} of ${selected} devices reported (min_reported ${need})`;
-      this.r.reason = why;
-      this.r.haltedAtWave = this.r.wave;
-      this.dropQueued('rollout halted');
-      this.go('halted', why);
+    const verdict = judgeWave(this.input.plan.waves[this.r.wave], this.r.wave, this.asg.values());
+    if (verdict.kind === 'passed') return false;
+    if (verdict.kind === 'failed') {
+      this.halt(verdict.why);
       return true;
     }
-    if (selected > 0 && (succeeded * 100) / selected < wave.minSuccessPercent) {
-      this.halt(
-        `wave ${wave.name}: ${succeeded} of ${selected} succeeded, below the ${wave.minSuccessPercent}% gate`,
-      );
-      return true;
-    }
-    return false;
+    // Inconclusive: stop exposure, but do not roll back what may be healthy.
+    this.r.reason = verdict.why;
+    this.r.haltedAtWave = this.r.wave;
+    this.dropQueued('rollout halted');
+    this.go('halted', verdict.why);
+    return true;
+  }
+
+  private offerContext(wave: WaveSpec): OfferContext {
+    return {
+      plan: this.input.plan,
+      wave,
+      now: this.now,
+      device: (id) => this.devById.get(id),
+      window: this.windowAt,
+    };
   }
 
   private runWave(): void {
     const wave = this.input.plan.waves[this.r.wave];
-    // Deadline: an offered device that has not reported in time counts as failed.
-    for (const a of this.waveAssignments(this.r.wave)) {
-      if (a.state !== 'offered' || a.offeredAt === null) continue;
-      // A device waiting for its maintenance window is not late: the deadline never expires while the
-      // window is closed. A device that did not report in the window it was offered in gets one more
-      // window, with the deadline shortened to fit inside it, so it fails at the latest when that ends.
-      let from = a.offeredAt;
-      let limit = wave.reportDeadlineMs;
-      const spec = this.windowFor(wave, this.devById.get(a.deviceId));
-      if (spec) {
-        const w = this.window(spec);
-        if (!w.open) {
-          this.wake(w.nextChange);
-          continue;
-        }
-        if (w.openedAt !== null && w.openedAt > from) {
-          from = w.openedAt;
-          limit = Math.min(limit, Math.max(w.nextChange - w.openedAt - 60_000, 1));
-        }
-      }
-      const due = from + limit;
-      if (this.now >= due) this.set({ ...a, state: 'failed', reportedAt: this.now, reason: NO_REPORT });
-      else this.wake(due);
-    }
+    const ctx = this.offerContext(wave);
+    this.apply(expireOffers(ctx, this.waveAssignments(this.r.wave)));
     if (this.checkFailures()) return;
-    this.offerQueued(wave);
+    this.apply(offerQueued(ctx, this.waveAssignments(this.r.wave), this.r));
     const list = this.waveAssignments(this.r.wave);
     const open = list.some((a) => a.state === 'queued' || a.state === 'offered');
     if (open) return;
@@ -623,74 +380,6 @@ class Stepper {
     this.r.bakeUntil = this.now + Math.round(wave.bakeMs * factor);
     this.go('baking', `wave ${wave.name} passed its gate (${succeeded}/${selected}); baking`);
     this.wake(this.r.bakeUntil);
-  }
-
-  /** The window that governs a device in a wave: its label's window, else the wave's, else the plan's. */
-  private windowFor(wave: WaveSpec, d: DeviceView | undefined): WindowSpec | null {
-    const dw = this.input.plan.deviceWindows;
-    if (dw && d) {
-      const name = d.labels[dw.label];
-      if (name !== undefined && Object.hasOwn(dw.windows, name)) return dw.windows[name];
-    }
-    return wave.window;
-  }
-
-  /** Window state, computed once per window per step. */
-  private window(spec: WindowSpec): ReturnType<typeof windowOpen> {
-    let w = this.windowCache.get(spec);
-    if (!w) {
-      w = windowOpen(spec, this.now);
-      this.windowCache.set(spec, w);
-    }
-    return w;
-  }
-
-  private offerQueued(wave: WaveSpec): void {
-    const list = this.waveAssignments(this.r.wave);
-    let inFlight = 0;
-    const perGroup = new Map<string, number>();
-    const groupOf = (id: string) =>
-      wave.maxConcurrentPer ? (this.devById.get(id)?.labels[wave.maxConcurrentPer.label] ?? '') : '';
-    for (const a of list) {
-      if (a.state !== 'offered') continue;
-      inFlight++;
-      const g = groupOf(a.deviceId);
-      perGroup.set(g, (perGroup.get(g) ?? 0) + 1);
-    }
-    for (const a of list) {
-      if (a.state !== 'queued') continue;
-      if (wave.maxConcurrent !== null && inFlight >= wave.maxConcurrent) break;
-      const d = this.devById.get(a.deviceId);
-      if (!d) {
-        this.set({ ...a, state: 'skipped', reason: 'device no longer in the fleet' });
-        continue;
-      }
-      if (d.held || d.pinned) continue; // holds and pins win: wait, never force
-      if (d.deferredUntil != null && this.now < d.deferredUntil) {
-        this.wake(d.deferredUntil); // deferral wins too, and is no failure
-        continue;
-      }
-      const spec = this.windowFor(wave, d);
-      if (spec) {
-        const w = this.window(spec);
-        if (!w.open) {
-          this.wake(w.nextChange);
-          continue;
-        }
-      }
-      const g = groupOf(a.deviceId);
-      if (wave.maxConcurrentPer && (perGroup.get(g) ?? 0) >= wave.maxConcurrentPer.max) continue;
-      this.set({ ...a, state: 'offered', offeredAt: this.now });
-      this.out.commands.push({
-        kind: 'offer',
-        deviceId: a.deviceId,
-        component: this.r.component,
-        version: this.r.version,
-      });
-      inFlight++;
-      perGroup.set(g, (perGroup.get(g) ?? 0) + 1);
-      this.wake(this.now + wave.reportDeadlineMs);
-    }
   }
 }
 

@@ -1,0 +1,133 @@
+// Offering a running wave's release: report deadlines for offered devices, and which queued devices get
+// the offer now, under the wave's concurrency limits, maintenance windows, holds, pins and deferrals.
+import type { Plan, WaveSpec, WindowSpec } from './plan.ts';
+import { type Assignment, type Command, type DeviceView, NO_REPORT } from './rollout-state.ts';
+import { windowOpen } from './window.ts';
+
+export type WindowState = ReturnType<typeof windowOpen>;
+
+/** What offering reads: the plan and wave, the instant, the fleet by id and the windows' state. */
+export interface OfferContext {
+  plan: Plan;
+  wave: WaveSpec;
+  now: number;
+  device: (id: string) => DeviceView | undefined;
+  window: (spec: WindowSpec) => WindowState;
+}
+
+/** What offering decided: assignments to store (in order), commands to send, and when to look again. */
+export interface OfferDecision {
+  changed: Assignment[];
+  commands: Command[];
+  wakeAt: number | null;
+}
+
+const earlier = (at: number | null, other: number): number => (at === null || other < at ? other : at);
+
+/** Window state at `now`, computed once per window: every device of a site shares its window. */
+export function windowsAt(now: number): (spec: WindowSpec) => WindowState {
+  const cache = new Map<WindowSpec, WindowState>();
+  return (spec) => {
+    let w = cache.get(spec);
+    if (!w) {
+      w = windowOpen(spec, now);
+      cache.set(spec, w);
+    }
+    return w;
+  };
+}
+
+/** The window that governs a device in a wave: its label's window, else the wave's, else the plan's. */
+function governingWindow(plan: Plan, wave: WaveSpec, d: DeviceView | undefined): WindowSpec | null {
+  const dw = plan.deviceWindows;
+  if (dw && d) {
+    const name = d.labels[dw.label];
+    if (name !== undefined && Object.hasOwn(dw.windows, name)) return dw.windows[name];
+  }
+  return wave.window;
+}
+
+/** Offered devices that have not reported in time count as failed (NO_REPORT). */
+export function expireOffers(ctx: OfferContext, wave: readonly Assignment[]): OfferDecision {
+  const { now } = ctx;
+  const out: OfferDecision = { changed: [], commands: [], wakeAt: null };
+  for (const a of wave) {
+    if (a.state !== 'offered' || a.offeredAt === null) continue;
+    // A device waiting for its maintenance window is not late: the deadline never expires while the
+    // window is closed. A device that did not report in the window it was offered in gets one more
+    // window, with the deadline shortened to fit inside it, so it fails at the latest when that ends.
+    let from = a.offeredAt;
+    let limit = ctx.wave.reportDeadlineMs;
+    const spec = governingWindow(ctx.plan, ctx.wave, ctx.device(a.deviceId));
+    if (spec) {
+      const w = ctx.window(spec);
+      if (!w.open) {
+        out.wakeAt = earlier(out.wakeAt, w.nextChange);
+        continue;
+      }
+      if (w.openedAt !== null && w.openedAt > from) {
+        from = w.openedAt;
+        limit = Math.min(limit, Math.max(w.nextChange - w.openedAt - 60_000, 1));
+      }
+    }
+    const due = from + limit;
+    if (now >= due) out.changed.push({ ...a, state: 'failed', reportedAt: now, reason: NO_REPORT });
+    else out.wakeAt = earlier(out.wakeAt, due);
+  }
+  return out;
+}
+
+/** Offers the release to the wave's queued devices that may take it now, in queue order. */
+export function offerQueued(
+  ctx: OfferContext,
+  wave: readonly Assignment[],
+  release: { component: string; version: string },
+): OfferDecision {
+  const { now, wave: spec } = ctx;
+  const out: OfferDecision = { changed: [], commands: [], wakeAt: null };
+  let inFlight = 0;
+  const perGroup = new Map<string, number>();
+  const groupOf = (id: string) =>
+    spec.maxConcurrentPer ? (ctx.device(id)?.labels[spec.maxConcurrentPer.label] ?? '') : '';
+  for (const a of wave) {
+    if (a.state !== 'offered') continue;
+    inFlight++;
+    const g = groupOf(a.deviceId);
+    perGroup.set(g, (perGroup.get(g) ?? 0) + 1);
+  }
+  for (const a of wave) {
+    if (a.state !== 'queued') continue;
+    if (spec.maxConcurrent !== null && inFlight >= spec.maxConcurrent) break;
+    const d = ctx.device(a.deviceId);
+    if (!d) {
+      out.changed.push({ ...a, state: 'skipped', reason: 'device no longer in the fleet' });
+      continue;
+    }
+    if (d.held || d.pinned) continue; // holds and pins win: wait, never force
+    if (d.deferredUntil != null && now < d.deferredUntil) {
+      out.wakeAt = earlier(out.wakeAt, d.deferredUntil); // deferral wins too, and is no failure
+      continue;
+    }
+    const windowSpec = governingWindow(ctx.plan, spec, d);
+    if (windowSpec) {
+      const w = ctx.window(windowSpec);
+      if (!w.open) {
+        out.wakeAt = earlier(out.wakeAt, w.nextChange);
+        continue;
+      }
+    }
+    const g = groupOf(a.deviceId);
+    if (spec.maxConcurrentPer && (perGroup.get(g) ?? 0) >= spec.maxConcurrentPer.max) continue;
+    out.changed.push({ ...a, state: 'offered', offeredAt: now });
+    out.commands.push({
+      kind: 'offer',
+      deviceId: a.deviceId,
+      component: release.component,
+      version: release.version,
+    });
+    inFlight++;
+    perGroup.set(g, (perGroup.get(g) ?? 0) + 1);
+    out.wakeAt = earlier(out.wakeAt, now + spec.reportDeadlineMs);
+  }
+  return out;
+}

@@ -1,0 +1,146 @@
+// The rollout's plain data: its status, the per-device assignments, the fleet view the engine reads, the
+// operator events it takes and the commands it emits; plus the pure updates made outside a step.
+import type { Labels } from './selector.ts';
+
+export type RolloutStatus =
+  | 'pending'
+  | 'running'
+  | 'baking'
+  | 'awaiting-approval'
+  | 'paused'
+  | 'halted'
+  | 'completed'
+  | 'aborted'
+  | 'rolling-back'
+  | 'rolled-back';
+
+export const TERMINAL: ReadonlySet<RolloutStatus> = new Set(['completed', 'aborted', 'rolled-back']);
+/** States in which the rollout still owns its devices (one component, one rollout per device). */
+export const ACTIVE: ReadonlySet<RolloutStatus> = new Set([
+  'pending',
+  'running',
+  'baking',
+  'awaiting-approval',
+  'paused',
+  'halted',
+  'rolling-back',
+]);
+
+export interface RolloutState {
+  id: string;
+  component: string;
+  version: string;
+  status: RolloutStatus;
+  wave: number; // index of the current wave; -1 before the first starts
+  waveStartedAt: number | null;
+  bakeUntil: number | null;
+  pausedFrom: RolloutStatus | null;
+  approved: number[]; // waves an operator approved
+  emergency: boolean;
+  releaseCreatedAt: number;
+  createdAt: number;
+  finishedAt: number | null;
+  reason: string | null; // why it halted, aborted or rolled back
+  haltedAtWave: number | null;
+}
+
+/** Reason recorded for a device that did not report before its deadline (a transient failure: retryable). */
+export const NO_REPORT = 'no report before the deadline';
+
+export type AssignmentState =
+  | 'queued'
+  | 'offered'
+  | 'succeeded'
+  | 'failed'
+  | 'skipped'
+  | 'reverting'
+  | 'unconfirmed' // told to revert, but did not confirm before the deadline (it still gets the revert on return)
+  | 'reverted';
+
+export interface Assignment {
+  deviceId: string;
+  wave: number;
+  state: AssignmentState;
+  fromVersion: string | null;
+  offeredAt: number | null;
+  reportedAt: number | null;
+  reason: string | null;
+}
+
+export interface DeviceView {
+  id: string;
+  labels: Labels;
+  held: boolean; // operator or device hold: never offered anything
+  pinned: boolean; // pinned to a version of this component
+  busy: boolean; // owned by another active rollout of this component
+  version: string | null; // version of this component the device runs now
+  deferredUntil?: number | null; // operator or device deferral: nothing is offered before this instant
+}
+
+export type EngineEvent =
+  | { kind: 'pause'; actor: string }
+  | { kind: 'resume'; actor: string }
+  | { kind: 'abort'; actor: string; reason?: string }
+  | { kind: 'approve'; actor: string }
+  | { kind: 'rollback'; actor: string; reason?: string }
+  | { kind: 'retry'; actor: string };
+
+/** Failure reasons worth another try: the release never got a fair chance on the device. */
+export function isTransientFailure(reason: string | null): boolean {
+  if (reason === null) return false;
+  return /^(download|timeout)\b|no report|deadline|timed out|network|ECONN|unreachable/i.test(reason);
+}
+
+export type Command =
+  | { kind: 'offer'; deviceId: string; component: string; version: string }
+  | { kind: 'revert'; deviceId: string; component: string; version: string | null }
+  | { kind: 'withdraw'; deviceId: string; component: string };
+
+/** A fresh rollout state, before its first step. */
+export function newRollout(init: {
+  id: string;
+  component: string;
+  version: string;
+  emergency?: boolean;
+  releaseCreatedAt: number;
+  now: number;
+}): RolloutState {
+  return {
+    id: init.id,
+    component: init.component,
+    version: init.version,
+    status: 'pending',
+    wave: -1,
+    waveStartedAt: null,
+    bakeUntil: null,
+    pausedFrom: null,
+    approved: [],
+    emergency: init.emergency ?? false,
+    releaseCreatedAt: init.releaseCreatedAt,
+    createdAt: init.now,
+    finishedAt: null,
+    reason: null,
+    haltedAtWave: null,
+  };
+}
+
+/** Applies a device's report to its assignment (pure); returns null when the report does not apply. */
+export function applyReport(
+  a: Assignment,
+  r: { outcome: 'succeeded' | 'failed'; version: string; target: string; reason?: string | null; at: number },
+): Assignment | null {
+  if (a.state === 'reverting' || a.state === 'unconfirmed') {
+    // A revert is done when the device reports anything but the rolled-back release as healthy.
+    if (r.outcome === 'succeeded' && r.version !== r.target)
+      return { ...a, state: 'reverted', reportedAt: r.at };
+    if (r.outcome === 'failed' && r.version === r.target)
+      return { ...a, state: 'reverted', reportedAt: r.at };
+    return null;
+  }
+  if (r.version !== r.target) return null;
+  if (a.state === 'offered' || (a.state === 'succeeded' && r.outcome === 'failed')) {
+    // A failure after success (health during bake) still counts against the wave.
+    return { ...a, state: r.outcome, reportedAt: r.at, reason: r.reason ?? null };
+  }
+  return null;
+}
