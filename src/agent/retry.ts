@@ -14,3 +14,5 @@ export function backoff(
   const raw = Math.min(max, base * 2 ** Math.min(attempt - 1, 30));
   return Math.round(raw * (0.5 + random() * 0.5));
 }
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

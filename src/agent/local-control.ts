@@ -1,0 +1,77 @@
+// Local control of the device with no server (`agent rollback`, `pin`, `unpin`, `clear-quarantine`,
+// `status`): each acts on the journal directly; what it changes is reported at the next check-in.
+import { randomUUID } from 'node:crypto';
+import type { AgentConfig, ComponentConfig } from './config.ts';
+import type { ComponentJournal, Journal } from './journal.ts';
+import { begin, fail } from './transaction.ts';
+import type { TransactionRunner } from './transaction-runner.ts';
+import type { Verification } from './verification.ts';
+
+export class LocalControl {
+  constructor(
+    private readonly cfg: AgentConfig,
+    private readonly journal: Journal,
+    private readonly verification: Verification,
+    private readonly runner: TransactionRunner,
+  ) {}
+
+  private comp(name: string): ComponentConfig {
+    const c = this.cfg.components.find((x) => x.name === name);
+    if (!c) throw new Error(`no component ${name} in ${this.cfg.file}`);
+    return c;
+  }
+
+  /**
+   * `agent rollback`: with no server, puts the component back on the release before it. An unfinished
+   * transaction is undone; otherwise the current release is rolled back to `previous`. Either way the
+   * release taken out is quarantined and a report is queued for the server.
+   */
+  async localRollback(name: string): Promise<ComponentJournal> {
+    const comp = this.comp(name);
+    const j = this.journal.read(name);
+    if (j.txn)
+      return this.runner.rollback(comp, fail(j, 'operator', 'rolled back on the device by an operator'));
+    if (!j.current || !j.previous) throw new Error(`${name}: no previous release to roll back to`);
+    const txn = begin(j, `txn-${randomUUID()}`, j.current, Date.now());
+    // Model it as a transaction from `previous` to `current` that failed, so rollback() undoes it.
+    const undo: ComponentJournal = {
+      ...txn,
+      current: j.previous,
+      previous: null,
+      txn: { ...txn.txn!, from: j.previous, phase: 'probation' },
+    };
+    const failed = fail(undo, 'operator', 'rolled back on the device by an operator');
+    this.journal.write(failed); // a crash from here on recovers into the rollback, never a re-commit
+    return this.runner.rollback(comp, failed);
+  }
+
+  /** `agent pin NAME@V` / `agent unpin NAME`: a local pin wins over whatever the server offers. */
+  setPin(name: string, version: string | null): ComponentJournal {
+    this.comp(name);
+    const j = { ...this.journal.read(name), pin: version };
+    this.journal.write(j);
+    return j;
+  }
+
+  /** `agent clear-quarantine NAME[@V]`: lets a quarantined release be applied again. */
+  clearQuarantine(name: string, version?: string): ComponentJournal {
+    this.comp(name);
+    const j = this.journal.read(name);
+    const next = { ...j, quarantined: version ? j.quarantined.filter((v) => v !== version) : [] };
+    this.journal.write(next);
+    return next;
+  }
+
+  /** Digest of the local state, for `agent status`. */
+  status(): Record<string, unknown> {
+    return {
+      identity: this.journal.identity()?.device_id ?? null,
+      trust: this.verification.trustMode(),
+      outbox: this.journal.outbox().length,
+      components: this.cfg.components.map((c) => ({
+        ...this.journal.read(c.name),
+        active: this.runner.backend(c.name).active(),
+      })),
+    };
+  }
+}

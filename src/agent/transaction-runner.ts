@@ -1,0 +1,238 @@
+// Runs one transaction through the journal: obtain → stage → activate → probation → commit, or roll back and
+// quarantine. Every step is journaled before it takes effect, so recoverAll() can finish or undo it after a
+// crash; what to do at each point is decided by the pure functions in transaction.ts.
+import { randomUUID } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
+import { type Backend, makeBackend } from './backend.ts';
+import { runCommand } from './command.ts';
+import type { AgentConfig, ComponentConfig } from './config.ts';
+import { probation } from './health.ts';
+import type { ComponentJournal, FailureClass, Journal, Report } from './journal.ts';
+import { sleep } from './retry.ts';
+import { StepError } from './step-error.ts';
+import { advance, begin, commit, fail, recover, rolledBack } from './transaction.ts';
+
+/** The environment of a component's hooks, health checks and exec backend. */
+function componentEnv(comp: ComponentConfig): Record<string, string> {
+  const file = comp.backend.type === 'file';
+  return {
+    RINGFENCE_COMPONENT: comp.name,
+    RINGFENCE_COMPONENT_DIR: file ? dirname(comp.backend.path) : comp.backend.path,
+    RINGFENCE_CURRENT: file ? comp.backend.path : join(comp.backend.path, 'current'),
+  };
+}
+
+export class TransactionRunner {
+  /**
+   * Set by the boot guard, which runs before the managed service: hooks are skipped then (the service is
+   * ordered after the guard, so an after_rollback `systemctl restart` would wait for the guard itself).
+   */
+  inBootGuard = false;
+  private readonly backends = new Map<string, Backend>();
+
+  constructor(
+    private readonly cfg: AgentConfig,
+    private readonly journal: Journal,
+    private readonly log: Logger,
+  ) {
+    for (const c of cfg.components) this.backends.set(c.name, makeBackend(c, componentEnv(c)));
+  }
+
+  backend(name: string): Backend {
+    const b = this.backends.get(name);
+    if (!b) throw new Error(`unknown component ${name}`);
+    return b;
+  }
+
+  /** Test-only crash points: with RINGFENCE_TEST_PAUSE_AT=<point>, the agent announces and waits to be killed. */
+  private async crashPoint(point: string): Promise<void> {
+    if (process.env.RINGFENCE_TEST_PAUSE_AT !== point) return;
+    writeFileSync(join(this.cfg.state_dir, 'paused-at'), point);
+    for (;;) await sleep(60_000);
+  }
+
+  /** Recovers every component from its journal: finishes or undoes whatever a crash interrupted. */
+  async recoverAll(by: 'agent' | 'guard' = 'agent'): Promise<Array<{ component: string; action: string }>> {
+    const done: Array<{ component: string; action: string }> = [];
+    for (const comp of this.cfg.components) {
+      const { journal, action } = recover(this.journal.read(comp.name), comp.max_attempts, by);
+      this.journal.write(journal); // the attempt is counted before anything else can crash
+      done.push({ component: comp.name, action: action.kind });
+      if (action.kind === 'none') continue;
+      this.log.warn(
+        { component: comp.name, txn: journal.txn, action, by },
+        'recovering interrupted transaction',
+      );
+      if (action.kind === 'discard') {
+        this.backend(comp.name).prune([journal.current, journal.previous]);
+        this.journal.write({ ...journal, txn: null });
+      } else if (action.kind === 'probation') {
+        // The boot guard only counts and rolls back; judging health again is the agent's job, after the service started.
+        if (by === 'agent') await this.activateAndProbe(comp, journal);
+      } else if (action.kind === 'rollback') {
+        await this.rollback(comp, fail(journal, action.class, action.reason));
+      } else if (action.kind === 'report') {
+        this.finish(comp, journal);
+      }
+    }
+    return done;
+  }
+
+  /** Runs one transaction to its end: committed, or rolled back and quarantined; throws when refused before staging. */
+  async transact(
+    comp: ComponentConfig,
+    version: string,
+    offline: boolean,
+    obtain: (txn: string) => Promise<Array<{ name: string; path: string }>>,
+  ): Promise<ComponentJournal> {
+    let j = begin(this.journal.read(comp.name), `txn-${randomUUID()}`, version, Date.now());
+    if (offline) j = { ...j, txn: { ...j.txn!, offline: true } };
+    this.journal.write(j);
+    this.log.info({ component: comp.name, version, txn: j.txn?.id, offline }, 'transaction started');
+    const staging = join(this.cfg.state_dir, 'downloads', `verified-${j.txn!.id}`);
+    try {
+      const files = await obtain(j.txn!.id);
+      await this.crashPoint('downloaded');
+      try {
+        await this.backend(comp.name).stage(version, files);
+      } catch (e) {
+        throw new StepError('stage', (e as Error).message);
+      }
+      j = { ...advance(j, 'staged'), refused: null };
+      this.journal.write(j);
+      await this.crashPoint('staged');
+    } catch (e) {
+      const err = e instanceof StepError ? e : new StepError('download', (e as Error).message);
+      // Nothing was switched: the running release was never touched. Retry later unless content was bad.
+      this.log.warn(
+        { component: comp.name, version, class: err.cls, err: err.message },
+        'transaction aborted before activation; the last good release keeps running',
+      );
+      const report: Report = {
+        txn_id: j.txn!.id,
+        component: comp.name,
+        version,
+        from_version: j.txn!.from,
+        outcome: 'refused',
+        class: err.cls,
+        reason: err.message,
+        at: Date.now(),
+        offline: offline || undefined,
+      };
+      let refused = j.refused ?? null;
+      if (err.cls !== 'download') {
+        // The same refusal offered again every poll is reported once, not once per check-in.
+        const same =
+          refused?.version === version &&
+          refused.class === err.cls &&
+          refused.reason.slice(0, 200) === err.message.slice(0, 200);
+        if (!same) this.journal.enqueue(report);
+        refused = { version, class: err.cls, reason: err.message, at: report.at };
+      }
+      this.journal.write({ ...j, txn: null, refused });
+      throw err;
+    } finally {
+      rmSync(staging, { recursive: true, force: true });
+    }
+    return this.activateAndProbe(comp, j);
+  }
+
+  /** Runs a component hook (before_activate, after_activate, after_rollback); throws when it fails. */
+  private async hook(
+    comp: ComponentConfig,
+    name: 'before_activate' | 'after_activate' | 'after_rollback',
+    version: string | null,
+  ) {
+    const cmd = comp.hooks[name];
+    if (!cmd) return;
+    const r = await runCommand(cmd, {
+      cwd: componentEnv(comp).RINGFENCE_COMPONENT_DIR,
+      timeout: comp.hooks.timeout,
+      env: { ...componentEnv(comp), RINGFENCE_HOOK: name, RINGFENCE_VERSION: version ?? '' },
+    });
+    if (!r.ok) throw new Error(`${name} hook failed: ${r.output.trim().split('\n').slice(-2).join(' / ')}`);
+  }
+
+  private async activateAndProbe(
+    comp: ComponentConfig,
+    journal: ComponentJournal,
+  ): Promise<ComponentJournal> {
+    let j = advance(journal, 'activating');
+    this.journal.write(j);
+    await this.crashPoint('activating');
+    try {
+      await this.hook(comp, 'before_activate', j.txn!.version);
+      await this.backend(comp.name).activate(j.txn!.version); // the single atomic switch
+      await this.hook(comp, 'after_activate', j.txn!.version);
+    } catch (e) {
+      return this.rollback(comp, fail(j, 'activate', (e as Error).message));
+    }
+    j = advance(j, 'probation');
+    this.journal.write(j);
+    await this.crashPoint('probation');
+    const result = await probation(comp, componentEnv(comp), sleep);
+    j = { ...j, lastHealth: { ok: result.ok, at: Date.now(), checks: result.checks } };
+    if (!result.ok) {
+      const bad = result.checks.filter((c) => !c.ok);
+      const cls: FailureClass = bad.some((c) => c.output.includes('timed out')) ? 'timeout' : 'health';
+      return this.rollback(
+        comp,
+        fail(j, cls, bad.map((c) => `${c.name}: ${c.output.trim().split('\n').pop()}`).join('; ')),
+      );
+    }
+    await this.crashPoint('before-commit');
+    try {
+      await this.backend(comp.name).commit(j.txn!.version);
+    } catch (e) {
+      return this.rollback(comp, fail(j, 'activate', (e as Error).message));
+    }
+    j = commit(j);
+    this.journal.write(j); // the commit point of the bookkeeping; the switch already happened
+    this.log.info({ component: comp.name, version: j.current }, 'committed');
+    return this.finish(comp, j);
+  }
+
+  /** Switches back to the release that ran before, quarantines the failed one and reports it. */
+  async rollback(comp: ComponentConfig, journal: ComponentJournal): Promise<ComponentJournal> {
+    let j = advance(journal, 'rolling-back');
+    this.journal.write(j);
+    await this.crashPoint('rolling-back');
+    await this.backend(comp.name).rollback(j.txn!.from);
+    j = rolledBack(j);
+    this.journal.write(j);
+    this.log.warn(
+      { component: comp.name, version: j.txn!.version, back_to: j.txn!.from, failure: j.txn!.failure },
+      'rolled back',
+    );
+    try {
+      if (!this.inBootGuard) await this.hook(comp, 'after_rollback', j.txn!.from);
+    } catch (e) {
+      this.log.error({ component: comp.name, err: (e as Error).message }, 'after_rollback hook failed');
+    }
+    return this.finish(comp, j);
+  }
+
+  /** Queues the transaction's report and closes it (idempotent: the txn id de-duplicates on the server). */
+  private finish(comp: ComponentConfig, j: ComponentJournal): ComponentJournal {
+    const t = j.txn!;
+    const ok = t.phase === 'committed';
+    this.journal.enqueue({
+      txn_id: t.id,
+      component: comp.name,
+      version: t.version,
+      from_version: t.from,
+      outcome: ok ? 'succeeded' : 'rolled-back',
+      class: ok ? undefined : t.failure?.class,
+      reason: ok ? undefined : t.failure?.reason,
+      detail: { checks: j.lastHealth?.checks ?? [], attempts: t.attempts },
+      at: Date.now(),
+      offline: t.offline || !this.journal.identity() || undefined,
+    });
+    const closed = { ...j, txn: null };
+    this.journal.write(closed);
+    this.backend(comp.name).prune([closed.current, closed.previous]);
+    return closed;
+  }
+}
