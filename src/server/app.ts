@@ -14,6 +14,7 @@ import { adminReleaseRoutes } from './routes/admin-releases.ts';
 import { adminRolloutRoutes } from './routes/admin-rollouts.ts';
 import { deviceRoutes } from './routes/device.ts';
 import { tufRoutes } from './routes/tuf.ts';
+import { webRoutes } from './routes/web.ts';
 import { bearer, hashToken, newToken, tokenMatches } from './tokens.ts';
 
 export { VERSION };
@@ -112,6 +113,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   adminRolloutRoutes(app, ctx);
   adminFleetRoutes(app, ctx);
   tufRoutes(app, ctx);
+  webRoutes(app);
 
   app.get('/healthz', { schema: { summary: 'Liveness and version', tags: ['ops'] } }, async () => ({
     ok: true,

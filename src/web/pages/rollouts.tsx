@@ -1,0 +1,98 @@
+// Rollouts: every rollout, newest first, and the releases they can be made of.
+import { api } from '../api.ts';
+import { usePoll } from '../poll.ts';
+import type { ReleaseView, RolloutView } from '../types.ts';
+import { ErrorBanner, Status, time } from '../ui.tsx';
+import { StopAll } from './stop-all.tsx';
+
+export function RolloutsPage() {
+  const p = usePoll(() => api<RolloutView[]>('GET', '/v1/admin/rollouts'), 'rollouts');
+  const rel = usePoll(() => api<ReleaseView[]>('GET', '/v1/admin/releases'), 'releases', 10_000);
+  const list = p.data ? [...p.data].reverse() : null;
+  return (
+    <section>
+      <div className="title-row">
+        <h1>Rollouts</h1>
+        <StopAll onDone={p.refresh} />
+      </div>
+      <ErrorBanner error={p.error} />
+      {!list ? (
+        <p className="muted">Loading…</p>
+      ) : list.length === 0 ? (
+        <p className="muted">No rollout yet (ringfence rollout start NAME@V --plan PLAN).</p>
+      ) : (
+        <table id="rollouts">
+          <thead>
+            <tr>
+              <th>#</th>
+              <th>release</th>
+              <th>plan</th>
+              <th>status</th>
+              <th>wave</th>
+              <th className="num">exposed</th>
+              <th>reason</th>
+              <th>updated</th>
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((r) => (
+              <tr key={r.id} data-rollout={r.id}>
+                <td>
+                  <a href={`#/rollouts/${r.id}`}>{r.id}</a>
+                </td>
+                <td>
+                  <a href={`#/rollouts/${r.id}`}>
+                    {r.component}@{r.version}
+                  </a>
+                  {r.state.emergency && <span className="badge bad small">emergency</span>}
+                  {r.channel && <span className="badge muted small">{r.channel}</span>}
+                </td>
+                <td>{r.plan}</td>
+                <td>
+                  <Status status={r.status} />
+                </td>
+                <td>{r.wave === null ? '—' : `${r.wave_index + 1}/${r.waves.length} ${r.wave}`}</td>
+                <td className="num">{r.exposed}</td>
+                <td className="reason">{r.state.reason ?? ''}</td>
+                <td>{time(r.updated_at)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <h2>Releases</h2>
+      <ErrorBanner error={rel.error} />
+      {rel.data && rel.data.length === 0 && <p className="muted">No release imported yet.</p>}
+      {rel.data && rel.data.length > 0 && (
+        <table id="releases">
+          <thead>
+            <tr>
+              <th>release</th>
+              <th className="num">artifacts</th>
+              <th>imported</th>
+              <th>approved</th>
+            </tr>
+          </thead>
+          <tbody>
+            {[...rel.data].reverse().map((r) => (
+              <tr key={`${r.component}@${r.version}`}>
+                <td>
+                  {r.component}@{r.version}
+                </td>
+                <td className="num">{r.artifacts.length}</td>
+                <td>{time(r.created_at)}</td>
+                <td>
+                  {r.approved ? (
+                    `${time(r.approved_at)} by ${r.approved_by ?? '?'}`
+                  ) : (
+                    <span className="badge warn">not approved</span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}

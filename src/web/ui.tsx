@@ -1,0 +1,108 @@
+// Small shared pieces: status badges, error banners, number tiles and the confirm dialog.
+import { type ReactNode, useState } from 'react';
+
+const TONE: Record<string, string> = {
+  running: 'info',
+  pending: 'info',
+  baking: 'info',
+  'awaiting-approval': 'warn',
+  paused: 'warn',
+  halted: 'bad',
+  'rolling-back': 'bad',
+  'rolled-back': 'bad',
+  aborted: 'muted',
+  completed: 'good',
+};
+
+export function Status({ status }: { status: string }) {
+  return <span className={`badge ${TONE[status] ?? 'muted'}`}>{status}</span>;
+}
+
+export function ErrorBanner({ error }: { error: string | null }) {
+  if (!error) return null;
+  return (
+    <div className="error" role="alert">
+      {error}
+    </div>
+  );
+}
+
+export function Stat({
+  id,
+  label,
+  value,
+  tone,
+}: {
+  id: string;
+  label: string;
+  value: ReactNode;
+  tone?: string;
+}) {
+  return (
+    <div className={`stat ${tone ?? ''}`}>
+      <div className="stat-value" id={id}>
+        {value}
+      </div>
+      <div className="stat-label">{label}</div>
+    </div>
+  );
+}
+
+export interface ConfirmRequest {
+  title: string;
+  body: string;
+  action: string;
+  /** Asks for an optional reason, recorded in the audit log. */
+  reason?: boolean;
+  run: (reason: string) => Promise<void>;
+}
+
+/** A modal confirmation for actions that cannot be taken back (abort, rollback, stop all). */
+export function ConfirmDialog({ req, onClose }: { req: ConfirmRequest; onClose: () => void }) {
+  const [reason, setReason] = useState('');
+  const [busy, setBusy] = useState(false);
+  return (
+    <div className="backdrop">
+      <div className="dialog" role="dialog" aria-modal="true" aria-labelledby="dialog-title">
+        <h2 id="dialog-title">{req.title}</h2>
+        <p>{req.body}</p>
+        {req.reason && (
+          <label>
+            Reason (recorded in the audit log)
+            <input
+              name="reason"
+              value={reason}
+              onChange={(e) => setReason(e.target.value)}
+              maxLength={1000}
+              placeholder="optional"
+            />
+          </label>
+        )}
+        <div className="dialog-buttons">
+          <button type="button" onClick={onClose} disabled={busy}>
+            Cancel
+          </button>
+          <button
+            type="button"
+            className="danger"
+            disabled={busy}
+            onClick={async () => {
+              setBusy(true);
+              try {
+                await req.run(reason.trim());
+              } finally {
+                onClose();
+              }
+            }}
+          >
+            {req.action}
+          </button>
+        </div>
+      </div>
+    </div>
+  );
+}
+
+export function time(at: number | null): string {
+  return at === null ? '—' : new Date(at).toLocaleString();
+}
