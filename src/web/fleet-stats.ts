@@ -1,20 +1,12 @@
 // Pure figures for the dashboard (no DOM, no fetch): what the overview counts and how times and filters read.
-import type { RolloutStatus } from '../engine/rollout.ts';
+import { ACTIVE } from '../engine/rollout-state.ts';
 import type { DeviceSummary, RolloutView } from './types.ts';
 
 /** A device that has not checked in for this long is shown as stale (agents poll every 30 s by default). */
 export const STALE_AFTER_MS = 5 * 60_000;
 
-/** Rollouts that still own devices (mirrors the engine's ACTIVE set; the engine module itself is not bundled). */
-export const LIVE: ReadonlySet<string> = new Set<RolloutStatus>([
-  'pending',
-  'running',
-  'baking',
-  'awaiting-approval',
-  'paused',
-  'halted',
-  'rolling-back',
-]);
+/** Rollouts that still own devices: the engine's own set (rollout-state.ts has no runtime imports, so it stays tiny in the bundle). */
+export const LIVE: ReadonlySet<string> = ACTIVE;
 
 export interface ActiveRollout {
   id: number;
