@@ -112,6 +112,16 @@ describe('fleet controls', () => {
       api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'sup@2', plan: 'slow' }),
       /409 rollout \d+ of sup@1 is still active/,
     );
+    // A supersede that would be refused (unknown plan, unapproved release) must not abort the running rollout.
+    await assert.rejects(
+      api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'sup@2', plan: 'nope', supersede: true }),
+      /404 no plan "nope"/,
+    );
+    await assert.rejects(
+      api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'sup@9', plan: 'slow', supersede: true }),
+      /404 no release sup@9/,
+    );
+    assert.notEqual((await status(first.id)).status, 'aborted');
     const second = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
       release: 'sup@2',
       plan: 'slow',

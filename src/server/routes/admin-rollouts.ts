@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
 import { ACTIVE, type EngineEvent, newRollout, type RolloutState } from '../../engine/rollout.ts';
 import { appendAudit } from '../../store/audit.ts';
+import type { Db } from '../../store/database.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 import { parseRef } from './admin-releases.ts';
 
@@ -148,12 +149,8 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
           .where('component', '=', component)
           .where('status', 'in', [...ACTIVE])
           .execute();
-        const plan = await db
-          .selectFrom('plans')
-          .select('name')
-          .where('name', '=', body.plan)
-          .executeTakeFirst();
-        if (!plan) throw new HttpError(404, `no plan "${body.plan}" (ringfence plan apply FILE.yaml)`);
+        // Everything that could refuse the new rollout is checked before the old one is aborted.
+        await startable(db, component, version, body.plan);
         for (const o of older) {
           await ctx.driver.stepRollout(
             o.id,
@@ -170,25 +167,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       }
       const now = ctx.clock();
       const id = await db.transaction().execute(async (tx) => {
-        const rel = await tx
-          .selectFrom('releases')
-          .select(['approved_at', 'created_at'])
-          .where('component', '=', component)
-          .where('version', '=', version)
-          .executeTakeFirst();
-        if (!rel) throw new HttpError(404, `no release ${component}@${version}`);
-        if (rel.approved_at === null) {
-          throw new HttpError(
-            409,
-            `release ${component}@${version} is not approved (ringfence release approve ${body.release})`,
-          );
-        }
-        const plan = await tx
-          .selectFrom('plans')
-          .select('plan')
-          .where('name', '=', body.plan)
-          .executeTakeFirst();
-        if (!plan) throw new HttpError(404, `no plan "${body.plan}" (ringfence plan apply FILE.yaml)`);
+        const { rel, plan } = await startable(tx, component, version, body.plan);
         const clash = await tx
           .selectFrom('rollouts')
           .select(['id', 'version'])
@@ -308,6 +287,31 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       return { paused: rows.map((r) => r.id) };
     },
   );
+}
+
+/** The approved release and the plan a new rollout needs; throws the HTTP error that refuses it otherwise. */
+async function startable(
+  db: Db,
+  component: string,
+  version: string,
+  planName: string,
+): Promise<{ rel: { created_at: number }; plan: { plan: string } }> {
+  const rel = await db
+    .selectFrom('releases')
+    .select(['approved_at', 'created_at'])
+    .where('component', '=', component)
+    .where('version', '=', version)
+    .executeTakeFirst();
+  if (!rel) throw new HttpError(404, `no release ${component}@${version}`);
+  if (rel.approved_at === null) {
+    throw new HttpError(
+      409,
+      `release ${component}@${version} is not approved (ringfence release approve ${component}@${version})`,
+    );
+  }
+  const plan = await db.selectFrom('plans').select('plan').where('name', '=', planName).executeTakeFirst();
+  if (!plan) throw new HttpError(404, `no plan "${planName}" (ringfence plan apply FILE.yaml)`);
+  return { rel, plan };
 }
 
 /** Builds the operator's view of a rollout: state plus per-wave counts. */
