@@ -1,11 +1,9 @@
 // The crash-loop case and local control: a release that keeps killing the machine during probation is
 // rolled back by `agent boot-guard` before the service starts again; local hold/pin/rollback win, with no server.
 import assert from 'node:assert/strict';
-import { readlinkSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { SpawnedDevice } from '../src/demo/fleet.ts';
 import {
+  activeRelease,
   enrollToken,
   GOOD,
   journalOf,
@@ -22,8 +20,6 @@ import {
   waitEnrolled,
 } from './agent-harness.ts';
 import { sleep, startTestServer, type TestServer, until } from './helpers/server.ts';
-
-const active = (d: SpawnedDevice) => readlinkSync(join(d.appDir, 'current')).split('/').pop();
 
 describe('boot guard and local control', () => {
   let ts: TestServer;
@@ -42,7 +38,7 @@ describe('boot guard and local control', () => {
     await pin(ts, d, GOOD);
     await pausedAt(d, 'probation');
     await kill(d); // the machine dies while the new release is on probation
-    assert.equal(active(d), GOOD);
+    assert.equal(activeRelease(d), GOOD);
     for (let boot = 1; boot <= 3; boot++) {
       // A service manager brings the machine up again: the boot guard runs first.
       const g = ringfence(['agent', 'boot-guard', '--config', d.config]);
@@ -50,7 +46,11 @@ describe('boot guard and local control', () => {
       const j = journalOf(d);
       if (boot < 3) {
         assert.equal(j.txn?.attempts, boot, `boot ${boot}: one attempt counted`);
-        assert.equal(active(d), GOOD, `boot ${boot}: below max_attempts the new release gets another chance`);
+        assert.equal(
+          activeRelease(d),
+          GOOD,
+          `boot ${boot}: below max_attempts the new release gets another chance`,
+        );
         start(d, 'probation'); // the agent starts, re-enters probation, and the machine dies again
         await pausedAt(d, 'probation');
         assert.equal(journalOf(d).txn?.attempts, boot, 'the agent did not count the same boot twice');
@@ -58,7 +58,7 @@ describe('boot guard and local control', () => {
       } else {
         // Past max_attempts: rolled back before the service starts, with no server and no person.
         assert.match(g.out, /rollback/);
-        assert.equal(active(d), OLD);
+        assert.equal(activeRelease(d), OLD);
         assert.equal(j.txn, null);
         assert.equal(j.current, OLD);
         assert.deepEqual(j.quarantined, [GOOD]);
@@ -84,7 +84,7 @@ describe('boot guard and local control', () => {
     );
     assert.equal(dev?.version, OLD);
     await sleep(1000); // several check-ins, each still offering GOOD
-    assert.equal(active(d), OLD);
+    assert.equal(activeRelease(d), OLD);
     assert.equal(journalOf(d).txn, null);
     await kill(d);
   });
@@ -97,7 +97,7 @@ describe('boot guard and local control', () => {
     const id = await waitEnrolled(ts, d);
     await pin(ts, d, GOOD);
     await sleep(1200);
-    assert.equal(active(d), OLD, 'a local pin wins over a server pin');
+    assert.equal(activeRelease(d), OLD, 'a local pin wins over a server pin');
     assert.equal(journalOf(d).txn, null);
     // Check-ins report the local pin as the component's state: the server counts it as held on the device.
     const pinnedRow = await ts.srv.ctx.store.db
@@ -112,13 +112,13 @@ describe('boot guard and local control', () => {
     assert.equal(r.code, 0, r.out);
     start(d);
     await settled(ts, d, id, GOOD);
-    assert.equal(active(d), GOOD);
+    assert.equal(activeRelease(d), GOOD);
     await kill(d);
 
     // No server needed: the operator rolls back on the device.
     r = ringfence(['agent', 'rollback', '--config', d.config]);
     assert.equal(r.code, 0, r.out);
-    assert.equal(active(d), OLD);
+    assert.equal(activeRelease(d), OLD);
     let j = journalOf(d);
     assert.equal(j.current, OLD);
     assert.deepEqual(j.quarantined, [GOOD]);
@@ -144,7 +144,7 @@ describe('boot guard and local control', () => {
       'operator rollback reported',
     );
     await sleep(1000);
-    assert.equal(active(d), OLD, 'a local hold wins: the server still asks for GOOD');
+    assert.equal(activeRelease(d), OLD, 'a local hold wins: the server still asks for GOOD');
     await kill(d);
 
     r = ringfence(['agent', 'unhold', '--config', d.config]);
@@ -158,7 +158,7 @@ describe('boot guard and local control', () => {
     );
     await kill(d);
     j = journalOf(d);
-    assert.equal(active(d), GOOD);
+    assert.equal(activeRelease(d), GOOD);
 
     r = ringfence(['agent', 'pin', 'nope', '--config', d.config]);
     assert.notEqual(r.code, 0);

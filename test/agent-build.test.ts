@@ -4,16 +4,16 @@
 // server left out) against breaking silently.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { openSync, readFileSync, readlinkSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildAgent } from '../scripts/build-agent.ts';
 import { json, request, text } from '../src/agent/http.ts';
 import { api } from '../src/cli/client.ts';
-import type { SpawnedDevice } from '../src/demo/fleet.ts';
 import { Repository } from '../src/trust/repository.ts';
 import {
+  activeRelease,
   enrollToken,
   GOOD,
   OLD,
@@ -36,7 +36,6 @@ describe('device build: dist/ringfence-agent.mjs', { timeout: 60_000 }, () => {
     const r = spawnSync(process.execPath, [bundle, ...args], { encoding: 'utf8', timeout: 15_000 });
     return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
   };
-  const active = (d: SpawnedDevice) => readlinkSync(join(d.appDir, 'current')).split('/').pop();
 
   before(async () => {
     [bundle, ts] = await Promise.all([buildAgent({ quiet: true }), startTestServer()]);
@@ -100,7 +99,7 @@ describe('device build: dist/ringfence-agent.mjs', { timeout: 60_000 }, () => {
     await pin(ts, d, GOOD);
     const j = await settled(ts, d, id, GOOD);
     assert.equal(j.current, GOOD, readFileSync(join(d.dir, 'agent.log'), 'utf8').slice(-2000));
-    assert.equal(active(d), GOOD);
+    assert.equal(activeRelease(d), GOOD);
     assert.equal((await report(ts, id, GOOD))[0].outcome, 'succeeded');
 
     const exited = new Promise<number | null>((res) => proc!.once('exit', (code) => res(code)));

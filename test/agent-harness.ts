@@ -116,6 +116,39 @@ export async function pin(ts: TestServer, d: SpawnedDevice, version: string): Pr
   });
 }
 
+/** The release version the device's `current` symlink points at. */
+export function activeRelease(d: SpawnedDevice): string | undefined {
+  return readlinkSync(join(d.appDir, 'current')).split('/').pop();
+}
+
+/** Waits until the agent's journal has `version` current and no open transaction. */
+export async function onVersion(
+  d: SpawnedDevice,
+  version: string,
+  ms = 20_000,
+  what = `${d.name} on ${version}`,
+): Promise<ComponentJournal> {
+  return until(
+    async () => journalOf(d),
+    (j) => j.current === version && j.txn === null,
+    ms,
+    what,
+  );
+}
+
+/** The device's refusals of `version` received since `since`, each with the refusal class from its detail. */
+export async function refusals(ts: TestServer, deviceId: string, version: string, since = 0) {
+  const rows = await ts.srv.ctx.store.db
+    .selectFrom('reports')
+    .selectAll()
+    .where('device_id', '=', deviceId)
+    .where('version', '=', version)
+    .where('outcome', '=', 'refused')
+    .where('received_at', '>=', since)
+    .execute();
+  return rows.map((r) => ({ ...r, class: (JSON.parse(r.detail) as { class?: string }).class }));
+}
+
 export async function pausedAt(d: SpawnedDevice, point: string): Promise<void> {
   const f = join(d.dir, 'state', 'paused-at');
   await until(

@@ -108,19 +108,23 @@ describe('health checks', () => {
 
   it('config: every check type parses, with defaults; a bad one names file:line:field', () => {
     const cfg = join(dir, 'agent.yaml');
-    writeFileSync(
-      cfg,
-      `state_dir: ./state
+    /** An agent config with one `web` component whose health list holds `checks`, one per line. */
+    const writeWebChecks = (checks: string[]) =>
+      writeFileSync(
+        cfg,
+        `state_dir: ./state
 components:
   - name: web
     backend: { type: dir, path: ./app }
     health:
-      - { name: cmd, exec: "true" }
-      - { name: api, http: "http://127.0.0.1:1/health", body: ok, timeout: 2s, retries: 3, interval: 1s }
-      - { name: port, tcp: "127.0.0.1:5432" }
-      - { name: marker, file: ./ready, contains: "^ok$" }
-`,
-    );
+${checks.map((c) => `      - ${c}\n`).join('')}`,
+      );
+    writeWebChecks([
+      '{ name: cmd, exec: "true" }',
+      '{ name: api, http: "http://127.0.0.1:1/health", body: ok, timeout: 2s, retries: 3, interval: 1s }',
+      '{ name: port, tcp: "127.0.0.1:5432" }',
+      '{ name: marker, file: ./ready, contains: "^ok$" }',
+    ]);
     const c = loadAgentConfig(cfg).components[0];
     assert.equal(c.health.length, 4);
     assert.deepEqual(
@@ -133,16 +137,7 @@ components:
       ],
     );
     assert.equal((c.health[3] as { file: string }).file, join(dir, 'ready'));
-    writeFileSync(
-      cfg,
-      `state_dir: ./state
-components:
-  - name: web
-    backend: { type: dir, path: ./app }
-    health:
-      - { name: port, tcp: "no-port" }
-`,
-    );
+    writeWebChecks(['{ name: port, tcp: "no-port" }']);
     assert.throws(() => loadAgentConfig(cfg), /agent\.yaml:\d+: components\.0\.health\.0/);
   });
 });

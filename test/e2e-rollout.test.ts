@@ -70,6 +70,15 @@ describe('end to end with real agents', { timeout: 180_000 }, () => {
     }
   };
 
+  /** Approves sensor-content@VERSION and starts its rollout with the e2e plan. */
+  const approveAndRollOut = async (version: string) => {
+    await api(ts.conn, 'POST', `/v1/admin/releases/sensor-content@${version}/approve`, {});
+    return api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: `sensor-content@${version}`,
+      plan: 'e2e',
+    });
+  };
+
   it('refuses to roll out an unapproved release', async () => {
     await assert.rejects(
       api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'sensor-content@1.0.0', plan: 'e2e' }),
@@ -78,11 +87,7 @@ describe('end to end with real agents', { timeout: 180_000 }, () => {
   });
 
   it('rolls a good release through both waves to every device', async () => {
-    await api(ts.conn, 'POST', '/v1/admin/releases/sensor-content@1.0.0/approve', {});
-    const r = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
-      release: 'sensor-content@1.0.0',
-      plan: 'e2e',
-    });
+    const r = await approveAndRollOut('1.0.0');
     const end = await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r.id}`),
       (v) => ['completed', 'halted'].includes(v.status),
@@ -101,11 +106,7 @@ describe('end to end with real agents', { timeout: 180_000 }, () => {
   });
 
   it('halts a bad release after the first wave; exposed devices roll back, others never see it', async () => {
-    await api(ts.conn, 'POST', '/v1/admin/releases/sensor-content@2.0.0/approve', {});
-    const r = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
-      release: 'sensor-content@2.0.0',
-      plan: 'e2e',
-    });
+    const r = await approveAndRollOut('2.0.0');
     const end = await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r.id}`),
       (v) => v.status === 'halted' && v.waves[0].failed === v.waves[0].offered,

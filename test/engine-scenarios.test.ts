@@ -383,13 +383,18 @@ report_deadline: 10m
 waves:
   - { name: all, size: 100%, max_failures: 0 }
 `);
-  it('re-offers download/timeout/no-report failures, not health failures', () => {
-    const h = new Harness(plan, [dev('a', {}), dev('b', {}), dev('c', {}), dev('d', {})]);
+  /** Four devices: a fails its download, b its health check, c succeeds, d never reports. */
+  const mixedFailures = (p: Plan) => {
+    const h = new Harness(p, [dev('a', {}), dev('b', {}), dev('c', {}), dev('d', {})]);
     h.step();
     h.report('a', 'failed', 'download: connection reset');
     h.report('b', 'failed', 'health: probe failed');
     h.report('c', 'succeeded');
     h.advance(10 * 60_000); // d never reports
+    return h;
+  };
+  it('re-offers download/timeout/no-report failures, not health failures', () => {
+    const h = mixedFailures(plan);
     assert.equal(h.rollout.status, 'halted');
     assert.equal(h.asg.get('d')?.reason, 'no report before the deadline');
     // The health failure alone exceeds the budget of 0: a retry cannot pass the gate, so it changes nothing.
@@ -403,12 +408,7 @@ waves:
     const lenient = parsePlan(
       'name: rt2\nreport_deadline: 10m\nwaves:\n  - { name: all, size: 100%, max_failures: 1 }\n',
     );
-    const h = new Harness(lenient, [dev('a', {}), dev('b', {}), dev('c', {}), dev('d', {})]);
-    h.step();
-    h.report('a', 'failed', 'download: connection reset');
-    h.report('b', 'failed', 'health: probe failed');
-    h.report('c', 'succeeded');
-    h.advance(10 * 60_000); // d never reports
+    const h = mixedFailures(lenient);
     assert.equal(h.rollout.status, 'halted');
     const out = h.step([{ kind: 'retry', actor: 'ops' }]);
     const reoffered = out.commands.filter((c) => c.kind === 'offer').map((c) => c.deviceId);

@@ -5,15 +5,7 @@
 // Then the offline flow: a bundle dropped into an agent's inbox with no server reachable at all, reported
 // exactly once when the server comes up.
 import assert from 'node:assert/strict';
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  readlinkSync,
-  renameSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect, createServer as createTcpServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -27,11 +19,15 @@ import { exportTree } from '../src/trust/export.ts';
 import { Repository } from '../src/trust/repository.ts';
 import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
 import {
+  activeRelease,
   enrollToken,
   GOOD,
   journalOf,
   OLD,
+  onVersion,
+  pin,
   publishReleases,
+  refusals,
   ringfence,
   seededDevice,
   start,
@@ -54,20 +50,6 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
   let viaServer: SpawnedDevice; // fetches from the server's /v1/tuf and /v1/blobs
   let mirrorId: string;
   let serverId: string;
-
-  const active = (d: SpawnedDevice) => readlinkSync(join(d.appDir, 'current')).split('/').pop();
-
-  const refusals = async (deviceId: string, version: string, since: number) =>
-    (
-      await ts.srv.ctx.store.db
-        .selectFrom('reports')
-        .selectAll()
-        .where('device_id', '=', deviceId)
-        .where('version', '=', version)
-        .where('outcome', '=', 'refused')
-        .where('received_at', '>=', since)
-        .execute()
-    ).map((r) => ({ ...r, class: (JSON.parse(r.detail) as { class?: string }).class }));
 
   /** Waits until the device checked in twice after `since` (so it has seen what the server wants now). */
   const checkedInTwice = async (deviceId: string) => {
@@ -97,14 +79,14 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     since: number,
   ) => {
     const got = await until(
-      () => refusals(id, version, since),
+      () => refusals(ts, id, version, since),
       (rows) => rows.some((r) => r.class === cls),
       30_000,
       `${d.name} refuses ${version} [${cls}]`,
     );
     const row = got.find((r) => r.class === cls)!;
     assert.match(row.reason ?? '', re);
-    assert.equal(active(d), d === viaMirror ? GOOD : OLD, 'the last good release keeps running');
+    assert.equal(activeRelease(d), d === viaMirror ? GOOD : OLD, 'the last good release keeps running');
     assert.equal(existsSync(join(d.appDir, 'releases', version)), false, 'nothing was staged');
     const audit = await ts.srv.ctx.store.db
       .selectFrom('audit')
@@ -168,17 +150,9 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
       const pinned = JSON.parse(readFileSync(file, 'utf8'));
       assert.deepEqual(pinned, JSON.parse(repo.file('root.json')!.toString()));
     }
-    await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-      selector: `dev=${viaMirror.name}`,
-      release: `sensor-content@${GOOD}`,
-    });
-    await until(
-      async () => journalOf(viaMirror),
-      (j) => j.current === GOOD && j.txn === null,
-      30_000,
-      'mirror device on GOOD',
-    );
-    assert.equal(active(viaMirror), GOOD);
+    await pin(ts, viaMirror, GOOD);
+    await onVersion(viaMirror, GOOD, 30_000, 'mirror device on GOOD');
+    assert.equal(activeRelease(viaMirror), GOOD);
     // The device's trusted metadata was committed (root first, timestamp last) by the verifier.
     assert.ok(existsSync(join(viaMirror.dir, 'state', 'tuf', 'timestamp.json')));
   });
@@ -192,10 +166,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
       .set({ approved_at: Date.now() })
       .where('version', '=', evil)
       .execute();
-    await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-      selector: `dev=${viaServer.name}`,
-      release: `sensor-content@${evil}`,
-    });
+    await pin(ts, viaServer, evil);
     try {
       await expectRefused(
         viaServer,
@@ -241,10 +212,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
       assert.equal(view.waves[0].succeeded, 0);
       await api(ts.conn, 'POST', `/v1/admin/rollouts/${r.id}/abort`, {}).catch(() => {});
     } finally {
-      await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-        selector: `dev=${viaMirror.name}`,
-        release: `sensor-content@${GOOD}`,
-      });
+      await pin(ts, viaMirror, GOOD);
       await checkedInTwice(mirrorId);
       await resetMirror(ctx);
     }
@@ -262,17 +230,11 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
       const since = Date.now();
       at.run(ctx);
       try {
-        await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-          selector: `dev=${viaMirror.name}`,
-          release: `sensor-content@${NEXT}`,
-        });
+        await pin(ts, viaMirror, NEXT);
         await expectRefused(viaMirror, mirrorId, NEXT, at.class, at.reason, since);
       } finally {
         // Off the attacked release before the honest mirror is back, so it is not installed in between.
-        await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-          selector: `dev=${viaMirror.name}`,
-          release: `sensor-content@${GOOD}`,
-        });
+        await pin(ts, viaMirror, GOOD);
         await checkedInTwice(mirrorId);
         await resetMirror(ctx);
       }
@@ -280,17 +242,9 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
   }
 
   it('after the attacks the honest mirror still works: the device moves on to the signed release', async () => {
-    await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-      selector: `dev=${viaMirror.name}`,
-      release: `sensor-content@${NEXT}`,
-    });
-    await until(
-      async () => journalOf(viaMirror),
-      (j) => j.current === NEXT && j.txn === null,
-      30_000,
-      'mirror device on NEXT',
-    );
-    assert.equal(active(viaMirror), NEXT);
+    await pin(ts, viaMirror, NEXT);
+    await onVersion(viaMirror, NEXT, 30_000, 'mirror device on NEXT');
+    assert.equal(activeRelease(viaMirror), NEXT);
   });
 
   it('offline: a bundle in the inbox is verified and applied with no server, then reported exactly once', async () => {
@@ -317,13 +271,8 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     // Copied in under a temporary name and renamed, as an operator's script (or a USB automount) would.
     copyFileSync(bundle, join(inbox, '.next.rfb.copying'));
     renameSync(join(inbox, '.next.rfb.copying'), join(inbox, 'next.rfb'));
-    await until(
-      async () => journalOf(d),
-      (j) => j.current === NEXT && j.txn === null,
-      30_000,
-      'offline device applied the bundle',
-    );
-    assert.equal(active(d), NEXT);
+    await onVersion(d, NEXT, 30_000, 'offline device applied the bundle');
+    assert.equal(activeRelease(d), NEXT);
     assert.ok(existsSync(join(inbox, 'done', 'next.rfb')), 'the bundle was moved to done/');
     const outbox = JSON.parse(readFileSync(join(d.dir, 'state', 'outbox.json'), 'utf8')) as Report[];
     assert.equal(outbox.length, 1);
@@ -384,12 +333,12 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     let r = apply(bundle);
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /"outcome": "skipped"[\s\S]*held on the device/);
-    assert.equal(active(d), OLD);
+    assert.equal(activeRelease(d), OLD);
     assert.equal(ringfence(['agent', 'unhold', '--config', d.config]).code, 0);
     assert.equal(ringfence(['agent', 'pin', `sensor-content@${GOOD}`, '--config', d.config]).code, 0);
     r = apply(bundle);
     assert.match(r.out, /"outcome": "skipped"[\s\S]*pinned to 1\.1\.0/);
-    assert.equal(active(d), OLD);
+    assert.equal(activeRelease(d), OLD);
 
     // A bundle signed by another organisation's keys is refused by the TUF check.
     const other = Repository.init(join(ts.dir, 'other-org'), {}).repo;
@@ -410,7 +359,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     r = apply(foreign);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /"outcome": "refused"[\s\S]*"class": "signature"/);
-    assert.equal(active(d), OLD);
+    assert.equal(activeRelease(d), OLD);
 
     // A corrupted copy fails its container checksums before anything else.
     const corrupt = join(ts.dir, 'corrupt.rfb');
@@ -420,12 +369,12 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     r = apply(corrupt);
     assert.notEqual(r.code, 0);
     assert.match(r.out, /bundle refused/);
-    assert.equal(active(d), OLD);
+    assert.equal(activeRelease(d), OLD);
 
     r = apply(bundle);
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /"outcome": "succeeded"/);
-    assert.equal(active(d), NEXT);
+    assert.equal(activeRelease(d), NEXT);
     const outbox = JSON.parse(readFileSync(join(d.dir, 'state', 'outbox.json'), 'utf8')) as Report[];
     assert.deepEqual(
       outbox.map((o) => [o.version, o.outcome, o.class ?? null, o.offline]),
@@ -461,10 +410,7 @@ describe('trust: a server without keys', { timeout: 60_000 }, () => {
         )
       ).components[0]?.health.trust;
     await until(trustOf, (t) => t === 'unverified', 10_000, 'trust reported unverified');
-    await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-      selector: `dev=${d.name}`,
-      release: `sensor-content@${GOOD}`,
-    });
+    await pin(ts, d, GOOD);
     await until(
       async () => journalOf(d).current,
       (v) => v === GOOD,
@@ -482,10 +428,7 @@ describe('trust: a server without keys', { timeout: 60_000 }, () => {
     );
     // Releases approved before the keys existed are signed in only when the server restarts: until then the
     // device refuses them (fail closed), e.g. going back to OLD.
-    await api(ts.conn, 'POST', '/v1/admin/fleet/pin', {
-      selector: `dev=${d.name}`,
-      release: `sensor-content@${OLD}`,
-    });
+    await pin(ts, d, OLD);
     const row = await until(
       () =>
         ts.srv.ctx.store.db

@@ -78,20 +78,22 @@ test('keys init via the CLI, vendor-verified import, approval, bundle export and
     );
     const key = join(ts.dir, 'vendor.pub');
     writeFileSync(key, vendor.publicKey.export({ format: 'pem', type: 'spki' }));
+    const importSensor7 = (vendorKey: string) =>
+      releaseImport(ts.conn, [
+        '--component',
+        'sensor',
+        '--version',
+        '7',
+        rel,
+        '--vendor-sig',
+        sig,
+        '--vendor-key',
+        vendorKey,
+      ]);
 
     // Tampered file: refused before anything is uploaded.
     writeFileSync(join(rel, 'b.bin'), 'BETA');
-    const bad = await releaseImport(ts.conn, [
-      '--component',
-      'sensor',
-      '--version',
-      '7',
-      rel,
-      '--vendor-sig',
-      sig,
-      '--vendor-key',
-      key,
-    ]);
+    const bad = await importSensor7(key);
     assert.notEqual(bad.code, 0);
     assert.match(bad.err, /refused: b\.bin: sha256 .* differs from the signed SHA256SUMS/);
     assert.equal((await api<ReleaseView[]>(ts.conn, 'GET', '/v1/admin/releases')).length, 0);
@@ -99,30 +101,10 @@ test('keys init via the CLI, vendor-verified import, approval, bundle export and
     const other = join(ts.dir, 'other.pub');
     writeFileSync(other, generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' }));
     writeFileSync(join(rel, 'b.bin'), 'beta');
-    const wrong = await releaseImport(ts.conn, [
-      '--component',
-      'sensor',
-      '--version',
-      '7',
-      rel,
-      '--vendor-sig',
-      sig,
-      '--vendor-key',
-      other,
-    ]);
+    const wrong = await importSensor7(other);
     assert.match(wrong.err, /vendor signature does not match SHA256SUMS/);
     // Genuine: imported, provenance recorded in the audit log.
-    const ok = await releaseImport(ts.conn, [
-      '--component',
-      'sensor',
-      '--version',
-      '7',
-      rel,
-      '--vendor-sig',
-      sig,
-      '--vendor-key',
-      key,
-    ]);
+    const ok = await importSensor7(key);
     assert.equal(ok.code, 0, ok.err);
     const audit = await listAudit(ts.srv.ctx.store.db, { subject: 'release/sensor@7' });
     const prov = (

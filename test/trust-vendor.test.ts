@@ -5,16 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  cpSync,
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Metadata, MetadataKind } from '@tufjs/models';
@@ -28,11 +19,14 @@ import { generateKey, signerOf } from '../src/trust/keys.ts';
 import { Repository } from '../src/trust/repository.ts';
 import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
 import {
+  activeRelease,
   enrollToken,
   journalOf,
   OLD,
+  onVersion,
   pin,
   publishReleases,
+  refusals,
   seededDevice,
   start,
   waitEnrolled,
@@ -56,7 +50,6 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
   let env: Record<string, string>;
   const devices: SpawnedDevice[] = [];
 
-  const active = (d: SpawnedDevice) => readlinkSync(join(d.appDir, 'current')).split('/').pop();
   const serverVendorDir = () => join(ts.srv.ctx.dataDir, 'vendor-tuf', 'acme');
 
   /** The vendor signs a release folder into its own targets at `sensor-content/<version>/<file>`. */
@@ -139,33 +132,15 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
 
   const refusal = async (deviceId: string, version: string, cls: string, since: number) =>
     until(
-      async () =>
-        (
-          await ts.srv.ctx.store.db
-            .selectFrom('reports')
-            .selectAll()
-            .where('device_id', '=', deviceId)
-            .where('version', '=', version)
-            .where('outcome', '=', 'refused')
-            .where('received_at', '>=', since)
-            .execute()
-        ).find((r) => (JSON.parse(r.detail) as { class?: string }).class === cls),
+      async () => (await refusals(ts, deviceId, version, since)).find((r) => r.class === cls),
       Boolean,
       20_000,
       `refusal of ${version} [${cls}]`,
     );
 
-  const onVersion = (d: SpawnedDevice, v: string) =>
-    until(
-      async () => journalOf(d),
-      (j) => j.current === v && j.txn === null,
-      20_000,
-      `${d.name} on ${v}`,
-    );
-
   /** The last good release keeps running and nothing of the refused one was staged. */
   const keptLastGood = (d: SpawnedDevice, good: string, refused: string) => {
-    assert.equal(active(d), good);
+    assert.equal(activeRelease(d), good);
     assert.equal(existsSync(join(d.appDir, 'releases', refused)), false, 'nothing was staged');
   };
 
@@ -254,7 +229,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     await pin(ts, plain, '1.3.0');
     await onVersion(vend, '1.3.0');
     await onVersion(plain, '1.3.0');
-    assert.equal(active(vend), '1.3.0');
+    assert.equal(activeRelease(vend), '1.3.0');
     assert.ok(
       existsSync(join(vend.dir, 'state', 'vendor-tuf', 'acme', 'timestamp.json')),
       'vendor metadata trusted',
@@ -326,7 +301,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     rmSync(serverVendorDir(), { recursive: true });
     cpSync(backup, serverVendorDir(), { recursive: true });
     await onVersion(vend, '1.5.0');
-    assert.equal(active(vend), '1.5.0');
+    assert.equal(activeRelease(vend), '1.5.0');
   });
 
   it('offline bundle: carries the vendor metadata; a vendor device applies it with no server and queues an offline report', async () => {
@@ -366,7 +341,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
       a.res.map((o) => [o.component, o.version, o.outcome]),
       [[C, '1.6.0', 'succeeded']],
     );
-    assert.equal(active(d), '1.6.0');
+    assert.equal(activeRelease(d), '1.6.0');
     assert.equal(journalOf(d).current, '1.6.0');
     assert.ok(
       existsSync(join(d.dir, 'state', 'vendor-tuf', 'acme', 'timestamp.json')),
@@ -466,7 +441,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     // the vendor's check was what refused them.
     const ok = await applyBundle(d, bundle);
     assert.equal(ok.code, 0, ok.out);
-    assert.equal(active(d), '1.6.0');
+    assert.equal(activeRelease(d), '1.6.0');
   });
 
   it('vendor-unavailable: vendor root pinned but no vendor metadata where the device looks; last good kept, reason reported', async () => {
