@@ -218,9 +218,21 @@ function runScenario(
         events.some((e) => e.kind === 'retry') ? out.changed.filter((a) => a.state === 'queued').length : 0,
       );
     }
-    if (events.length === 0 && ['paused', 'halted', 'awaiting-approval'].includes(before.status)) {
+    if (events.length === 0 && ['paused', 'halted'].includes(before.status)) {
       assert.equal(out.commands.length, 0, `commands while ${before.status} without operator action`);
       assert.equal(out.rollout.status, before.status);
+    }
+    // Awaiting approval offers nothing; a failure reported meanwhile may only stop it (halt or roll back).
+    if (events.length === 0 && before.status === 'awaiting-approval') {
+      assert.equal(
+        out.commands.filter((c) => c.kind === 'offer').length,
+        0,
+        'offers while awaiting approval',
+      );
+      assert.ok(
+        ['awaiting-approval', 'halted', 'rolling-back', 'rolled-back'].includes(out.rollout.status),
+        `awaiting-approval became ${out.rollout.status} without operator action`,
+      );
     }
     const next = new Map(sim.asg);
     for (const a of out.changed) next.set(a.deviceId, a);

@@ -150,6 +150,9 @@ class Stepper {
         break;
       case 'approve':
         if (s === 'awaiting-approval') {
+          // Failures reported while it waited (health after success) still count: an approval never opens a
+          // wave while an earlier wave's budget is spent.
+          if (this.r.wave >= 0 && (this.checkFailures() || this.successGateFailed())) break;
           this.r.approved = [...this.r.approved, this.r.wave + 1];
           this.go('running', `wave ${this.input.plan.waves[this.r.wave + 1]?.name} approved by ${ev.actor}`);
           this.startWave(this.r.wave + 1);
@@ -217,6 +220,12 @@ class Stepper {
     let pending = 0;
     for (const a of [...this.asg.values()]) {
       if (a.state === 'offered' || a.state === 'succeeded' || a.state === 'failed') {
+        // A device another active rollout of this component owns now (after this one completed) is left to
+        // it: reverting it here would put it in two rollouts at once with conflicting orders.
+        if (this.devById.get(a.deviceId)?.busy) {
+          this.set({ ...a, state: 'skipped', reason: 'owned by a newer rollout; not reverted' });
+          continue;
+        }
         // offeredAt now marks when the revert was offered: the revert deadline runs from here.
         this.set({ ...a, state: 'reverting', reason: why, offeredAt: this.now });
         this.out.commands.push({
@@ -282,8 +291,12 @@ class Stepper {
         }
         return;
       }
+      case 'awaiting-approval':
+        // Late failures halt it as they would a running rollout (budget, then the wave's gate); it assigns nothing.
+        if (this.r.wave >= 0 && !this.checkFailures()) this.successGateFailed();
+        return;
       default:
-        return; // paused, halted, awaiting-approval and terminal states assign nothing
+        return; // paused, halted and terminal states assign nothing
     }
   }
 
