@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { parsePlan } from '../src/engine/plan.ts';
-import { type Assignment, type DeviceView, newRollout, step } from '../src/engine/rollout.ts';
+import { type Assignment, newRollout, step } from '../src/engine/rollout.ts';
 import { createServer } from '../src/server/app.ts';
-import { generateFleet } from '../src/sim/fleet.ts';
+import { engineView, generateFleet } from '../src/sim/fleet.ts';
 import { createRng } from '../src/sim/prng.ts';
 import { rehearse } from '../src/sim/rehearsal.ts';
 
@@ -183,14 +183,7 @@ waves:
   const rows = [];
   for (const n of values.engine!.split(',').map(Number)) {
     const fleet = generateFleet(n, createRng('bench'));
-    const devices: DeviceView[] = fleet.ids.map((id, i) => ({
-      id,
-      labels: fleet.labels[i],
-      held: false,
-      pinned: false,
-      busy: false,
-      version: '1',
-    }));
+    const devices = engineView(fleet, '1');
     const rollout = newRollout({ id: 'b', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
     const heapBefore = process.memoryUsage().heapUsed;
     let t0 = performance.now();

@@ -220,35 +220,46 @@ describe('min_reported gate', () => {
   });
 });
 
+/** Offers the first wave and has every offered device report success; returns the state after that step. */
+function firstWaveSucceeded(planYaml: string, n: number) {
+  const plan = parsePlan(planYaml);
+  const devices = fleet(n, 0);
+  const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
+  const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
+  const asg = new Map<string, Assignment>(
+    first.changed.map((a) => [a.deviceId, { ...a, state: 'succeeded' }]),
+  );
+  const next = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 1 });
+  return { plan, devices, asg, rollout: next.rollout };
+}
+
+/** Wave one passed and wave two awaits approval; then wave one's device reports a health failure. */
+function lateFailureWhileAwaitingApproval(waveOne: string) {
+  const w = firstWaveSucceeded(
+    `name: a\nwaves:\n  - name: one\n    size: 1\n${waveOne}  - name: two\n    size: 1\n    approval: true\n`,
+    3,
+  );
+  assert.equal(w.rollout.status, 'awaiting-approval');
+  w.asg.set('d000', { ...w.asg.get('d000')!, state: 'failed', reason: 'health: exit 1' });
+  const approve = step({ ...w, assignments: w.asg, now: 2, events: [{ kind: 'approve', actor: 't' }] });
+  const idle = step({ ...w, assignments: w.asg, now: 2 });
+  return { approve, idle };
+}
+
 describe('approval after a late failure', () => {
-  it('halts instead of opening the next wave when a failure arrived while awaiting approval', () => {
-    // Found by the property test (seed 172552742): wave 0 passed, the device then reported a health failure
-    // while the rollout waited for approval of wave 1; the approval used to start wave 1 anyway.
-    const plan = parsePlan(
-      'name: a\nwaves:\n  - name: one\n    size: 1\n  - name: two\n    size: 1\n    approval: true\n',
-    );
-    const devices = fleet(3, 0);
-    const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
-    const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
-    const asg = new Map<string, Assignment>(
-      first.changed.map((a) => [a.deviceId, { ...a, state: 'succeeded' }]),
-    );
-    const waiting = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 1 });
-    assert.equal(waiting.rollout.status, 'awaiting-approval');
-    asg.set('d000', { ...asg.get('d000')!, state: 'failed', reason: 'health: exit 1' });
-    const approved = step({
-      plan,
-      rollout: waiting.rollout,
-      assignments: asg,
-      devices,
-      now: 2,
-      events: [{ kind: 'approve', actor: 't' }],
-    });
-    assert.equal(approved.rollout.status, 'halted');
-    assert.equal(approved.commands.length, 0, 'nothing offered');
-    // Without an approval, the failure halts it too.
-    const idle = step({ plan, rollout: waiting.rollout, assignments: asg, devices, now: 2 });
-    assert.equal(idle.rollout.status, 'halted');
+  it('halts instead of opening the next wave when the failure spent the budget', () => {
+    // Found by the property test (seed 172552742): the approval used to start wave two anyway.
+    const { approve, idle } = lateFailureWhileAwaitingApproval('');
+    assert.equal(approve.rollout.status, 'halted');
+    assert.equal(approve.commands.length, 0, 'nothing offered');
+    assert.equal(idle.rollout.status, 'halted', 'without an approval, the failure halts it too');
+  });
+
+  it("re-checks the wave's success gate when the failure is within the budget", () => {
+    // Found by the property test (seed 1611638532): within the failure budget, but below min_success.
+    const { approve } = lateFailureWhileAwaitingApproval('    max_failures: 1\n    min_success: 100%\n');
+    assert.equal(approve.rollout.status, 'halted');
+    assert.match(approve.rollout.reason ?? '', /below the 100% gate/);
   });
 });
 
@@ -256,20 +267,12 @@ describe('rollback of a completed rollout', () => {
   it('leaves devices that a newer rollout of the component now owns to that rollout', () => {
     // Found by the property test (seed -516702378): rolling back a completed rollout reverted a device a
     // newer rollout had already taken, putting it in two rollouts with conflicting orders.
-    const plan = parsePlan('name: a\nwaves:\n  - name: all\n    size: 100%\n');
-    const devices = fleet(2, 0);
-    const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
-    const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
-    const asg = new Map<string, Assignment>(
-      first.changed.map((a) => [a.deviceId, { ...a, state: 'succeeded' }]),
-    );
-    const done = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 1 });
+    const done = firstWaveSucceeded('name: a\nwaves:\n  - name: all\n    size: 100%\n', 2);
     assert.equal(done.rollout.status, 'completed');
-    const owned = devices.map((d) => (d.id === 'd000' ? { ...d, busy: true } : d));
+    const owned = done.devices.map((d) => (d.id === 'd000' ? { ...d, busy: true } : d));
     const back = step({
-      plan,
-      rollout: done.rollout,
-      assignments: asg,
+      ...done,
+      assignments: done.asg,
       devices: owned,
       now: 2,
       events: [{ kind: 'rollback', actor: 't' }],
@@ -279,33 +282,5 @@ describe('rollback of a completed rollout', () => {
       [['revert', 'd001']],
     );
     assert.equal(back.changed.find((a) => a.deviceId === 'd000')?.state, 'skipped');
-  });
-});
-
-describe('approval after a late failure within the budget', () => {
-  it("re-checks the wave's success gate before an approval opens the next wave", () => {
-    // Found by the property test (seed 1611638532): within the failure budget, but below min_success.
-    const plan = parsePlan(
-      'name: a\nwaves:\n  - name: one\n    size: 1\n    max_failures: 1\n    min_success: 100%\n  - name: two\n    size: 1\n    approval: true\n',
-    );
-    const devices = fleet(3, 0);
-    const r0 = newRollout({ id: 'r', component: 'c', version: '2', releaseCreatedAt: 0, now: 0 });
-    const first = step({ plan, rollout: r0, assignments: new Map(), devices, now: 0 });
-    const asg = new Map<string, Assignment>(
-      first.changed.map((a) => [a.deviceId, { ...a, state: 'succeeded' }]),
-    );
-    const waiting = step({ plan, rollout: first.rollout, assignments: asg, devices, now: 1 });
-    assert.equal(waiting.rollout.status, 'awaiting-approval');
-    asg.set('d000', { ...asg.get('d000')!, state: 'failed', reason: 'health: exit 1' });
-    const approved = step({
-      plan,
-      rollout: waiting.rollout,
-      assignments: asg,
-      devices,
-      now: 2,
-      events: [{ kind: 'approve', actor: 't' }],
-    });
-    assert.equal(approved.rollout.status, 'halted');
-    assert.match(approved.rollout.reason ?? '', /below the 100% gate/);
   });
 });

@@ -1,11 +1,24 @@
 // Simulated fleets: generated with realistic labels for `--fleet N`, or read from an inventory.
 // Identical label sets are shared (interned), which is what lets a million devices fit in memory.
+import type { DeviceView } from '../engine/rollout.ts';
 import type { Labels } from '../engine/selector.ts';
 import type { Rng } from './prng.ts';
 
 export interface SimFleet {
   ids: string[];
   labels: Labels[];
+}
+
+/** The engine's view of a simulated fleet: every device free to take the release, running `version`. */
+export function engineView(fleet: SimFleet, version: string | null): DeviceView[] {
+  return fleet.ids.map((id, i) => ({
+    id,
+    labels: fleet.labels[i],
+    held: false,
+    pinned: false,
+    busy: false,
+    version,
+  }));
 }
 
 /** Sites and the IANA zones they run in (maintenance windows are local time). */

@@ -6,7 +6,6 @@ import type { Plan } from '../engine/plan.ts';
 import {
   type Assignment,
   applyReport,
-  type DeviceView,
   type EngineEvent,
   newRollout,
   type RolloutState,
@@ -16,7 +15,7 @@ import {
 } from '../engine/rollout.ts';
 import { EventQueue } from './event-queue.ts';
 import { assignFaults, F_CRASH, F_FAIL, F_FLAKY, F_NEVER, F_OFFLINE, F_SLOW, type Fault } from './faults.ts';
-import type { SimFleet } from './fleet.ts';
+import { engineView, type SimFleet } from './fleet.ts';
 import { createRng } from './prng.ts';
 
 export interface RehearsalOptions {
@@ -142,14 +141,7 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
   const index = new Map<string, number>();
   for (let i = 0; i < n; i++) index.set(fleet.ids[i], i);
 
-  const devices: DeviceView[] = fleet.ids.map((id, i) => ({
-    id,
-    labels: fleet.labels[i],
-    held: false,
-    pinned: false,
-    busy: false,
-    version: fromVersion,
-  }));
+  const devices = engineView(fleet, fromVersion);
   const assignments = new Map<string, Assignment>();
   let rollout: RolloutState = newRollout({
     id: 'rehearsal',
