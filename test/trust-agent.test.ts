@@ -273,7 +273,13 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     renameSync(join(inbox, '.next.rfb.copying'), join(inbox, 'next.rfb'));
     await onVersion(d, NEXT, 30_000, 'offline device applied the bundle');
     assert.equal(activeRelease(d), NEXT);
-    assert.ok(existsSync(join(inbox, 'done', 'next.rfb')), 'the bundle was moved to done/');
+    // The agent moves the bundle after the switch it journals, so wait for that too (not just the version).
+    await until(
+      async () => existsSync(join(inbox, 'done', 'next.rfb')),
+      (moved) => moved,
+      10_000,
+      'the bundle was moved to done/',
+    );
     const outbox = JSON.parse(readFileSync(join(d.dir, 'state', 'outbox.json'), 'utf8')) as Report[];
     assert.equal(outbox.length, 1);
     assert.equal(outbox[0].outcome, 'succeeded');
