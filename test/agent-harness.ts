@@ -2,10 +2,12 @@
 // pre-installed release whose real agent processes are started, paused, SIGKILLed and restarted.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
+  closeSync,
   existsSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -13,9 +15,11 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import type { ComponentJournal } from '../src/agent/journal.ts';
+import type { ComponentJournal, Report } from '../src/agent/journal.ts';
 import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { BIN, prepareDevice, type SpawnedDevice, startAgent, writeContent } from '../src/demo/fleet.ts';
@@ -211,4 +215,109 @@ export async function settled(
 export function ringfence(args: string[]): { code: number; out: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
   return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+}
+
+// ---- A fake Ringfence server (node:http or node:https) for agents talking to a hostile or TLS-only peer ----
+
+/** What a fake server saw and what it answers; `desired` is sent as is in every check-in answer. */
+export interface FakeServer {
+  url: string;
+  /** Every request, in order: method and path. */
+  requests: Array<{ method: string; path: string }>;
+  checkins: number;
+  /** Every report the agent delivered (acknowledged at once). */
+  reports: Report[];
+  desired: unknown[];
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a fake server on 127.0.0.1: /v1/enroll, /v1/checkin (records and acknowledges reports, answers
+ * `desired`), /v1/tuf/* from `tufDir` when given, /v1/blobs/<sha256> from `blobs`; anything else 404.
+ * With `tls` it is node:https with that key and certificate.
+ */
+export async function startFakeServer(
+  opts: {
+    tls?: { key: Buffer; cert: Buffer };
+    tufDir?: string;
+    /** Blobs by sha256: bytes, or a function that writes the response itself (a hostile stream). */
+    blobs?: Map<string, Buffer | ((res: ServerResponse) => void)>;
+  } = {},
+): Promise<FakeServer> {
+  const state = { requests: [], checkins: 0, reports: [], desired: [] } as Pick<
+    FakeServer,
+    'requests' | 'checkins' | 'reports' | 'desired'
+  >;
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    state.requests.push({ method: req.method ?? 'GET', path });
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const send = (status: number, body: unknown) => {
+        const b = Buffer.from(JSON.stringify(body));
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': b.length }).end(b);
+      };
+      if (req.method === 'POST' && path === '/v1/enroll')
+        return send(200, { device_id: 'dev-1', device_token: 'tok-1' });
+      if (req.method === 'POST' && path === '/v1/checkin') {
+        if (req.headers.authorization !== 'Bearer tok-1')
+          return send(401, { message: 'unknown device token' });
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { reports?: Report[] };
+        state.checkins++;
+        for (const r of body.reports ?? []) state.reports.push(r);
+        return send(200, {
+          poll_seconds: 1,
+          acked: (body.reports ?? []).map((r) => r.txn_id),
+          desired: state.desired,
+        });
+      }
+      const tuf = path.match(/^\/v1\/tuf\/([A-Za-z0-9._-]+)$/);
+      if (req.method === 'GET' && tuf && opts.tufDir && existsSync(join(opts.tufDir, tuf[1]))) {
+        const b = readFileSync(join(opts.tufDir, tuf[1]));
+        return res.writeHead(200, { 'content-length': b.length }).end(b);
+      }
+      const blob = opts.blobs?.get(path.replace(/^\/v1\/blobs\//, ''));
+      if (req.method === 'GET' && path.startsWith('/v1/blobs/') && typeof blob === 'function')
+        return blob(res);
+      if (req.method === 'GET' && path.startsWith('/v1/blobs/') && blob)
+        return res.writeHead(200, { 'content-length': blob.length }).end(blob);
+      send(404, { message: 'not found' });
+    });
+  };
+  const srv = opts.tls
+    ? createHttpsServer({ key: opts.tls.key, cert: opts.tls.cert }, handler)
+    : createHttpServer(handler);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  return Object.assign(state, {
+    url: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  }) as FakeServer;
+}
+
+/** Spawns a real agent process (`ringfence agent --config FILE`) logging to `log`; stop it with stopProcess. */
+export function spawnAgent(config: string, log: string, env: Record<string, string> = {}): ChildProcess {
+  const fd = openSync(log, 'a');
+  try {
+    return spawn(process.execPath, [BIN, 'agent', '--config', config], {
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, RINGFENCE_LOG_LEVEL: 'info', ...env },
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** SIGKILLs a process (if still running) and waits for it to exit. */
+export async function stopProcess(p: ChildProcess | null | undefined): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
+  await new Promise<void>((res) => {
+    p.once('exit', () => res());
+    p.kill('SIGKILL');
+  });
 }

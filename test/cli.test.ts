@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { BIN } from '../src/demo/fleet.ts';
+import { until } from './helpers/server.ts';
 
 const run = promisify(execFile);
 
@@ -57,7 +58,13 @@ describe('CLI against a server process', { timeout: 60_000 }, () => {
   before(async () => {
     port = await freePort();
     server = await startServer(join(dir, 'data'), port);
-    const token = /admin token \(shown once[^:]*\): (\S+)/.exec(server.stderr())?.[1];
+    // stderr and stdout are separate pipes: the token line may arrive after "listening" on a busy machine.
+    const token = await until(
+      async () => /admin token \(shown once[^:]*\): (\S+)/.exec(server.stderr())?.[1],
+      (t) => t !== undefined,
+      20_000,
+      'the admin token on stderr',
+    ).catch(() => undefined);
     assert.ok(token, 'admin token printed on first start');
     env = { RINGFENCE_SERVER: `http://127.0.0.1:${port}`, RINGFENCE_TOKEN: token };
   });
@@ -174,12 +181,16 @@ describe('ringfence demo', { timeout: 150_000 }, () => {
 
 describe('server configuration file', () => {
   it('is written with defaults on first start, and a bad value is refused with file, line and field', async () => {
-    const { loadServerConfig } = await import('../src/server/config.ts');
+    const { loadServerConfig, limitsOf } = await import('../src/server/config.ts');
+    const { DEFAULT_LIMITS } = await import('../src/server/limits.ts');
     const dir = mkdtempSync(join(tmpdir(), 'rf-cfg-'));
     try {
       const first = loadServerConfig(dir);
       assert.equal(first.created, true);
-      assert.deepEqual(first.config, { host: '127.0.0.1', port: 8080, poll_seconds: 30, database: null });
+      const { limits: _limits, tls, ...rest } = first.config;
+      assert.deepEqual(rest, { host: '127.0.0.1', port: 8080, poll_seconds: 30, database: null });
+      assert.equal(tls, null);
+      assert.deepEqual(limitsOf(first.config), DEFAULT_LIMITS, 'the written file states the defaults');
       assert.equal(loadServerConfig(dir).created, false);
       writeFileSync(join(dir, 'server.yaml'), 'host: 0.0.0.0\nport: 99999\n');
       assert.throws(() => loadServerConfig(dir), /server\.yaml:2: port: /);

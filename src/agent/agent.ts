@@ -2,20 +2,48 @@
 // the modules it wires together: transaction-runner.ts (one transaction through the journal), verification.ts
 // (TUF), download.ts, offline.ts (bundles and the inbox) and local-control.ts; decisions (what to apply, how
 // to recover) are the pure functions in transaction.ts.
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { VERSION } from '../version.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import type { Offered, ServerIdentity } from './download.ts';
-import { json, request } from './http.ts';
+import { json, request, trustCa } from './http.ts';
 import { type ComponentJournal, Journal } from './journal.ts';
 import { LocalControl } from './local-control.ts';
+import { checkOffer, offersByComponent, reportableVersion, show } from './offer.ts';
 import { type BundleOutcome, OfflineBundles } from './offline.ts';
 import { backoff } from './retry.ts';
+import { StepError } from './step-error.ts';
 import { decide } from './transaction.ts';
 import { TransactionRunner } from './transaction-runner.ts';
 import { Verification } from './verification.ts';
 
 export type { Offered } from './download.ts';
+
+/** Enrollment and check-in answers are read up to this size: a hostile server cannot exhaust the memory. */
+const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
+/** An enrollment or check-in exchange (body included) times out after this long: a stalled server stalls nothing. */
+const EXCHANGE_MS = 120_000;
+/** Reports sent per check-in (the server accepts up to 256); the rest go with the next check-ins. */
+const REPORTS_PER_CHECKIN = 128;
+/** The server's poll interval is clamped to this range (a 0 would make the agent hammer it). */
+const MIN_POLL_SECONDS = 1;
+const MAX_POLL_SECONDS = 86_400;
+const DEFAULT_POLL_SECONDS = 60;
+/** At most this many check-ins in a row right after a change (to deliver reports); then the poll interval. */
+const MAX_QUICK_CHECKINS = 3;
+/** A device id or token: printable ASCII, no space (it goes into an HTTP header). */
+const TOKEN_RE = /^[\x21-\x7e]{1,512}$/;
+
+/** A JSON answer as an object whose fields are all still unchecked. */
+function answer(v: unknown): Record<string, unknown> {
+  return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+/** A server's error message, bounded and escaped for the log. */
+function message(body: Record<string, unknown>): string {
+  return body.message === undefined ? '' : show(body.message, 200);
+}
 
 export class Agent {
   readonly journal: Journal;
@@ -25,6 +53,7 @@ export class Agent {
   private readonly control: LocalControl;
   private stopping = false;
   private wakeUp: (() => void) | null = null;
+  private caLoaded = false;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -48,11 +77,43 @@ export class Agent {
     return this.recoverAll('guard');
   }
 
-  /** Runs one transaction to its end: committed, or rolled back and quarantined. */
-  async apply(comp: ComponentConfig, offer: Offered, id: ServerIdentity): Promise<ComponentJournal> {
-    return this.runner.transact(comp, offer.version, false, (txn) =>
-      this.verification.obtain(offer, id, txn),
+  /**
+   * Runs one transaction to its end: committed, or rolled back and quarantined. The offer is checked field by
+   * field first (offer.ts); an invalid one is refused (class `invalid`) before anything touches the filesystem.
+   */
+  async apply(
+    comp: ComponentConfig,
+    offer: Offered | unknown,
+    id: ServerIdentity,
+  ): Promise<ComponentJournal> {
+    const c = checkOffer(offer, {
+      component: comp.name,
+      server: id.server,
+      maxArtifactBytes: this.cfg.limits?.max_artifact_bytes,
+    });
+    if (!c.ok) {
+      this.runner.refuse(comp, c.version, 'invalid', c.reason);
+      throw new StepError('invalid', c.reason);
+    }
+    const valid = c.offer;
+    return this.runner.transact(comp, valid.version, false, (txn) =>
+      this.verification.obtain(valid, id, txn),
     );
+  }
+
+  /** Trusts the configured `ca:` for the https server; read when first needed, so local commands work without it. */
+  private serverTls(): void {
+    if (this.caLoaded || !this.cfg.ca || !this.cfg.server) return;
+    let pem: Buffer;
+    try {
+      pem = readFileSync(this.cfg.ca);
+    } catch (e) {
+      throw new Error(`cannot read ca ${this.cfg.ca}: ${(e as Error).message}`);
+    }
+    if (!pem.includes('-----BEGIN CERTIFICATE-----'))
+      throw new Error(`ca ${this.cfg.ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+    trustCa(this.cfg.server, pem);
+    this.caLoaded = true;
   }
 
   private async enroll(): Promise<{ server: string; device_id: string; device_token: string }> {
@@ -61,6 +122,7 @@ export class Agent {
     if (!this.cfg.server || !this.cfg.enroll_token)
       throw new Error('no identity yet and no server/enroll_token configured');
     const res = await request(new URL('/v1/enroll', this.cfg.server), {
+      timeoutMs: EXCHANGE_MS,
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({
@@ -70,15 +132,18 @@ export class Agent {
         agent_version: VERSION,
       }),
     });
-    const body = await json<{
-      device_id: string;
-      device_token: string;
-      tuf_root?: unknown;
-      message?: string;
-    }>(res);
-    if (res.status >= 300) throw new Error(`enrollment refused: HTTP ${res.status} ${body.message ?? ''}`);
+    const body = answer(await json<unknown>(res, MAX_ANSWER_BYTES));
+    if (res.status >= 300) throw new Error(`enrollment refused: HTTP ${res.status} ${message(body)}`);
+    if (!TOKEN_RE.test(String(body.device_id)) || !TOKEN_RE.test(String(body.device_token)))
+      throw new Error(
+        `malformed enrollment answer: device_id ${show(body.device_id, 40)}, device_token of type ${typeof body.device_token}`,
+      );
     this.verification.pinServerRoot(body.tuf_root, 'enrollment'); // pinned before the identity: a crash re-enrolls
-    const id = { server: this.cfg.server, device_id: body.device_id, device_token: body.device_token };
+    const id = {
+      server: this.cfg.server,
+      device_id: body.device_id as string,
+      device_token: body.device_token as string,
+    };
     this.journal.setIdentity(id);
     this.log.info({ device_id: id.device_id }, 'enrolled');
     return id;
@@ -86,8 +151,11 @@ export class Agent {
 
   /** One check-in: report state and queued results, then apply what the server wants (local controls win). */
   async checkin(): Promise<{ poll_seconds: number; changed: boolean }> {
+    this.serverTls();
     const id = await this.enroll();
-    const outbox = this.journal.outbox();
+    // The configured server wins over the one enrolled with: moving a device to https takes effect at its next start.
+    const server = this.cfg.server ?? id.server;
+    const outbox = this.journal.outbox().slice(0, REPORTS_PER_CHECKIN);
     const trust = this.verification.trustMode();
     const components = this.cfg.components.map((c) => {
       const j = this.journal.read(c.name);
@@ -105,30 +173,45 @@ export class Agent {
         quarantined: j.quarantined,
       };
     });
-    const res = await request(new URL('/v1/checkin', id.server), {
+    const res = await request(new URL('/v1/checkin', server), {
+      timeoutMs: EXCHANGE_MS,
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${id.device_token}` },
       body: JSON.stringify({ labels: this.cfg.labels, agent_version: VERSION, components, reports: outbox }),
     });
-    const body = await json<{
-      poll_seconds: number;
-      desired: Offered[];
-      acked: string[];
-      tuf_root?: unknown;
-      message?: string;
-    }>(res);
-    if (res.status >= 300) throw new Error(`check-in refused: HTTP ${res.status} ${body.message ?? ''}`);
+    const body = answer(await json<unknown>(res, MAX_ANSWER_BYTES));
+    if (res.status >= 300) throw new Error(`check-in refused: HTTP ${res.status} ${message(body)}`);
+    // Every field of the answer is checked before use.
+    const pollSeconds =
+      typeof body.poll_seconds === 'number' && Number.isFinite(body.poll_seconds)
+        ? Math.min(MAX_POLL_SECONDS, Math.max(MIN_POLL_SECONDS, body.poll_seconds))
+        : DEFAULT_POLL_SECONDS;
     if (trust === 'unverified') this.verification.pinServerRoot(body.tuf_root, 'check-in');
-    const acked = new Set(body.acked);
-    this.journal.setOutbox(this.journal.outbox().filter((r) => !acked.has(r.txn_id)));
-    let changed = false;
+    const acked = new Set(Array.isArray(body.acked) ? body.acked.filter((a) => typeof a === 'string') : []);
+    const all = this.journal.outbox();
+    const left = all.filter((r) => !acked.has(r.txn_id));
+    this.journal.setOutbox(left);
+    // More reports waiting than one check-in carries, and the server took some: send the next ones at once.
+    let changed = all.length > REPORTS_PER_CHECKIN && left.length < all.length;
+    // A `desired` that is not a list fails the check-in; a bad offer in it is refused (offer.ts).
+    const offers = offersByComponent(
+      body.desired,
+      this.cfg.components.map((c) => c.name),
+    );
+    const dl: ServerIdentity = { server, device_token: id.device_token };
     for (const comp of this.cfg.components) {
-      const offer = body.desired.find((d) => d.component === comp.name);
-      const d = decide(this.journal.read(comp.name), offer?.version ?? null);
-      if (!d.apply || !offer || offer.version !== d.version) continue;
+      const offer = offers.get(comp.name);
+      if (!offer) continue;
+      const version = reportableVersion((offer.raw as { version?: unknown } | null)?.version);
+      const d = decide(this.journal.read(comp.name), version);
+      if (!d.apply || d.version !== version) continue;
       const queued = this.journal.outbox().length;
       try {
-        await this.apply(comp, offer, id);
+        if (offer.error) {
+          this.runner.refuse(comp, version, 'invalid', offer.error);
+          throw new StepError('invalid', offer.error);
+        }
+        await this.apply(comp, offer.raw, dl);
         changed = true;
       } catch (e) {
         this.log.warn({ component: comp.name, err: (e as Error).message }, 'apply failed');
@@ -136,13 +219,14 @@ export class Agent {
         if (this.journal.outbox().length > queued) changed = true;
       }
     }
-    return { poll_seconds: body.poll_seconds, changed };
+    return { poll_seconds: pollSeconds, changed };
   }
 
   /** The daemon loop: check in, sleep with jitter; back off exponentially while the server is unreachable. */
   async run(): Promise<void> {
     await this.recoverAll();
     let failures = 0;
+    let quick = 0; // check-ins in a row made at once: bounded, so a server cannot drive a tight loop
     while (!this.stopping) {
       let waitMs: number;
       try {
@@ -154,9 +238,12 @@ export class Agent {
         const r = await this.checkin();
         failures = 0;
         // After a transaction, report at once instead of waiting a whole poll interval.
-        waitMs = r.changed
-          ? 0
-          : (this.cfg.poll_interval ?? r.poll_seconds * 1000) * (0.8 + Math.random() * 0.4);
+        quick = r.changed ? quick + 1 : 0;
+        waitMs =
+          r.changed && quick <= MAX_QUICK_CHECKINS
+            ? 0
+            : (this.cfg.poll_interval ?? r.poll_seconds * 1000) * (0.8 + Math.random() * 0.4);
+        if (quick > MAX_QUICK_CHECKINS) quick = 0;
       } catch (e) {
         failures++;
         waitMs = backoff(failures, this.cfg.retry.base, this.cfg.retry.max);

@@ -15,6 +15,7 @@ import { copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-file.ts';
 import type { Backend } from './backend.ts';
+import { within } from './offer.ts';
 
 export class DirBackend implements Backend {
   readonly releases: string;
@@ -42,20 +43,21 @@ export class DirBackend implements Backend {
   }
 
   has(version: string): boolean {
-    return existsSync(join(this.releases, version));
+    return existsSync(within(this.releases, version));
   }
 
   /** Copies verified files into a fresh staging folder, then renames it into place. */
   async stage(version: string, files: Array<{ name: string; path: string }>): Promise<void> {
-    const dest = join(this.releases, version);
-    const tmp = join(this.releases, `.staging-${version}-${process.pid}`);
+    // Every path checked before anything is written: a version or a name can never leave its folder.
+    const dest = within(this.releases, version);
+    const tmp = within(this.releases, `.staging-${version}-${process.pid}`);
+    const copies = files.map((f) => ({ from: f.path, to: within(tmp, f.name) }));
     try {
       rmSync(tmp, { recursive: true, force: true });
       await mkdir(tmp, { recursive: true });
-      for (const f of files) {
-        const to = join(tmp, f.name);
-        await mkdir(dirname(to), { recursive: true });
-        await copyFile(f.path, to);
+      for (const f of copies) {
+        await mkdir(dirname(f.to), { recursive: true });
+        await copyFile(f.from, f.to);
       }
       rmSync(dest, { recursive: true, force: true });
       renameSync(tmp, dest);
@@ -76,7 +78,7 @@ export class DirBackend implements Backend {
       fsyncDir(this.root);
       return;
     }
-    if (!this.has(version)) throw new Error(`release ${version} is not staged`);
+    if (!this.has(version)) throw new Error(`release ${version} is not staged`); // has(): within releases/
     const tmp = `${this.currentLink}.tmp-${process.pid}`;
     rmSync(tmp, { force: true });
     symlinkSync(join('releases', version), tmp);

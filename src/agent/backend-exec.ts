@@ -7,6 +7,7 @@ import { writeFileAtomicSync } from '../store/atomic-file.ts';
 import type { Backend } from './backend.ts';
 import { DirBackend } from './backend-dir.ts';
 import { runCommand } from './command.ts';
+import { within } from './offer.ts';
 
 export interface ExecBackendConfig {
   path: string;
@@ -39,7 +40,7 @@ export class ExecBackend implements Backend {
         ...this.env,
         RINGFENCE_STEP: step,
         RINGFENCE_VERSION: version ?? '',
-        RINGFENCE_RELEASE_DIR: version ? join(this.files.releases, version) : '',
+        RINGFENCE_RELEASE_DIR: version ? within(this.files.releases, version) : '',
       },
     });
     if (!r.ok)

@@ -5,6 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameS
 import { basename, dirname, join } from 'node:path';
 import { fsyncDir, writeFileAtomicSync } from '../store/atomic-file.ts';
 import type { Backend } from './backend.ts';
+import { within } from './offer.ts';
 
 const digest = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
@@ -29,11 +30,12 @@ export class FileBackend implements Backend {
 
   async stage(version: string, files: Array<{ name: string; path: string }>): Promise<void> {
     if (files.length !== 1) throw new Error(`file backend takes exactly one artifact, got ${files.length}`);
+    const tmp = within(this.store, `.staging-${version}-${process.pid}`);
+    const dest = within(this.store, version);
     try {
       mkdirSync(this.store, { recursive: true });
-      const tmp = join(this.store, `.staging-${version}-${process.pid}`);
       copyFileSync(files[0].path, tmp);
-      renameSync(tmp, join(this.store, version));
+      renameSync(tmp, dest);
       fsyncDir(this.store);
     } catch (e) {
       throw new Error(`cannot stage ${version} beside ${this.target}: ${(e as Error).message}`);
@@ -41,7 +43,7 @@ export class FileBackend implements Backend {
   }
 
   async activate(version: string): Promise<void> {
-    const src = join(this.store, version);
+    const src = within(this.store, version);
     if (!existsSync(src)) throw new Error(`release ${version} is not staged`);
     writeFileAtomicSync(this.target, readFileSync(src));
   }

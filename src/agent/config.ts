@@ -91,7 +91,18 @@ function schemas() {
 
   const configSchema = z
     .object({
-      server: z.string().url().optional(),
+      server: z
+        .string()
+        .url()
+        .refine((u) => /^https?:\/\//i.test(u), 'server must be an http:// or https:// URL')
+        .optional(),
+      // PEM file of the CA(s) trusted for an https server (instead of the system's), also for its TUF and blobs.
+      ca: z.string().min(1).optional(),
+      // What the agent accepts from a server at most (docs/agent.md, "What the agent accepts from a server").
+      limits: z
+        .object({ max_artifact_bytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional() })
+        .strict()
+        .default({}),
       enroll_token: z.string().optional(),
       name: z.string().optional(),
       state_dir: z.string().min(1),
@@ -158,11 +169,14 @@ export function loadAgentConfig(file: string): AgentConfig {
   for (const c of cfg.components)
     if (c.vendor && !cfg.trust?.vendors?.[c.vendor])
       throw new Error(`${file}: component ${c.name}: vendor ${c.vendor} is not in trust.vendors`);
+  if (cfg.ca && !/^https:\/\//i.test(cfg.server ?? ''))
+    throw new Error(`${file}: ca: is for an https:// server (server is ${cfg.server ?? 'not set'})`);
   const place = (p: string) => (/^https?:/.test(p) ? p : resolve(base, p));
   return {
     ...cfg,
     file: resolve(file),
     state_dir: resolve(base, cfg.state_dir),
+    ca: cfg.ca && resolve(base, cfg.ca),
     trust: cfg.trust && {
       root: cfg.trust.root && resolve(base, cfg.trust.root),
       mirror: cfg.trust.mirror && place(cfg.trust.mirror),

@@ -2,16 +2,21 @@
 // retried with backoff while the failure is transient, and checked against the offered sha256 and length.
 import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { hashFile } from './backend-dir.ts';
 import type { AgentConfig } from './config.ts';
 import { discard, type HttpResponse, request } from './http.ts';
 import type { FailureClass } from './journal.ts';
+import { SHA256_RE, show, within } from './offer.ts';
 import { backoff, sleep, TRANSIENT } from './retry.ts';
 import { StepError } from './step-error.ts';
 
-/** A release the server wants on the device, as listed in a check-in answer. */
+/** A download that receives no byte for this long is abandoned (and resumed at the next attempt). */
+const STALL_MS = 120_000;
+
+/** A release the server wants on the device, as listed in a check-in answer (checked by offer.ts first). */
 export interface Offered {
   component: string;
   version: string;
@@ -53,8 +58,9 @@ async function downloadOnce(
   stateDir: string,
 ): Promise<string> {
   const dir = join(stateDir, 'downloads');
+  if (!SHA256_RE.test(a.sha256)) throw new StepError('invalid', `invalid offer: sha256 ${show(a.sha256)}`);
+  const file = within(dir, a.sha256); // the blob cache is named by hash: never a path from the server
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, a.sha256);
   if (existsSync(file)) {
     const h = await hashFile(file);
     if (h.sha256 === a.sha256 && h.length === a.length) return file;
@@ -80,8 +86,11 @@ async function downloadOnce(
   const headers: Record<string, string> = { authorization: `Bearer ${id.device_token}` };
   if (have > 0) headers.range = `bytes=${have}-`;
   let res: HttpResponse;
+  const url = new URL(a.url, id.server);
+  if (url.origin !== new URL(id.server).origin)
+    throw new StepError('invalid', `invalid offer: url ${show(a.url)} leaves the server`);
   try {
-    res = await request(new URL(a.url, id.server), { headers });
+    res = await request(url, { headers, idleTimeoutMs: STALL_MS });
   } catch (e) {
     throw new StepError('download', `GET ${a.url}: ${(e as Error).message}`);
   }
@@ -91,9 +100,23 @@ async function downloadOnce(
     throw new StepError('download', `GET ${a.url}: HTTP ${res.status}`);
   }
   if (res.status === 200) have = 0;
+  // Never more than the offered length: a server streaming endless data cannot fill the disk.
+  let room = a.length - have;
+  const cap = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      room -= chunk.length;
+      if (room < 0)
+        done(new StepError('verify', `${a.name}: the server sent more than the offered ${a.length} bytes`));
+      else done(null, chunk);
+    },
+  });
   try {
-    await pipeline(res.body, createWriteStream(part, { flags: have ? 'a' : 'w' }));
+    await pipeline(res.body, cap, createWriteStream(part, { flags: have ? 'a' : 'w' }));
   } catch (e) {
+    if (e instanceof StepError) {
+      rmSync(part, { force: true });
+      throw e;
+    }
     throw new StepError('download', `GET ${a.url}: ${(e as Error).message}`); // resumed next time by Range
   }
   const h = await hashFile(part);

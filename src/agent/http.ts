@@ -16,7 +16,23 @@ export interface HttpRequest {
   /** Abort when no response has completed within this time (the whole exchange, body included). */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Abort when the connection is silent this long (a stalled or trickling download); no limit by default. */
+  idleTimeoutMs?: number;
 }
+
+/**
+ * CA certificates (PEM) trusted for one origin instead of the system's: the agent's `ca:` option for its
+ * https server, which also applies to the TUF metadata and blobs fetched from it. Other origins (a mirror, a
+ * redirect elsewhere, health checks) keep the system's trust store.
+ */
+const trustedCa = new Map<string, string | Buffer>();
+
+export function trustCa(origin: string, ca: string | Buffer): void {
+  trustedCa.set(new URL(origin).origin, ca);
+}
+
+// OpenSSL's codes for a server certificate the client does not trust (or that is not for this host).
+const TLS_TRUST = /CERT|UNABLE_TO|ALTNAME|SELF_SIGNED/;
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
@@ -37,7 +53,7 @@ export async function request(url: string | URL, req: HttpRequest = {}): Promise
   let body = req.body;
   const headers: Record<string, string> = { ...req.headers };
   for (let hops = 0; ; hops++) {
-    const res = await once(u, method, headers, body, signal);
+    const res = await once(u, method, headers, body, signal, req.idleTimeoutMs);
     const location = res.body.headers.location;
     if (!REDIRECTS.has(res.status) || !location) return res;
     discard(res);
@@ -62,32 +78,55 @@ async function once(
   headers: Record<string, string>,
   body: string | undefined,
   signal: AbortSignal | undefined,
+  idleTimeoutMs: number | undefined,
 ): Promise<HttpResponse> {
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`unsupported URL ${u.href}`);
   // Loaded on first use: a device that only talks plain HTTP never loads TLS.
-  const mod = u.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const tls = u.protocol === 'https:';
+  const mod = tls ? await import('node:https') : await import('node:http');
   const h: Record<string, string | number> = { ...headers };
   if (body !== undefined) h['content-length'] = Buffer.byteLength(body);
+  const ca = tls ? trustedCa.get(u.origin) : undefined;
   return new Promise((resolve, reject) => {
-    const r = mod.request(u, { method, headers: h, signal }, (res) =>
+    const r = mod.request(u, { method, headers: h, signal, ...(ca ? { ca } : {}) }, (res) =>
       resolve({ status: res.statusCode ?? 0, body: res }),
     );
-    r.once('error', (e) => {
-      reject(signal?.aborted ? new Error(`timed out: ${u.href}`) : e);
+    if (idleTimeoutMs !== undefined)
+      r.setTimeout(idleTimeoutMs, () => r.destroy(new Error(`stalled: no data for ${idleTimeoutMs} ms`)));
+    r.once('error', (e: NodeJS.ErrnoException) => {
+      if (signal?.aborted) reject(new Error(`timed out: ${u.href}`));
+      else if (tls && TLS_TRUST.test(String(e.code)))
+        reject(
+          new Error(
+            `TLS: the certificate of ${u.origin} is not trusted (${e.code}: ${e.message})${
+              ca ? ' by the configured ca' : '; set `ca:` in the agent config to the CA that issued it'
+            }`,
+          ),
+        );
+      else reject(e);
     });
     r.end(body);
   });
 }
 
-export async function text(res: HttpResponse): Promise<string> {
+/** Reads a whole body as text; past `maxBytes` the response is dropped and this rejects (no endless bodies). */
+export async function text(res: HttpResponse, maxBytes = Number.POSITIVE_INFINITY): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const c of res.body) chunks.push(c as Buffer);
+  let n = 0;
+  for await (const c of res.body) {
+    n += (c as Buffer).length;
+    if (n > maxBytes) {
+      res.body.destroy();
+      throw new Error(`response larger than ${maxBytes} bytes`);
+    }
+    chunks.push(c as Buffer);
+  }
   return Buffer.concat(chunks).toString('utf8');
 }
 
 /** Parses a JSON body; an error response that is not JSON becomes `{ message: <its start> }` to report. */
-export async function json<T>(res: HttpResponse): Promise<T> {
-  const t = await text(res);
+export async function json<T>(res: HttpResponse, maxBytes?: number): Promise<T> {
+  const t = await text(res, maxBytes);
   try {
     return JSON.parse(t) as T;
   } catch (e) {

@@ -20,7 +20,8 @@ export type FailureClass =
   | 'health'
   | 'timeout'
   | 'crash-loop'
-  | 'operator';
+  | 'operator'
+  | 'invalid'; // a malformed or hostile offer (offer.ts), refused before anything touches the filesystem
 
 export interface Transaction {
   id: string;
@@ -67,6 +68,9 @@ export interface Report {
   offline?: boolean;
 }
 
+/** Reports kept while the server does not acknowledge them (see Journal.enqueue). */
+export const MAX_OUTBOX = 1000;
+
 export interface Identity {
   device_id: string;
   device_token: string;
@@ -112,8 +116,19 @@ export class Journal {
     writeFileAtomicSync(join(this.dir, 'outbox.json'), JSON.stringify(reports));
   }
 
+  /**
+   * Queues a report (replacing one with the same transaction id). The outbox is bounded: past MAX_OUTBOX the
+   * oldest refusals are dropped first (a server that never acknowledges must not fill the disk); transaction
+   * results are kept.
+   */
   enqueue(r: Report): void {
-    this.setOutbox([...this.outbox().filter((o) => o.txn_id !== r.txn_id), r]);
+    const next = [...this.outbox().filter((o) => o.txn_id !== r.txn_id), r];
+    const drop = new Set<Report>();
+    for (const o of next) {
+      if (next.length - drop.size <= MAX_OUTBOX) break;
+      if (o.outcome === 'refused' && o !== r) drop.add(o);
+    }
+    this.setOutbox(drop.size ? next.filter((o) => !drop.has(o)) : next);
   }
 
   identity(): Identity | null {

@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import type { ComponentJournal, Journal } from './journal.ts';
+import { badName } from './offer.ts';
 import { begin, fail } from './transaction.ts';
 import type { TransactionRunner } from './transaction-runner.ts';
 import type { Verification } from './verification.ts';
@@ -48,6 +49,8 @@ export class LocalControl {
   /** `agent pin NAME@V` / `agent unpin NAME`: a local pin wins over whatever the server offers. */
   setPin(name: string, version: string | null): ComponentJournal {
     this.comp(name);
+    const bad = version === null ? null : badName(version, 'version');
+    if (bad) throw new Error(bad);
     const j = { ...this.journal.read(name), pin: version };
     this.journal.write(j);
     return j;

@@ -9,6 +9,7 @@ import { writeFileAtomicSync } from '../store/atomic-file.ts';
 import type { BundleRelease } from '../trust/bundle.ts';
 import type { AgentConfig } from './config.ts';
 import type { Journal } from './journal.ts';
+import { checkOffer, show } from './offer.ts';
 import { StepError } from './step-error.ts';
 import { decide } from './transaction.ts';
 import type { TransactionRunner } from './transaction-runner.ts';
@@ -22,6 +23,9 @@ export interface BundleOutcome {
   class?: string;
   reason?: string;
 }
+
+/** Releases one bundle manifest may list (every configured component's releases are checked like offers). */
+export const MAX_BUNDLE_RELEASES = 10_000;
 
 export class OfflineBundles {
   /** Incomplete bundles already warned about (name and size), so a slow copy is logged once per size. */
@@ -51,10 +55,35 @@ export class OfflineBundles {
     try {
       const { unpack } = await import('../trust/bundle.ts');
       const manifest = unpack(file, work);
+      // The manifest is as untrusted as a server's answer: every release for a configured component is checked
+      // like an offer (offer.ts) before it is picked, verified or staged.
+      const releases: unknown = (manifest as { releases?: unknown }).releases;
+      if (!Array.isArray(releases))
+        throw new Error(`bundle manifest is malformed: releases is ${show(releases, 40)}`);
+      if (releases.length > MAX_BUNDLE_RELEASES)
+        throw new Error(
+          `bundle manifest lists ${releases.length} releases, more than the limit of ${MAX_BUNDLE_RELEASES}`,
+        );
       const out: BundleOutcome[] = [];
       for (const comp of this.cfg.components) {
-        const rels = manifest.releases.filter((r) => r.component === comp.name);
-        if (!rels.length) continue;
+        const listed = releases.filter((r) => (r as { component?: unknown } | null)?.component === comp.name);
+        if (!listed.length) continue;
+        const checked = listed.map((r) =>
+          checkOffer(r, { component: comp.name, maxArtifactBytes: this.cfg.limits?.max_artifact_bytes }),
+        );
+        const bad = checked.find((c) => !c.ok);
+        if (bad && !bad.ok) {
+          this.runner.refuse(comp, bad.version, 'invalid', bad.reason, true);
+          out.push({
+            component: comp.name,
+            version: bad.version,
+            outcome: 'refused',
+            class: 'invalid',
+            reason: bad.reason,
+          });
+          continue;
+        }
+        const rels = checked.map((c) => (c as { ok: true; offer: BundleRelease }).offer);
         const j = this.journal.read(comp.name);
         const pick = j.pin ? rels.find((r) => r.version === j.pin) : newest(rels);
         if (!pick) {

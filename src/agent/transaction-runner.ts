@@ -10,6 +10,7 @@ import { runCommand } from './command.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import { probation } from './health.ts';
 import type { ComponentJournal, FailureClass, Journal, Report } from './journal.ts';
+import { badName, reportableVersion } from './offer.ts';
 import { sleep } from './retry.ts';
 import { StepError } from './step-error.ts';
 import { advance, begin, commit, fail, recover, rolledBack } from './transaction.ts';
@@ -87,6 +88,11 @@ export class TransactionRunner {
     offline: boolean,
     obtain: (txn: string) => Promise<Array<{ name: string; path: string }>>,
   ): Promise<ComponentJournal> {
+    const bad = badName(version, 'version'); // checked with the whole offer before; never trusted here either
+    if (bad) {
+      this.refuse(comp, reportableVersion(version), 'invalid', `invalid offer: ${bad}`, offline);
+      throw new StepError('invalid', `invalid offer: ${bad}`);
+    }
     let j = begin(this.journal.read(comp.name), `txn-${randomUUID()}`, version, Date.now());
     if (offline) j = { ...j, txn: { ...j.txn!, offline: true } };
     this.journal.write(j);
@@ -98,7 +104,8 @@ export class TransactionRunner {
       try {
         await this.backend(comp.name).stage(version, files);
       } catch (e) {
-        throw new StepError('stage', (e as Error).message);
+        // An unsafe path caught by within() keeps its class `invalid`; anything else is a staging failure.
+        throw e instanceof StepError ? e : new StepError('stage', (e as Error).message);
       }
       j = { ...advance(j, 'staged'), refused: null };
       this.journal.write(j);
@@ -106,37 +113,75 @@ export class TransactionRunner {
     } catch (e) {
       const err = e instanceof StepError ? e : new StepError('download', (e as Error).message);
       // Nothing was switched: the running release was never touched. Retry later unless content was bad.
-      this.log.warn(
-        { component: comp.name, version, class: err.cls, err: err.message },
-        'transaction aborted before activation; the last good release keeps running',
-      );
-      const report: Report = {
-        txn_id: j.txn!.id,
-        component: comp.name,
-        version,
-        from_version: j.txn!.from,
-        outcome: 'refused',
-        class: err.cls,
-        reason: err.message,
-        at: Date.now(),
-        offline: offline || undefined,
-      };
-      let refused = j.refused ?? null;
-      if (err.cls !== 'download') {
-        // The same refusal offered again every poll is reported once, not once per check-in.
-        const same =
-          refused?.version === version &&
-          refused.class === err.cls &&
-          refused.reason.slice(0, 200) === err.message.slice(0, 200);
-        if (!same) this.journal.enqueue(report);
-        refused = { version, class: err.cls, reason: err.message, at: report.at };
-      }
-      this.journal.write({ ...j, txn: null, refused });
+      this.recordRefusal(comp, { ...j, txn: null }, j.txn!.id, version, err, offline);
       throw err;
     } finally {
       rmSync(staging, { recursive: true, force: true });
     }
     return this.activateAndProbe(comp, j);
+  }
+
+  /**
+   * Refuses an offer before any transaction starts (an invalid offer: offer.ts): nothing is written but the
+   * journal's `refused` note and, once per distinct refusal, a report with outcome `refused`.
+   */
+  refuse(
+    comp: ComponentConfig,
+    version: string,
+    cls: FailureClass,
+    reason: string,
+    offline = false,
+  ): ComponentJournal {
+    return this.recordRefusal(
+      comp,
+      this.journal.read(comp.name),
+      `txn-${randomUUID()}`,
+      version,
+      new StepError(cls, reason),
+      offline,
+    );
+  }
+
+  /** Journals a refusal and queues its report unless the same one was reported already. */
+  private recordRefusal(
+    comp: ComponentConfig,
+    j: ComponentJournal,
+    txnId: string,
+    version: string,
+    err: StepError,
+    offline: boolean,
+  ): ComponentJournal {
+    this.log.warn(
+      { component: comp.name, version, class: err.cls, err: err.message },
+      'transaction aborted before activation; the last good release keeps running',
+    );
+    // Bounded as the server's report schema requires (version 128, reason 2000 characters).
+    const reason = err.message.length > 2000 ? `${err.message.slice(0, 1999)}…` : err.message;
+    const v = version.length > 128 ? `${version.slice(0, 127)}…` : version;
+    const report: Report = {
+      txn_id: txnId,
+      component: comp.name,
+      version: v,
+      from_version: j.current,
+      outcome: 'refused',
+      class: err.cls,
+      reason,
+      at: Date.now(),
+      offline: offline || undefined,
+    };
+    let refused = j.refused ?? null;
+    if (err.cls !== 'download') {
+      // The same refusal offered again every poll is reported once, not once per check-in.
+      const same =
+        refused?.version === v &&
+        refused.class === err.cls &&
+        refused.reason.slice(0, 200) === reason.slice(0, 200);
+      if (!same) this.journal.enqueue(report);
+      refused = { version: v, class: err.cls, reason, at: report.at };
+    }
+    const next = { ...j, refused }; // an open transaction (if any) is left exactly as it was
+    this.journal.write(next);
+    return next;
   }
 
   /** Runs a component hook (before_activate, after_activate, after_rollback); throws when it fails. */

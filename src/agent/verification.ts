@@ -46,6 +46,11 @@ export class Verification {
    */
   pinServerRoot(root: unknown, via: string): void {
     if (!root || typeof root !== 'object' || this.cfg.trust?.root) return;
+    const r = root as { signed?: { _type?: unknown }; signatures?: unknown };
+    if (r.signed?._type !== 'root' || !Array.isArray(r.signatures)) {
+      this.log.warn({ via }, 'ignored a tuf_root from the server that is not a TUF root');
+      return;
+    }
     const f = join(this.cfg.state_dir, PINNED_ROOT);
     if (existsSync(f)) return; // pinned once, never replaced by the server: later roots must chain to it
     writeFileAtomicSync(f, JSON.stringify(root));

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.ts';
 import { CliError, connection } from './client.ts';
+import { adminCommands } from './commands/admin.ts';
 import { bundleCommands } from './commands/bundle.ts';
 import { agentCommand, serverCommand } from './commands/daemons.ts';
 import { fleetCommands } from './commands/fleet.ts';
@@ -10,6 +11,7 @@ import { rehearseCommand } from './commands/rehearse.ts';
 import { releaseCommands } from './commands/release.ts';
 import { repoCommands } from './commands/repo.ts';
 import { planCommands, rolloutCommands } from './commands/rollout.ts';
+import { printErrorLine, printLine } from './output.ts';
 
 const program = new Command('ringfence')
   // Not --version: `release import --version V` is part of the command-line contract.
@@ -28,6 +30,7 @@ releaseCommands(program, conn);
 planCommands(program, conn);
 rolloutCommands(program, conn);
 fleetCommands(program, conn);
+adminCommands(program, conn);
 rehearseCommand(program, conn);
 keysCommands(program);
 repoCommands(program);
@@ -41,20 +44,20 @@ program
   .option('--json', 'print the summary as one JSON object on the last line')
   .action(async (o: { devices: string; keep?: boolean; json?: boolean }) => {
     const { runDemo } = await import('../demo/demo.ts');
-    const r = await runDemo({ devices: Number(o.devices), keep: o.keep, say: (l) => console.log(l) });
-    console.log('');
-    console.log(
+    const r = await runDemo({ devices: Number(o.devices), keep: o.keep, say: (l) => printLine(l) });
+    printLine('');
+    printLine(
       `summary: fleet ${r.fleet}; good release exposed ${r.good.exposed}, succeeded ${r.good.succeeded}`,
     );
-    console.log(
+    printLine(
       `         bad release exposed ${r.bad.exposed} (${((r.bad.exposed * 100) / r.fleet).toFixed(0)}% of the fleet), rolled back ${r.bad.rolled_back}, halted after "${r.bad.halted_after_wave}"`,
     );
-    console.log(
+    printLine(
       `         ${r.story_held ? 'the story held' : `the story did NOT hold: ${r.problems.join('; ')}`} (${r.seconds}s)`,
     );
     if (o.json) {
       const { fleet, good, bad } = r;
-      console.log(
+      printLine(
         JSON.stringify({
           fleet,
           good: { exposed: good.exposed, succeeded: good.succeeded },
@@ -77,7 +80,7 @@ try {
     process.exitCode = e.exitCode;
   } else {
     const msg = e instanceof CliError ? e.message : (e as Error).message;
-    process.stderr.write(`ringfence: ${msg}\n`);
+    printErrorLine(`ringfence: ${msg}`);
     process.exitCode = 1;
   }
 }

@@ -3,21 +3,33 @@ import { join } from 'node:path';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { BlobStore } from '../store/blobs.ts';
-import { openStore, type Store } from '../store/database.ts';
+import { openStore } from '../store/database.ts';
 import { VERSION } from '../version.ts';
+import { AdminToken } from './admin-token.ts';
+import { guardEdges, timeoutOptions } from './connections.ts';
 import { HttpError, type ServerContext } from './context.ts';
+import { DEFAULT_LIMITS, Guards, type ServerLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import { openApiDocument, type RouteDoc } from './openapi.ts';
+import { adminPlugin, assertAdminScope } from './plugins/admin.ts';
 import { RolloutDriver } from './rollout-driver.ts';
-import { adminFleetRoutes } from './routes/admin-fleet.ts';
-import { adminReleaseRoutes } from './routes/admin-releases.ts';
-import { adminRolloutRoutes } from './routes/admin-rollouts.ts';
 import { deviceRoutes } from './routes/device.ts';
-import { tufRoutes } from './routes/tuf.ts';
+import { tufRoutes, vendorTufAdminRoutes } from './routes/tuf.ts';
 import { webRoutes } from './routes/web.ts';
-import { bearer, hashToken, newToken, tokenMatches } from './tokens.ts';
 
 export { VERSION };
+
+/** The `error` field of an error answer, by status, when the error carries no code of its own. */
+const ERROR_CODES: Record<number, string> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  409: 'conflict',
+  413: 'too_large',
+  416: 'range_not_satisfiable',
+  429: 'rate_limited',
+};
 
 export interface ServerOptions {
   dataDir: string;
@@ -26,92 +38,82 @@ export interface ServerOptions {
   clock?: () => number;
   pollSeconds?: number;
   tickMs?: number;
-  /** Used as the admin token on first start instead of a random one (automation, tests). */
+  /** Used as the admin token on first start instead of a random one (automation); must be strong. */
   initialAdminToken?: string;
+  /** Limits that differ from DEFAULT_LIMITS (server.yaml `limits:`). */
+  limits?: Partial<ServerLimits>;
+  /** HTTPS without a proxy: PEM certificate chain and key. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
 export interface RunningServer {
   app: FastifyInstance;
   ctx: ServerContext;
-  /** Set only on the first start: the admin token, to be shown once. */
+  /** Set only on the first start when the token was generated here: the admin token, to be shown once. */
   newAdminToken: string | null;
+  /** True on the first start when the admin token came from `initialAdminToken` (not to be printed). */
+  adminTokenFromEnv: boolean;
   close(): Promise<void>;
-}
-
-/** Creates the admin token on first start and stores only its hash. */
-async function bootstrapAdmin(store: Store, initial?: string): Promise<string | null> {
-  const row = await store.db
-    .selectFrom('meta')
-    .select('value')
-    .where('key', '=', 'admin_token_hash')
-    .executeTakeFirst();
-  if (row) return null;
-  const token = initial ?? newToken('adm');
-  await store.db
-    .insertInto('meta')
-    .values({ key: 'admin_token_hash', value: hashToken(token) })
-    .onConflict((oc) => oc.column('key').doNothing())
-    .execute();
-  return token;
 }
 
 /** Opens the store and builds a ready (not yet listening) server. */
 export async function createServer(opts: ServerOptions): Promise<RunningServer> {
   const log = opts.logger ?? pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'info' });
-  const store = await openStore({ dataDir: opts.dataDir, url: opts.databaseUrl });
-  const newAdminToken = await bootstrapAdmin(store, opts.initialAdminToken);
-  const adminHash = (
-    await store.db
-      .selectFrom('meta')
-      .select('value')
-      .where('key', '=', 'admin_token_hash')
-      .executeTakeFirstOrThrow()
-  ).value;
+  const store = await openStore({ dataDir: opts.dataDir, url: opts.databaseUrl, log });
   const clock = opts.clock ?? Date.now;
+  let admin: Awaited<ReturnType<typeof AdminToken.open>>;
+  try {
+    admin = await AdminToken.open(store, Date.now, opts.initialAdminToken);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const metrics = createMetrics();
   const driver = new RolloutDriver(store, log, clock);
   driver.onStep(() => metrics.rolloutSteps.inc());
   const ctx: ServerContext = {
     store,
-    blobs: new BlobStore(join(opts.dataDir, 'blobs')),
+    blobs: new BlobStore(join(opts.dataDir, 'blobs'), { log }),
     driver,
     metrics,
     log,
     clock,
     pollSeconds: opts.pollSeconds ?? 30,
     dataDir: opts.dataDir,
+    admin: admin.admin,
+    guards: new Guards(limits),
   };
 
-  const app: FastifyInstance = Fastify({
+  const app = Fastify({
     loggerInstance: log.child({ part: 'http' }, { level: 'warn' }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
-  });
+    ...timeoutOptions(limits, opts.tls),
+  }) as unknown as FastifyInstance;
+  guardEdges(app, limits, (what) => metrics.throttled.inc({ what }));
   const routes: RouteDoc[] = [];
   app.addHook('onRoute', (r) => {
     if (r.schema && !(r.schema as { hide?: boolean }).hide)
       routes.push({ method: r.method, url: r.url, schema: r.schema as Record<string, unknown> });
   });
-  app.addHook('onRequest', async (req) => {
-    if (!req.url.startsWith('/v1/admin/')) return;
-    const token = bearer(req.headers.authorization);
-    if (!token || !tokenMatches(token, adminHash)) throw new HttpError(401, 'admin token required');
-  });
+  // Authorization is bound to routes, never to the request's URL: every /v1/admin route lives in the admin
+  // plugin, whose hook authenticates it; one registered anywhere else stops the server from starting.
+  assertAdminScope(app);
   app.setErrorHandler(
     (err: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
       const status = err instanceof HttpError ? err.statusCode : (err.statusCode ?? 500);
       if (status >= 500) req.log.error({ err }, 'request failed');
       const message =
         status >= 500 && !(err instanceof HttpError) ? 'internal error (see server log)' : err.message;
-      reply
-        .code(status)
-        .send({ error: err.code ?? (status === 401 ? 'unauthorized' : 'bad_request'), message });
+      reply.code(status).send({
+        error: err.code ?? ERROR_CODES[status] ?? (status >= 500 ? 'internal' : 'bad_request'),
+        message,
+      });
     },
   );
 
   deviceRoutes(app, ctx);
-  adminReleaseRoutes(app, ctx);
-  adminRolloutRoutes(app, ctx);
-  adminFleetRoutes(app, ctx);
+  await adminPlugin(app, ctx, [vendorTufAdminRoutes]);
   tufRoutes(app, ctx);
   webRoutes(app);
 
@@ -132,7 +134,8 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   return {
     app,
     ctx,
-    newAdminToken,
+    newAdminToken: admin.generated,
+    adminTokenFromEnv: admin.fromInitial,
     async close() {
       await driver.stop();
       await app.close();

@@ -3,6 +3,8 @@
 // is what keeps check-in latency flat as fleets grow; with one device at a time it is a batch of one.
 import type { Db } from '../store/database.ts';
 import { HttpError, type ServerContext } from './context.ts';
+import { effectiveLabels } from './labels.ts';
+import { boundedDetail } from './limits.ts';
 
 export interface CheckinComponent {
   name: string;
@@ -141,8 +143,9 @@ export class CheckinBatcher {
       const hashes = [...new Set(batch.map((p) => p.tokenHash))];
       const devRows = await tx
         .selectFrom('devices')
-        .select(['id', 'token_hash', 'held', 'pins', 'labels', 'agent_version'])
+        .select(['id', 'token_hash', 'held', 'pins', 'labels', 'enroll_labels', 'agent_version'])
         .where('token_hash', 'in', hashes)
+        .where('retired_at', 'is', null)
         .execute();
       const byHash = new Map(devRows.map((d) => [d.token_hash, d]));
       const ids = devRows.map((d) => d.id);
@@ -162,12 +165,20 @@ export class CheckinBatcher {
 
       // Only what changed is written: a steady-state check-in costs one shared last-seen update.
       const compUpserts = new Map<string, Record<string, unknown>>();
+      const refused = new Map<Pending, Error>();
+      const { detailMaxBytes } = this.ctx.guards.limits;
       for (const p of batch) {
         const dev = byHash.get(p.tokenHash);
         if (!dev) continue;
-        const labels = p.body.labels
-          ? JSON.stringify({ ...JSON.parse(dev.labels), ...p.body.labels })
-          : dev.labels;
+        // The device's own labels are replaced by what it says now; its enrollment labels always win.
+        let labels = dev.labels;
+        try {
+          if (p.body.labels)
+            labels = JSON.stringify(effectiveLabels(this.ctx, p.body.labels, JSON.parse(dev.enroll_labels)));
+        } catch (e) {
+          refused.set(p, e as Error);
+          continue;
+        }
         const agentVersion = p.body.agent_version ?? dev.agent_version;
         if (labels !== dev.labels || agentVersion !== dev.agent_version) {
           await tx
@@ -184,7 +195,7 @@ export class CheckinBatcher {
             component: c.name,
             version: c.version ?? null,
             state: c.state,
-            health: JSON.stringify(c.health ?? {}),
+            health: JSON.stringify(boundedDetail(c.health, detailMaxBytes)),
             quarantined: JSON.stringify(c.quarantined ?? []),
           };
           const old = known.get(`${dev.id}\u0000${c.name}`);
@@ -228,7 +239,8 @@ export class CheckinBatcher {
 
       for (const p of batch) {
         const dev = byHash.get(p.tokenHash);
-        if (dev && p.body.reports?.length) await this.applyReports(tx, dev.id, p.body.reports, now);
+        if (dev && !refused.has(p) && p.body.reports?.length)
+          await this.applyReports(tx, dev.id, p.body.reports, now);
       }
 
       const want = new Map<string, Map<string, string>>();
@@ -241,6 +253,11 @@ export class CheckinBatcher {
         const dev = byHash.get(p.tokenHash);
         if (!dev) {
           answers.push(new HttpError(401, 'unknown device token'));
+          continue;
+        }
+        const err = refused.get(p);
+        if (err) {
+          answers.push(err);
           continue;
         }
         const wants = new Map(want.get(dev.id) ?? []);

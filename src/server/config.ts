@@ -5,6 +5,31 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { parseValidatedYaml } from '../config/validated-yaml.ts';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { DEFAULT_LIMITS, type ServerLimits } from './limits.ts';
+
+const positive = (max: number) => z.number().int().min(1).max(max);
+const d = DEFAULT_LIMITS;
+const limitsSchema = z
+  .object({
+    checkins_per_device_per_minute: positive(60_000).default(d.checkinsPerDevicePerMinute),
+    checkin_burst: positive(100_000).default(d.checkinBurst),
+    enrollments_per_ip_per_minute: positive(1_000_000).default(d.enrollmentsPerIpPerMinute),
+    enrollment_burst: positive(1_000_000).default(d.enrollmentBurst),
+    failed_auth_per_ip_per_minute: positive(1_000_000).default(d.failedAuthPerIpPerMinute),
+    failed_auth_burst: positive(1_000_000).default(d.failedAuthBurst),
+    reports_per_device_per_hour: positive(1_000_000).default(d.reportsPerDevicePerHour),
+    audit_per_device_per_hour: positive(1_000_000).default(d.auditPerDevicePerHour),
+    labels_max_entries: positive(1024).default(d.labelsMaxEntries),
+    labels_max_bytes: positive(1_000_000).default(d.labelsMaxBytes),
+    detail_max_bytes: positive(1_000_000).default(d.detailMaxBytes),
+    json_max_depth: positive(1000).default(d.jsonMaxDepth),
+    connections_per_ip: positive(1_000_000).default(d.connectionsPerIp),
+    request_timeout_s: positive(86_400).default(d.requestTimeoutS),
+    headers_timeout_s: positive(3600).default(d.headersTimeoutS),
+    idle_timeout_s: positive(86_400).default(d.idleTimeoutS),
+  })
+  .strict()
+  .default({} as never);
 
 const schema = z
   .object({
@@ -16,6 +41,12 @@ const schema = z
       .regex(/^(postgres(ql)?:\/\/|sqlite:)/, 'use postgres://… or sqlite:PATH')
       .nullable()
       .default(null),
+    tls: z
+      .object({ cert: z.string().min(1), key: z.string().min(1) })
+      .strict()
+      .nullable()
+      .default(null),
+    limits: limitsSchema,
   })
   .strict();
 
@@ -29,11 +60,33 @@ port: 8080
 poll_seconds: 30
 # null: SQLite in this folder (the embedded default). For scale-out: postgres://user@host/db
 database: null
+# HTTPS without a proxy: PEM files (relative paths are taken from this folder). null: plain HTTP.
+tls: null
+#   cert: tls/server.crt
+#   key: tls/server.key
+# What one client may cost the server (docs/security.md). Omitted keys take these defaults.
+limits:
+  checkins_per_device_per_minute: ${d.checkinsPerDevicePerMinute}
+  checkin_burst: ${d.checkinBurst}
+  enrollments_per_ip_per_minute: ${d.enrollmentsPerIpPerMinute}
+  enrollment_burst: ${d.enrollmentBurst}
+  failed_auth_per_ip_per_minute: ${d.failedAuthPerIpPerMinute}
+  failed_auth_burst: ${d.failedAuthBurst}
+  reports_per_device_per_hour: ${d.reportsPerDevicePerHour}
+  audit_per_device_per_hour: ${d.auditPerDevicePerHour}
+  labels_max_entries: ${d.labelsMaxEntries}
+  labels_max_bytes: ${d.labelsMaxBytes}
+  detail_max_bytes: ${d.detailMaxBytes}
+  json_max_depth: ${d.jsonMaxDepth}
+  connections_per_ip: ${d.connectionsPerIp}
+  request_timeout_s: ${d.requestTimeoutS}
+  headers_timeout_s: ${d.headersTimeoutS}
+  idle_timeout_s: ${d.idleTimeoutS}
 `;
 
 /** Reads DATA/server.yaml, creating it with defaults on first start. */
 export function loadServerConfig(dataDir: string): { config: ServerConfig; file: string; created: boolean } {
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = join(dataDir, 'server.yaml');
   let created = false;
   if (!existsSync(file)) {
@@ -42,4 +95,27 @@ export function loadServerConfig(dataDir: string): { config: ServerConfig; file:
   }
   const config = parseValidatedYaml(schema, readFileSync(file, 'utf8'), file);
   return { config, file, created };
+}
+
+/** The configured limits in the server's own terms. */
+export function limitsOf(c: ServerConfig): ServerLimits {
+  const l = c.limits;
+  return {
+    checkinsPerDevicePerMinute: l.checkins_per_device_per_minute,
+    checkinBurst: l.checkin_burst,
+    enrollmentsPerIpPerMinute: l.enrollments_per_ip_per_minute,
+    enrollmentBurst: l.enrollment_burst,
+    failedAuthPerIpPerMinute: l.failed_auth_per_ip_per_minute,
+    failedAuthBurst: l.failed_auth_burst,
+    reportsPerDevicePerHour: l.reports_per_device_per_hour,
+    auditPerDevicePerHour: l.audit_per_device_per_hour,
+    labelsMaxEntries: l.labels_max_entries,
+    labelsMaxBytes: l.labels_max_bytes,
+    detailMaxBytes: l.detail_max_bytes,
+    jsonMaxDepth: l.json_max_depth,
+    connectionsPerIp: l.connections_per_ip,
+    requestTimeoutS: l.request_timeout_s,
+    headersTimeoutS: l.headers_timeout_s,
+    idleTimeoutS: l.idle_timeout_s,
+  };
 }

@@ -2,6 +2,8 @@
 import type { Logger } from 'pino';
 import type { BlobStore } from '../store/blobs.ts';
 import type { Store } from '../store/database.ts';
+import type { AdminToken } from './admin-token.ts';
+import type { Guards } from './limits.ts';
 import type { Metrics } from './metrics.ts';
 import type { RolloutDriver } from './rollout-driver.ts';
 
@@ -14,6 +16,8 @@ export interface ServerContext {
   clock: () => number;
   pollSeconds: number;
   dataDir: string;
+  admin: AdminToken;
+  guards: Guards;
 }
 
 /** An error with an HTTP status and a one-line message, turned into {error, message} by the server. */

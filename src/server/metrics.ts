@@ -8,6 +8,8 @@ export interface Metrics {
   reports: Counter<'outcome'>;
   rolloutSteps: Counter;
   devices: Gauge;
+  throttled: Counter<'what'>;
+  reportsDropped: Counter<'reason'>;
 }
 
 /** A fresh registry per server, so several servers in one process (tests, demo) do not collide. */
@@ -39,5 +41,17 @@ export function createMetrics(): Metrics {
       registers: [registry],
     }),
     devices: new Gauge({ name: 'ringfence_devices', help: 'Enrolled devices', registers: [registry] }),
+    throttled: new Counter({
+      name: 'ringfence_throttled_total',
+      help: 'Requests or rows refused by a limit (what: checkin, enroll, auth, connections, reports, audit)',
+      labelNames: ['what'],
+      registers: [registry],
+    }),
+    reportsDropped: new Counter({
+      name: 'ringfence_reports_dropped_total',
+      help: 'Device reports acknowledged but not stored (reason: unoffered, quota)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
   };
 }

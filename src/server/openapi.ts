@@ -9,8 +9,8 @@ export interface RouteDoc {
 export function openApiDocument(routes: RouteDoc[], version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
-    const path = r.url.replace(/:([A-Za-z_]+)/g, '{$1}');
-    const params = [...r.url.matchAll(/:([A-Za-z_]+)/g)].map((m) => ({
+    const path = r.url.replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, '{$1}');
+    const params = [...r.url.matchAll(/:([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => ({
       name: m[1],
       in: 'path',
       required: true,

@@ -30,7 +30,10 @@ export async function deviceViews(
   rolloutId: number,
   channel: string | null = null,
 ): Promise<DeviceView[]> {
-  let dq = db.selectFrom('devices').select(['id', 'labels', 'held', 'pins', 'deferred_until']);
+  let dq = db
+    .selectFrom('devices')
+    .select(['id', 'labels', 'held', 'pins', 'deferred_until'])
+    .where('retired_at', 'is', null);
   if (channel) dq = dq.where('channel', '=', channel);
   const [devices, comps, busyRows] = await Promise.all([
     dq.execute(),

@@ -1,11 +1,17 @@
 // Content-addressed blob store: every blob is named by its sha256 and written by temp file + fsync + rename.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fsyncDir } from './atomic-file.ts';
+import {
+  ensurePrivateDir,
+  fsyncDir,
+  type PermissionLog,
+  stderrPermissionLog,
+  tightenMode,
+} from './atomic-file.ts';
 
 export const SHA256_RE = /^[0-9a-f]{64}$/;
 
@@ -14,9 +20,33 @@ export interface StoredBlob {
   length: number;
 }
 
+/**
+ * Blobs are private to the server's user: folders 0700, files 0600. Devices verify every byte, but releases may
+ * be confidential, and another local user must not be able to read (or, through a loose folder, swap) them.
+ */
 export class BlobStore {
-  constructor(readonly root: string) {
-    mkdirSync(join(root, 'tmp'), { recursive: true });
+  constructor(
+    readonly root: string,
+    opts: { log?: PermissionLog } = {},
+  ) {
+    const log = opts.log ?? stderrPermissionLog;
+    const rootFix = ensurePrivateDir(root, log);
+    ensurePrivateDir(join(root, 'tmp'), log);
+    // A loose root means an older version or a copy made these; sweep every blob once (a private root is only
+    // ever written by this class, which creates 0600 files in 0700 folders).
+    if (rootFix) this.tightenAll(log);
+  }
+
+  private tightenAll(log: PermissionLog): void {
+    let fixes = 0;
+    const quiet: PermissionLog = { warn: () => fixes++ };
+    for (const d of readdirSync(this.root)) {
+      const dir = join(this.root, d);
+      if (d !== 'tmp' && !/^[0-9a-f]{2}$/.test(d)) continue;
+      tightenMode(dir, log);
+      for (const f of readdirSync(dir)) tightenMode(join(dir, f), quiet);
+    }
+    if (fixes) log.warn({ path: this.root, files: fixes }, 'tightened permissions of blob files to 0600');
   }
 
   /** Where a blob lives: two-level fan-out keeps directories small at millions of blobs. */
@@ -39,7 +69,7 @@ export class BlobStore {
     const hash = createHash('sha256');
     let length = 0;
     const max = expect?.maxBytes ?? Number.POSITIVE_INFINITY;
-    const out = createWriteStream(tmp);
+    const out = createWriteStream(tmp, { mode: 0o600 });
     try {
       await pipeline(
         input,
@@ -61,7 +91,7 @@ export class BlobStore {
       await fh.sync();
       await fh.close();
       const dest = this.path(sha256);
-      mkdirSync(join(this.root, sha256.slice(0, 2)), { recursive: true });
+      mkdirSync(join(this.root, sha256.slice(0, 2)), { recursive: true, mode: 0o700 });
       await rename(tmp, dest);
       fsyncDir(join(this.root, sha256.slice(0, 2)));
       return { sha256, length };

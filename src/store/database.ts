@@ -1,9 +1,11 @@
 // Opens the database (embedded SQLite in WAL mode, or PostgreSQL) behind one Kysely query layer and migrates it.
-import { mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
+import { tightenKeyDir } from '../trust/keys.ts';
+import { ensurePrivateDir, ensurePrivateFile, type PermissionLog, tightenMode } from './atomic-file.ts';
 import { type Dialect, migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
 
@@ -18,12 +20,26 @@ export interface Store {
 // PostgreSQL returns int8 as text by default; our int8 columns are millisecond times that fit a double.
 pg.types.setTypeParser(20, (v: string) => Number.parseInt(v, 10));
 
-/** Opens (and migrates) the store: `url` selects PostgreSQL, otherwise SQLite at DIR/ringfence.db. */
-export async function openStore(opts: { dataDir: string; url?: string }): Promise<Store> {
+/**
+ * Opens (and migrates) the store: `url` selects PostgreSQL, otherwise SQLite at DIR/ringfence.db.
+ *
+ * The data folder holds the database (device token hashes, the audit log), blobs and the TUF signing keys, so
+ * it is made private whatever created it first (`server`, `keys init`, an older version, a restore from
+ * backup): the folder and the key folder 0700; the database, its -wal and -shm files and the keys 0600.
+ * Anything looser is tightened and reported through `log` (the server's logger; stderr when none is given).
+ */
+export async function openStore(opts: {
+  dataDir: string;
+  url?: string;
+  log?: PermissionLog;
+}): Promise<Store> {
   let db: Db;
   let dialect: Dialect;
   if (opts.url && /^postgres(ql)?:\/\//.test(opts.url)) {
     dialect = 'postgres';
+    // Blobs and keys still live in the data folder.
+    if (existsSync(opts.dataDir)) ensurePrivateDir(opts.dataDir, opts.log);
+    tightenKeyDir(join(opts.dataDir, 'tuf', 'keys'), opts.log);
     db = new Kysely<Database>({
       dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: opts.url, max: 10 }) }),
     });
@@ -31,10 +47,18 @@ export async function openStore(opts: { dataDir: string; url?: string }): Promis
     throw new Error(`unsupported database URL "${opts.url}": use postgres://… or sqlite:PATH`);
   } else {
     dialect = 'sqlite';
-    mkdirSync(opts.dataDir, { recursive: true });
+    ensurePrivateDir(opts.dataDir, opts.log);
+    // The TUF signing keys (`keys init` may have run first, or under a looser umask).
+    tightenKeyDir(join(opts.dataDir, 'tuf', 'keys'), opts.log);
     const file = opts.url ? opts.url.slice('sqlite:'.length) : join(opts.dataDir, 'ringfence.db');
+    // Created 0600 before SQLite opens it: SQLite would create it 0644, and it gives the -wal and -shm files
+    // it creates later the mode of the database file.
+    const memory = file === ':memory:' || file === '';
+    if (!memory) ensurePrivateFile(file, opts.log);
     const sqlite = new SQLite(file);
     sqlite.pragma('journal_mode = WAL');
+    // Left over from an earlier run with a looser mode (SQLite reuses them as they are).
+    if (!memory) for (const f of [`${file}-wal`, `${file}-shm`]) tightenMode(f, opts.log);
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');

@@ -137,6 +137,18 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.alterTable('rollouts').addColumn('channel', 'text').execute();
       },
     },
+    '0003_device_trust_boundary': {
+      async up(db: Kysely<unknown>) {
+        // The labels the enrollment token set: they win over what the device says at every check-in.
+        await db.schema
+          .alterTable('devices')
+          .addColumn('enroll_labels', 'text', (c) => c.notNull().defaultTo('{}'))
+          .execute();
+        // A retired device keeps its history but not its token, and no rollout sees it again.
+        await db.schema.alterTable('devices').addColumn('retired_at', bigint).execute();
+        await db.schema.createIndex('devices_name').on('devices').column('name').execute();
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

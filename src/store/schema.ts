@@ -30,6 +30,8 @@ export interface DeviceTable {
   pins: string; // JSON Record<component, version>
   channel: Generated<string>; // 'early' gets a release first; 'general' only once it was promoted
   deferred_until: number | null; // nothing is offered before this instant
+  enroll_labels: Generated<string>; // JSON labels from the enrollment token: they win over the device's own
+  retired_at: number | null; // retired: token revoked, out of every rollout
 }
 
 export interface DeviceComponentTable {

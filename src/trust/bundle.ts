@@ -21,17 +21,31 @@ import {
   readFileSync,
   readSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   writeSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { Metadata, MetadataKind } from '@tufjs/models';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
 import type { BlobStore } from '../store/blobs.ts';
 import { verifyRelease } from './device-verifier.ts';
-import { exportTree, hashedTargetPath } from './export.ts';
+import { exportTree } from './export.ts';
 import type { Repository } from './repository.ts';
-import { storeVendorMetadata, vendorDir, vendorSets } from './vendor-store.ts';
+import {
+  commitVendorMetadata,
+  FileJournal,
+  planVendorMetadata,
+  TufSetError,
+  type TufSetResult,
+  VENDOR_FILE,
+  VENDOR_NAME,
+  type VendorPlan,
+  vendorDir,
+  vendorSets,
+  verifyTufSet,
+} from './vendor-store.ts';
 
 const MAGIC = 'RFBUNDLE 1\n';
 const END = 'RFBUNDLE-END ';
@@ -266,26 +280,111 @@ export interface ImportResult {
   blobs: number;
   bytes: number;
   timestamp_version: number;
+  /** What the caller's `register` (the database commit) reported as new. */
+  added: string[];
+  vendors: Array<{ vendor: string; stored: boolean; timestamp_version: number; pinned: boolean }>;
 }
 
+export interface ImportOptions {
+  /** The organisation's root when this server has none yet (`--root`). */
+  pinnedRoot?: string;
+  /** Vendor name → root file, for vendors whose root this server has not pinned yet (`--vendor-root NAME=FILE`). */
+  vendorRoots?: Record<string, string>;
+  /** Leave the vendors' metadata the bundle carries out (e.g. expired on the way). */
+  skipVendorTuf?: boolean;
+  /** Checks that must pass before anything is written (the database dry run). */
+  precheck?: (releases: BundleRelease[]) => Promise<void>;
+  /** The commit point: registers the releases (one database transaction); returns what was new. */
+  register?: (releases: BundleRelease[]) => Promise<string[]>;
+  /** Whether another release references a blob; such a blob is kept when a refused import is undone. */
+  isReferenced?: (sha256: string) => Promise<boolean>;
+  now?: number;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+const ORG_FILE = /^([0-9]+\.)?(root|targets|snapshot|timestamp)\.json$/;
+
+/** An artifact name is a relative path inside the release: no absolute path, no `..`, `.` or empty segment. */
+function safeArtifactName(n: unknown): n is string {
+  return (
+    typeof n === 'string' &&
+    n.length > 0 &&
+    n.length <= 1024 &&
+    !n.includes('\\') &&
+    !n.includes('\0') &&
+    !n.startsWith('/') &&
+    n.split('/').every((p) => p !== '' && p !== '.' && p !== '..')
+  );
+}
+
+/** The manifest is not signed: every field is checked before it is used for a path or a database row. */
+function checkManifest(m: BundleManifest): BundleManifest {
+  const bad = (why: string): never => {
+    throw new Error(`bundle manifest: ${why}`);
+  };
+  if (!m || typeof m !== 'object' || m.format !== 'ringfence-bundle/1')
+    bad('not a ringfence-bundle/1 manifest');
+  if (!Array.isArray(m.releases)) bad('no list of releases');
+  const refs = new Set<string>();
+  for (const r of m.releases) {
+    if (!r || typeof r !== 'object' || !NAME.test(String(r.component)) || !NAME.test(String(r.version)))
+      bad(`bad release name ${JSON.stringify(r?.component)}@${JSON.stringify(r?.version)}`.slice(0, 200));
+    const ref = `${r.component}@${r.version}`;
+    if (refs.has(ref)) bad(`${ref} is listed twice`);
+    refs.add(ref);
+    if (!Array.isArray(r.artifacts) || r.artifacts.length === 0 || r.artifacts.length > 10_000)
+      bad(`${ref} has no list of files`);
+    const names = new Set<string>();
+    for (const a of r.artifacts) {
+      if (!a || !safeArtifactName(a.name))
+        bad(`${ref} has a bad file name ${JSON.stringify(a?.name)}`.slice(0, 200));
+      if (names.has(a.name)) bad(`${ref} lists ${a.name} twice`);
+      names.add(a.name);
+      if (typeof a.sha256 !== 'string' || !SHA256.test(a.sha256)) bad(`${ref}: ${a.name} has a bad sha256`);
+      if (!Number.isSafeInteger(a.length) || a.length < 0) bad(`${ref}: ${a.name} has a bad length`);
+    }
+  }
+  return m;
+}
+
+/** The bundle's top-level TUF metadata files (the organisation's set). */
+function orgMetadata(tree: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const e of readdirSync(tree, { withFileTypes: true }))
+    if (e.isFile() && ORG_FILE.test(e.name)) out.set(e.name, readFileSync(join(tree, e.name)));
+  return out;
+}
+
+const readIf = (f: string) => (existsSync(f) ? readFileSync(f) : null);
+
 /**
- * Imports a bundle into a server data folder. Order: unpack + checksums, then TUF verification of every
- * release against the pinned root (the server's own 1.root.json, or `pinnedRoot`), then blobs, then
- * metadata (timestamp.json last), then the caller registers the releases (its database commit).
+ * Imports a bundle into a server data folder. Nothing becomes visible before everything verified:
+ *   1. unpack into a scratch folder: magic, every entry's length and sha256, the manifest, the completion marker;
+ *   2. the manifest's fields (names are paths), then every release with the TUF client against the pinned root
+ *      (the server's own 1.root.json, or `pinnedRoot`), every blob against its signed hash, and each release
+ *      complete (exactly the files the organisation signed for it);
+ *   3. the organisation's metadata as a set (a server without keys mirrors it) and every vendor's metadata against
+ *      the vendor root this server pinned (or `vendorRoots` the first time);
+ *   4. the caller's `precheck` (the database dry run);
+ * then blobs, metadata (timestamp.json last), vendor metadata, and the caller's `register` (the database commit).
+ * When any of that fails, every file it wrote is removed or restored and the blobs it added that no release
+ * references are deleted, so a refused import leaves nothing behind.
  */
 export async function importBundle(
   file: string,
   dataDir: string,
   blobs: BlobStore,
-  opts: { pinnedRoot?: string; precheck?: (releases: BundleRelease[]) => Promise<void> } = {},
+  opts: ImportOptions = {},
 ): Promise<ImportResult> {
+  const now = opts.now ?? Date.now();
   const tufDir = join(dataDir, 'tuf');
   const metadataDir = join(tufDir, 'metadata');
-  mkdirSync(tufDir, { recursive: true });
-  const work = join(tufDir, `incoming-${randomBytes(4).toString('hex')}`);
+  mkdirSync(dataDir, { recursive: true });
+  const work = join(dataDir, `.bundle-incoming-${randomBytes(4).toString('hex')}`);
   try {
     const tree = join(work, 'tree');
-    const manifest = unpack(resolve(file), tree);
+    const manifest = checkManifest(unpack(resolve(file), tree));
     const localRoot = join(metadataDir, '1.root.json');
     const pinned = existsSync(localRoot)
       ? readFileSync(localRoot)
@@ -296,16 +395,18 @@ export async function importBundle(
       throw new Error(
         'no pinned root: this server has no TUF root; pass --root FILE (the organisation root v1)',
       );
-    if (
-      existsSync(join(tufDir, 'keys')) &&
-      existsSync(localRoot) &&
-      !readFileSync(join(tree, '1.root.json')).equals(pinned)
-    )
+    const keyed = existsSync(join(tufDir, 'keys'));
+    if (keyed && existsSync(localRoot) && !readIf(join(tree, '1.root.json'))?.equals(pinned))
       throw new Error('bundle is signed under another organisation root than this server');
+
+    // Every release, with the TUF client, against the pinned root; the blobs are downloaded and hash-checked.
+    const clientDir = join(work, 'client');
+    const verifiedFile = (rel: BundleRelease, name: string) =>
+      join(work, 'verified', rel.component, rel.version, name);
     let bytes = 0;
     for (const rel of manifest.releases) {
       const r = await verifyRelease({
-        metadataDir: join(work, 'client'),
+        metadataDir: clientDir,
         pinnedRoot: pinned,
         source: tree,
         component: rel.component,
@@ -316,46 +417,141 @@ export async function importBundle(
       if (!r.ok) throw new Error(`refused ${rel.component}@${rel.version}: ${r.reason}`);
       for (const a of rel.artifacts) bytes += a.length;
     }
-    await opts.precheck?.(manifest.releases);
-    // Everything verified: blobs (content-addressed, each atomic), then metadata, timestamp last.
-    let count = 0;
-    for (const rel of manifest.releases)
-      for (const a of rel.artifacts) {
-        const src = join(
-          tree,
-          'targets',
-          hashedTargetPath(`${rel.component}/${rel.version}/${a.name}`, a.sha256),
-        );
-        if (!blobs.has(a.sha256)) await blobs.put(createReadStream(src), { sha256: a.sha256 });
-        count++;
+    // Each release complete: a bundle cannot register part of a release under its name.
+    if (manifest.releases.length) {
+      const signed = Metadata.fromJSON(
+        MetadataKind.Targets,
+        JSON.parse(readFileSync(join(clientDir, 'targets.json'), 'utf8')),
+      ).signed.targets;
+      for (const rel of manifest.releases) {
+        const want = Object.values(signed)
+          .map((t) => t.custom as { component?: unknown; version?: unknown; name?: unknown })
+          .filter((c) => c.component === rel.component && c.version === rel.version)
+          .map((c) => String(c.name))
+          .sort();
+        const got = rel.artifacts.map((a) => a.name).sort();
+        if (want.join('\n') !== got.join('\n'))
+          throw new Error(
+            `refused ${rel.component}@${rel.version}: the bundle lists ${got.length} file(s), the organisation signed ${want.length} for it`,
+          );
       }
-    const incomingTs = JSON.parse(readFileSync(join(tree, 'timestamp.json'), 'utf8')).signed
-      .version as number;
-    const localTs = existsSync(join(metadataDir, 'timestamp.json'))
-      ? (JSON.parse(readFileSync(join(metadataDir, 'timestamp.json'), 'utf8')).signed.version as number)
-      : 0;
-    if (incomingTs > localTs && !existsSync(join(tufDir, 'keys'))) {
-      // A server without its own keys mirrors the organisation's metadata as is.
-      mkdirSync(metadataDir, { recursive: true });
-      const names = readdirSync(tree)
-        .filter((n) => n.endsWith('.json') && n !== 'MANIFEST.json')
-        .sort((a, b) => Number(a === 'timestamp.json') - Number(b === 'timestamp.json'));
-      for (const n of names) writeFileAtomicSync(join(metadataDir, n), readFileSync(join(tree, n)));
-      const roots = names
-        .filter((n) => /^\d+\.root\.json$/.test(n))
-        .sort((a, b) => parseInt(b, 10) - parseInt(a, 10));
-      if (roots[0]) writeFileAtomicSync(join(metadataDir, 'root.json'), readFileSync(join(tree, roots[0])));
     }
-    // Vendor metadata travels as is (newest timestamp wins); devices verify it from the vendor roots they pin.
-    const vendors = join(tree, 'vendor-tuf');
-    if (existsSync(vendors))
-      for (const v of readdirSync(vendors)) {
-        const files = Object.fromEntries(
-          readdirSync(join(vendors, v)).map((f) => [f, readFileSync(join(vendors, v, f))]),
-        );
-        storeVendorMetadata(dataDir, v, files);
+
+    // The organisation's metadata, for a server without its own keys (a mirror of the organisation's): verified as
+    // a set when it is newer than what the mirror holds (an older bundle only brings its releases).
+    const versionOf = (b: Buffer | null) => {
+      try {
+        const v = b ? JSON.parse(b.toString('utf8'))?.signed?.version : 0;
+        return Number.isSafeInteger(v) ? (v as number) : 0;
+      } catch {
+        return 0;
       }
-    return { releases: manifest.releases, blobs: count, bytes, timestamp_version: incomingTs };
+    };
+    const incomingTs = versionOf(readIf(join(tree, 'timestamp.json')));
+    let org: TufSetResult | null = null;
+    if (!keyed && incomingTs > versionOf(readIf(join(metadataDir, 'timestamp.json')))) {
+      const newest = readIf(join(metadataDir, 'root.json'));
+      try {
+        org = verifyTufSet({
+          files: orgMetadata(tree),
+          anchor: newest ?? pinned,
+          trusted: newest ? (n) => readIf(join(metadataDir, n)) : () => null,
+          now,
+        });
+      } catch (e) {
+        if (e instanceof TufSetError) throw new Error(`organisation metadata refused: ${e.message}`);
+        throw e;
+      }
+    }
+
+    // The vendors' metadata, against the vendor roots this server pinned.
+    const vendorPlans: VendorPlan[] = [];
+    const vendorsDir = join(tree, 'vendor-tuf');
+    if (existsSync(vendorsDir) && !opts.skipVendorTuf)
+      for (const v of readdirSync(vendorsDir, { withFileTypes: true }).sort((a, b) =>
+        a.name.localeCompare(b.name),
+      )) {
+        if (!v.isDirectory() || !VENDOR_NAME.test(v.name))
+          throw new Error(`bundle entry vendor-tuf/${v.name.slice(0, 64)} is not a vendor folder`);
+        const files = new Map<string, Buffer>();
+        for (const f of readdirSync(join(vendorsDir, v.name), { withFileTypes: true })) {
+          if (!f.isFile() || !VENDOR_FILE.test(f.name))
+            throw new Error(`bundle entry vendor-tuf/${v.name}/${f.name.slice(0, 64)} is not TUF metadata`);
+          files.set(f.name, readFileSync(join(vendorsDir, v.name, f.name)));
+        }
+        const rootFile =
+          opts.vendorRoots && Object.hasOwn(opts.vendorRoots, v.name) ? opts.vendorRoots[v.name] : undefined;
+        let root: Buffer | undefined;
+        if (rootFile)
+          try {
+            root = readFileSync(rootFile);
+          } catch (e) {
+            throw new Error(`cannot read the root of vendor ${v.name}: ${(e as Error).message}`);
+          }
+        vendorPlans.push(
+          planVendorMetadata(dataDir, v.name, files, {
+            root,
+            now,
+            hint: `bundle import --vendor-root ${v.name}=FILE`,
+          }),
+        );
+      }
+
+    await opts.precheck?.(manifest.releases);
+
+    // Everything verified. Writes from here on are journalled; the caller's register is the commit point.
+    const journal = new FileJournal();
+    const created: string[] = [];
+    let count = 0;
+    let added: string[] = [];
+    try {
+      for (const rel of manifest.releases)
+        for (const a of rel.artifacts) {
+          if (!blobs.has(a.sha256)) {
+            await blobs.put(createReadStream(verifiedFile(rel, a.name)), { sha256: a.sha256 });
+            created.push(a.sha256);
+          }
+          count++;
+        }
+      if (org?.newer)
+        for (const w of org.writes) {
+          // The current root under its plain name too (Repository.root()), before the commit point.
+          if (w.name === 'timestamp.json' && !readIf(join(metadataDir, 'root.json'))?.equals(org.root.bytes))
+            journal.write(join(metadataDir, 'root.json'), org.root.bytes);
+          journal.write(join(metadataDir, w.name), w.bytes);
+        }
+      for (const plan of vendorPlans) commitVendorMetadata(plan, journal);
+      added = (await opts.register?.(manifest.releases)) ?? [];
+    } catch (e) {
+      try {
+        journal.undo();
+      } catch {}
+      for (const sha of created.reverse()) {
+        let keep = true;
+        try {
+          keep = (await opts.isReferenced?.(sha)) ?? false;
+        } catch {}
+        if (keep) continue;
+        rmSync(blobs.path(sha), { force: true });
+        try {
+          rmdirSync(dirname(blobs.path(sha))); // the fan-out folder, when empty
+        } catch {}
+      }
+      throw e;
+    }
+    return {
+      releases: manifest.releases,
+      blobs: count,
+      bytes,
+      timestamp_version: incomingTs,
+      added,
+      vendors: vendorPlans.map((p) => ({
+        vendor: p.vendor,
+        stored: p.result.newer,
+        timestamp_version: p.result.timestampVersion,
+        pinned: p.firstPin,
+      })),
+    };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

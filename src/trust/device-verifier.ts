@@ -9,6 +9,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync 
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type Fetcher, Updater } from 'tuf-js';
+import { within } from '../agent/offer.ts';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
 import { MirrorFetcher } from './fetcher.ts';
 import { targetPath } from './repository.ts';
@@ -162,7 +163,7 @@ export async function verifyRelease(req: VerifyRequest): Promise<VerifyResult> {
           };
         let file: string | undefined;
         if (req.downloadDir) {
-          file = join(req.downloadDir, a.name);
+          file = within(req.downloadDir, a.name); // never outside the download folder, whatever the name
           mkdirSync(dirname(file), { recursive: true });
           await updater.downloadTarget(info, file);
         }

@@ -1,9 +1,9 @@
 // Ed25519 signing keys for the TUF roles: generated and used through node:crypto, stored 0600 as JSON.
 import { createHash, createPrivateKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Key, Signature } from '@tufjs/models';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { type PermissionLog, tightenMode, writeFileAtomicSync } from '../store/atomic-file.ts';
 
 export type RoleName = 'root' | 'targets' | 'snapshot' | 'timestamp';
 
@@ -55,7 +55,12 @@ export function writeKeyFile(dir: string, name: string, k: KeyFile): string {
   return path;
 }
 
-export function readKeyFile(path: string): KeyFile {
+/**
+ * Reads a key file. A private key other users can read (copied in, restored from a backup, made by an older
+ * version) is tightened to 0600 first, and that is reported.
+ */
+export function readKeyFile(path: string, log?: PermissionLog): KeyFile {
+  tightenMode(path, log);
   const k = JSON.parse(readFileSync(path, 'utf8')) as KeyFile;
   if (k.keytype !== 'ed25519' || !k.private || keyIdOf(k.public) !== k.keyid)
     throw new Error(`${path} is not a Ringfence ed25519 key file`);
@@ -63,7 +68,7 @@ export function readKeyFile(path: string): KeyFile {
 }
 
 /** Every key file of a role found in a folder (root-1.json, root-2.json, targets.json, ...). */
-export function readRoleKeys(dir: string, role: RoleName): KeyFile[] {
+export function readRoleKeys(dir: string, role: RoleName, log?: PermissionLog): KeyFile[] {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -73,6 +78,17 @@ export function readRoleKeys(dir: string, role: RoleName): KeyFile[] {
   return names
     .filter((n) => n.endsWith('.json') && (n === `${role}.json` || n.startsWith(`${role}-`)))
     .sort()
-    .map((n) => readKeyFile(join(dir, n)))
+    .map((n) => readKeyFile(join(dir, n), log))
     .filter((k) => k.role === role);
+}
+
+/**
+ * Makes a key folder and the key files in it private (0700 / 0600) when something loosened them; each fix is
+ * logged. Run when the data folder is opened, so keys are protected before anything signs with them.
+ */
+export function tightenKeyDir(dir: string, log?: PermissionLog): number {
+  if (!existsSync(dir)) return 0;
+  let fixed = tightenMode(dir, log) ? 1 : 0;
+  for (const n of readdirSync(dir)) if (n.endsWith('.json') && tightenMode(join(dir, n), log)) fixed++;
+  return fixed;
 }

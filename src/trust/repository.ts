@@ -204,9 +204,15 @@ export class Repository {
               hashes: { sha256: e.sha256 },
               unrecognizedFields: e.custom ? { custom: e.custom } : {},
             });
-            const cur = t.targets[e.path];
+            // Own properties only: a path is data, and `__proto__` must never reach Object.prototype.
+            const cur = Object.hasOwn(t.targets, e.path) ? t.targets[e.path] : undefined;
             if (cur?.equals(next)) continue;
-            t.targets[e.path] = next;
+            Object.defineProperty(t.targets, e.path, {
+              value: next,
+              enumerable: true,
+              writable: true,
+              configurable: true,
+            });
             changed = true;
           }
           return changed;
@@ -222,7 +228,7 @@ export class Repository {
       this.publishSync(now, (t) => {
         let changed = false;
         for (const p of paths) {
-          if (!(p in t.targets)) continue;
+          if (!Object.hasOwn(t.targets, p)) continue;
           delete t.targets[p];
           changed = true;
         }

@@ -11,7 +11,7 @@ import { Updater } from 'tuf-js';
 import { classify, type RefusalClass, toUrl, verifyRelease } from './device-verifier.ts';
 import { MirrorFetcher } from './fetcher.ts';
 import { VendorVerificationError } from './vendor.ts';
-import { VENDOR_FILE, VENDOR_NAME } from './vendor-store.ts';
+import { TufSetError, VENDOR_FILE, VENDOR_NAME, verifyTufSet } from './vendor-store.ts';
 
 export const DEFAULT_VENDOR_PREFIX = '{component}/{version}/';
 
@@ -56,8 +56,9 @@ async function sha256File(path: string): Promise<{ sha256: string; length: numbe
 /**
  * Import-time check: every file must be in the vendor's signed targets at `prefix + name` with its exact sha256 and
  * length, verified by tuf-js from the vendor's pinned root. Throws VendorVerificationError with a one-line reason.
- * Returns the provenance and the vendor's metadata files exactly as fetched (every root version, timestamp,
- * snapshot, targets) for the server to publish.
+ * Returns the provenance, the vendor's metadata files exactly as fetched (every root version, timestamp, snapshot,
+ * targets; the operator's root under its own version) for the server to verify again and publish, and the
+ * operator's root (the server pins it on the vendor's first upload).
  */
 export async function verifyVendorTuf(opts: {
   vendor: string;
@@ -67,7 +68,7 @@ export async function verifyVendorTuf(opts: {
   version: string;
   files: Array<{ name: string; path: string }>;
   prefix?: string;
-}): Promise<{ provenance: VendorTufProvenance; metadata: Record<string, Buffer> }> {
+}): Promise<{ provenance: VendorTufProvenance; metadata: Record<string, Buffer>; root: Buffer }> {
   if (!VENDOR_NAME.test(opts.vendor)) throw new VendorVerificationError(`bad vendor name ${opts.vendor}`);
   const prefix = opts.prefix ?? DEFAULT_VENDOR_PREFIX;
   const work = mkdtempSync(join(tmpdir(), 'rf-vendor-tuf-'));
@@ -94,7 +95,8 @@ export async function verifyVendorTuf(opts: {
       for (const f of opts.files) {
         const path = vendorPath(prefix, opts.component, opts.version, f.name);
         const info = await updater.getTargetInfo(path);
-        if (!info)
+        // tuf-js looks targets up by plain indexing: `__proto__` or `constructor` would find Object's own members.
+        if (!info || info.path !== path)
           throw new VendorVerificationError(`${path} is not in vendor ${opts.vendor}'s signed targets`);
         const h = await sha256File(f.path);
         if (info.hashes.sha256 !== h.sha256 || info.length !== h.length)
@@ -121,6 +123,23 @@ export async function verifyVendorTuf(opts: {
     }
     if (!fetcher.recorded.has(`${rootVersion}.root.json`))
       fetcher.recorded.set(`${rootVersion}.root.json`, readFileSync(join(work, 'root.json')));
+    // The operator's root is what the server pins (or must find in the chain it pinned): upload it as given, and
+    // check the whole set exactly as the server will (the backfilled older roots were not verified by tuf-js).
+    const given = JSON.parse(root.toString());
+    const givenVersion = given?.signed?.version;
+    if (Number.isSafeInteger(givenVersion)) fetcher.recorded.set(`${givenVersion}.root.json`, root);
+    try {
+      verifyTufSet({
+        files: fetcher.recorded,
+        anchor: root,
+        trusted: () => null,
+        now: Date.now(),
+      });
+    } catch (e) {
+      if (e instanceof TufSetError)
+        throw new VendorVerificationError(`vendor ${opts.vendor} metadata: ${e.message}`);
+      throw e;
+    }
     const ts = JSON.parse(readFileSync(join(work, 'timestamp.json'), 'utf8'));
     return {
       provenance: {
@@ -131,6 +150,7 @@ export async function verifyVendorTuf(opts: {
         targets,
       },
       metadata: Object.fromEntries(fetcher.recorded),
+      root,
     };
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -22,14 +22,16 @@ export async function enrollDevices(
 ): Promise<ProtocolDevice[]> {
   const tok = await api<{ token: string }>(conn, 'POST', '/v1/admin/enroll-tokens', { uses: labels.length });
   const out: ProtocolDevice[] = [];
+  const batch = tok.token.slice(-6); // device names are unique per server: one prefix per call
   for (const [i, l] of labels.entries()) {
+    const name = `pd-${batch}-${i}`;
     const res = await fetch(new URL('/v1/enroll', conn.server), {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token: tok.token, name: `pd-${i}`, labels: l }),
+      body: JSON.stringify({ token: tok.token, name, labels: l }),
     });
     const b = (await res.json()) as { device_id: string; device_token: string };
-    out.push({ id: b.device_id, token: b.device_token, name: `pd-${i}`, version: null, state: 'idle' });
+    out.push({ id: b.device_id, token: b.device_token, name, version: null, state: 'idle' });
   }
   return out;
 }

@@ -8,7 +8,7 @@ import { BlobStore } from '../../store/blobs.ts';
 import { type BundleRelease, exportBundle, importBundle } from '../../trust/bundle.ts';
 import { Repository } from '../../trust/repository.ts';
 import { CliError } from '../client.ts';
-import { printJson } from '../output.ts';
+import { printJson, printLine } from '../output.ts';
 
 const same = (a: BundleRelease['artifacts'], b: BundleRelease['artifacts']) =>
   JSON.stringify([...a].sort((x, y) => x.name.localeCompare(y.name))) ===
@@ -70,6 +70,27 @@ export async function registerBundleReleases(
   return added;
 }
 
+/** Whether any release in the database lists a blob (kept when a refused import is undone). */
+async function blobReferenced(
+  dataDir: string,
+  databaseUrl: string | undefined,
+  sha256: string,
+): Promise<boolean> {
+  if (!/^[0-9a-f]{64}$/.test(sha256)) return true;
+  const { openStore } = await import('../../store/database.ts');
+  const store = await openStore({ dataDir, url: databaseUrl });
+  try {
+    const row = await store.db
+      .selectFrom('releases')
+      .select('id')
+      .where('artifacts', 'like', `%${sha256}%`)
+      .executeTakeFirst();
+    return row !== undefined;
+  } finally {
+    await store.close();
+  }
+}
+
 export function bundleCommands(program: Command): void {
   const bundle = program.command('bundle').description('offline bundles of signed releases');
   bundle
@@ -95,7 +116,7 @@ export function bundleCommands(program: Command): void {
           expires: m.expires,
         };
         if (o.json) return printJson(out);
-        console.log(
+        printLine(
           `wrote ${file}: ${out.releases.length} releases, ${out.bytes} bytes, valid until ${out.expires}`,
         );
       } catch (e) {
@@ -104,29 +125,59 @@ export function bundleCommands(program: Command): void {
     });
   bundle
     .command('import')
-    .description('verify a bundle completely, then add its blobs, metadata and releases')
+    .description('verify a bundle completely, then add its blobs, metadata and releases (all or nothing)')
     .argument('<file>', 'bundle file')
     .requiredOption('--data <dir>', 'server data folder')
     .option('--root <file>', "the organisation's root.json v1, when this server has none yet")
+    .option(
+      '--vendor-root <vendor=file>',
+      "a vendor's TUF root to pin, for a vendor whose metadata this server has not stored yet (repeatable)",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option('--skip-vendor-tuf', "do not import the vendors' metadata the bundle carries")
     .option('--database <url>', 'postgres://… (default: SQLite in the data folder)')
     .option('--json', 'machine-readable output')
-    .action(async (file: string, o: { data: string; root?: string; database?: string; json?: boolean }) => {
-      try {
-        const dbUrl = o.database ?? process.env.RINGFENCE_DATABASE;
-        const r = await importBundle(file, o.data, new BlobStore(join(o.data, 'blobs')), {
-          pinnedRoot: o.root,
-          precheck: async (rels) => {
-            await registerBundleReleases(o.data, rels, { databaseUrl: dbUrl, file, dryRun: true });
-          },
-        });
-        const added = await registerBundleReleases(o.data, r.releases, { databaseUrl: dbUrl, file });
-        const out = { ...r, releases: r.releases.map((x) => `${x.component}@${x.version}`), added };
-        if (o.json) return printJson(out);
-        console.log(
-          `verified and imported ${out.releases.length} releases (${r.bytes} bytes); new: ${added.join(', ') || 'none'}`,
-        );
-      } catch (e) {
-        throw new CliError(`bundle refused: ${(e as Error).message}`);
-      }
-    });
+    .action(
+      async (
+        file: string,
+        o: {
+          data: string;
+          root?: string;
+          vendorRoot: string[];
+          skipVendorTuf?: boolean;
+          database?: string;
+          json?: boolean;
+        },
+      ) => {
+        const vendorRoots: Record<string, string> = Object.create(null);
+        for (const v of o.vendorRoot) {
+          const i = v.indexOf('=');
+          if (i <= 0 || i === v.length - 1)
+            throw new CliError(`--vendor-root expects VENDOR=FILE, got "${v}"`);
+          vendorRoots[v.slice(0, i)] = v.slice(i + 1);
+        }
+        try {
+          const dbUrl = o.database ?? process.env.RINGFENCE_DATABASE;
+          const r = await importBundle(file, o.data, new BlobStore(join(o.data, 'blobs')), {
+            pinnedRoot: o.root,
+            vendorRoots,
+            skipVendorTuf: o.skipVendorTuf,
+            precheck: async (rels) => {
+              await registerBundleReleases(o.data, rels, { databaseUrl: dbUrl, file, dryRun: true });
+            },
+            // The database transaction is the commit point: if it fails, the import removes what it wrote.
+            register: (rels) => registerBundleReleases(o.data, rels, { databaseUrl: dbUrl, file }),
+            isReferenced: (sha) => blobReferenced(o.data, dbUrl, sha),
+          });
+          const out = { ...r, releases: r.releases.map((x) => `${x.component}@${x.version}`) };
+          if (o.json) return printJson(out);
+          printLine(
+            `verified and imported ${out.releases.length} releases (${r.bytes} bytes); new: ${r.added.join(', ') || 'none'}`,
+          );
+        } catch (e) {
+          throw new CliError(`bundle refused: ${(e as Error).message.replace(/\s+/g, ' ').trim()}`);
+        }
+      },
+    );
 }

@@ -1,10 +1,43 @@
 // `ringfence server` and `ringfence agent` (daemon and local control without any server).
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { Agent } from '../../agent/agent.ts';
 import { loadAgentConfig } from '../../agent/config.ts';
 import { CliError } from '../client.ts';
-import { printJson } from '../output.ts';
+import { printJson, printLine } from '../output.ts';
+
+interface ServerFlags {
+  data: string;
+  port?: string;
+  host?: string;
+  database?: string;
+  poll?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/** The certificate and key to serve HTTPS with (flags win over server.yaml), read now so a bad path fails fast. */
+function tlsFiles(
+  o: ServerFlags,
+  fromConfig: { cert: string; key: string } | null,
+  dataDir: string,
+): { cert: Buffer; key: Buffer } | undefined {
+  if (!o.tlsCert !== !o.tlsKey) throw new CliError('--tls-cert and --tls-key go together');
+  const files = o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : fromConfig;
+  if (!files) return undefined;
+  // Paths in server.yaml are relative to the data folder; flags are relative to the working directory.
+  const at = (f: string) => (fromConfig === files ? resolve(dataDir, f) : resolve(f));
+  const read = (f: string, what: string) => {
+    try {
+      return readFileSync(at(f));
+    } catch (e) {
+      throw new CliError(`cannot read the TLS ${what} ${f}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+    }
+  };
+  return { cert: read(files.cert, 'certificate'), key: read(files.key, 'key') };
+}
 
 export function serverCommand(program: Command): void {
   program
@@ -15,24 +48,36 @@ export function serverCommand(program: Command): void {
     .option('--host <addr>', 'address to listen on (default 127.0.0.1, or server.yaml)')
     .option('--database <url>', 'postgres://… for scale-out (default: SQLite in the data folder)')
     .option('--poll <seconds>', 'check-in interval told to agents (default 30, or server.yaml)')
-    .action(async (o: { data: string; port?: string; host?: string; database?: string; poll?: string }) => {
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate chain (or server.yaml tls.cert)')
+    .option('--tls-key <file>', 'the PEM private key for --tls-cert (or server.yaml tls.key)')
+    .action(async (o: ServerFlags) => {
       // Loaded on demand: agents and light commands start without the server's dependencies.
       const { createServer } = await import('../../server/app.ts');
-      const { loadServerConfig } = await import('../../server/config.ts');
+      const { loadServerConfig, limitsOf } = await import('../../server/config.ts');
       const { config, file, created } = loadServerConfig(o.data);
       const port = Number(o.port ?? config.port);
       const poll = Number(o.poll ?? config.poll_seconds);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`invalid port "${o.port}"`);
       if (!Number.isInteger(poll) || poll < 1) throw new CliError(`invalid --poll "${o.poll}"`);
-      const srv = await createServer({
-        dataDir: o.data,
-        databaseUrl: o.database ?? process.env.RINGFENCE_DATABASE ?? config.database ?? undefined,
-        pollSeconds: poll,
-        initialAdminToken: process.env.RINGFENCE_INITIAL_ADMIN_TOKEN,
-      });
+      const tls = tlsFiles(o, config.tls, o.data);
+      let srv: Awaited<ReturnType<typeof createServer>>;
+      try {
+        srv = await createServer({
+          dataDir: o.data,
+          databaseUrl: o.database ?? process.env.RINGFENCE_DATABASE ?? config.database ?? undefined,
+          pollSeconds: poll,
+          initialAdminToken: process.env.RINGFENCE_INITIAL_ADMIN_TOKEN,
+          limits: limitsOf(config),
+          tls,
+        });
+      } catch (e) {
+        throw new CliError((e as Error).message);
+      }
       if (created) srv.ctx.log.info({ file }, 'wrote default server configuration');
       if (srv.newAdminToken) {
         process.stderr.write(`admin token (shown once, store it safely): ${srv.newAdminToken}\n`);
+      } else if (srv.adminTokenFromEnv) {
+        process.stderr.write('admin token set from RINGFENCE_INITIAL_ADMIN_TOKEN (not shown)\n');
       }
       const address = await srv.app.listen({ port, host: o.host ?? config.host });
       srv.ctx.log.info({ address }, 'ringfence server listening');
@@ -80,9 +125,9 @@ export function agentCommand(program: Command): void {
         components: Array<Record<string, unknown>>;
       };
       if (o.json) return printJson(s);
-      console.log(`device ${s.identity ?? '(not enrolled)'}; ${s.outbox} reports waiting to be sent`);
+      printLine(`device ${s.identity ?? '(not enrolled)'}; ${s.outbox} reports waiting to be sent`);
       for (const c of s.components) {
-        console.log(
+        printLine(
           `${c.component}: ${c.current ?? '-'} (active ${c.active ?? '-'})${c.hold ? ' HELD' : ''}${c.pin ? ` pinned ${c.pin}` : ''}${(c.quarantined as string[]).length ? ` quarantined ${(c.quarantined as string[]).join(',')}` : ''}${c.txn ? ` txn ${(c.txn as { phase: string }).phase}` : ''}`,
         );
       }
@@ -104,7 +149,7 @@ export function agentCommand(program: Command): void {
       if (o.json) return printJson(done);
       for (const d of done) {
         const j = a.journal.read(d.component);
-        console.log(
+        printLine(
           `${d.component}: ${d.action === 'none' ? 'nothing to guard' : d.action}${j.txn ? ` (txn ${j.txn.phase}, attempt ${j.txn.attempts} of ${cfg.components.find((c) => c.name === d.component)?.max_attempts})` : ''}; running ${j.current ?? '-'}`,
         );
       }
@@ -128,7 +173,7 @@ export function agentCommand(program: Command): void {
       const name = oneComponent(a, o.component);
       try {
         const j = await a.localRollback(name);
-        console.log(`${name}: rolled back to ${j.current ?? '-'}; quarantined ${j.quarantined.join(',')}`);
+        printLine(`${name}: rolled back to ${j.current ?? '-'}; quarantined ${j.quarantined.join(',')}`);
       } catch (e) {
         throw new CliError((e as Error).message);
       }
@@ -147,7 +192,7 @@ export function agentCommand(program: Command): void {
       } catch (e) {
         throw new CliError((e as Error).message);
       }
-      console.log(`${ref.slice(0, at)}: pinned to ${ref.slice(at + 1)}`);
+      printLine(`${ref.slice(0, at)}: pinned to ${ref.slice(at + 1)}`);
     });
   agent
     .command('unpin')
@@ -158,7 +203,7 @@ export function agentCommand(program: Command): void {
       const a = local(o);
       const name = oneComponent(a, o.component);
       a.setPin(name, null);
-      console.log(`${name}: unpinned`);
+      printLine(`${name}: unpinned`);
     });
   agent
     .command('clear-quarantine')
@@ -170,9 +215,7 @@ export function agentCommand(program: Command): void {
       const a = local(o);
       const name = oneComponent(a, o.component);
       const j = a.clearQuarantine(name, o.release);
-      console.log(
-        `${name}: quarantine ${j.quarantined.length ? `now ${j.quarantined.join(',')}` : 'cleared'}`,
-      );
+      printLine(`${name}: quarantine ${j.quarantined.length ? `now ${j.quarantined.join(',')}` : 'cleared'}`);
     });
   agent
     .command('apply-bundle')
@@ -193,9 +236,9 @@ export function agentCommand(program: Command): void {
       }
       if (res.some((r) => r.outcome === 'refused' || r.outcome === 'rolled-back')) process.exitCode = 1;
       if (o.json) return printJson(res);
-      if (!res.length) console.log('the bundle holds no release for a component of this device');
+      if (!res.length) printLine('the bundle holds no release for a component of this device');
       for (const r of res)
-        console.log(
+        printLine(
           `${r.component}${r.version ? `@${r.version}` : ''}: ${r.outcome}${r.class ? ` [${r.class}]` : ''}${r.reason ? `: ${r.reason}` : ''}`,
         );
     });
@@ -213,7 +256,7 @@ export function agentCommand(program: Command): void {
         for (const c of a.cfg.components) {
           if (o.component && c.name !== o.component) continue;
           a.journal.write({ ...a.journal.read(c.name), hold: name === 'hold' });
-          console.log(`${c.name}: ${name === 'hold' ? 'held' : 'released'}`);
+          printLine(`${c.name}: ${name === 'hold' ? 'held' : 'released'}`);
         }
       });
   }

@@ -4,7 +4,7 @@ import { parseDuration } from '../../engine/duration.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import type { AuditEntry } from '../../store/audit.ts';
 import { api, CliError, type Conn } from '../client.ts';
-import { ago, printJson, printTable } from '../output.ts';
+import { ago, printJson, printLine, printTable } from '../output.ts';
 
 export function fleetCommands(program: Command, conn: () => Conn): void {
   const fleet = program.command('fleet').description('devices, enrollment, holds and pins');
@@ -31,22 +31,40 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
       );
     });
   fleet
+    .command('retire')
+    .description('retire a device: its token is revoked and it leaves every rollout (history is kept)')
+    .argument('<device>', 'device id or name')
+    .option('--reason <text>', 'why, for the audit log')
+    .option('--json', 'machine-readable output')
+    .action(async (id: string, o: { reason?: string; json?: boolean }) => {
+      const r = await api<{ id: string; name: string; left_rollouts: number }>(
+        conn(),
+        'POST',
+        `/v1/admin/devices/${encodeURIComponent(id)}/retire`,
+        o.reason ? { reason: o.reason } : {},
+      );
+      if (o.json) return printJson(r);
+      printLine(
+        `retired ${r.name} (${r.id}); its token is revoked; it left ${r.left_rollouts} open rollout assignment(s)`,
+      );
+    });
+  fleet
     .command('show')
     .argument('<device>', 'device id or name')
     .option('--json', 'machine-readable output')
     .action(async (id: string, o: { json?: boolean }) => {
       const d = await api<DeviceSummary>(conn(), 'GET', `/v1/admin/devices/${encodeURIComponent(id)}`);
       if (o.json) return printJson(d);
-      console.log(
+      printLine(
         `${d.name} (${d.id}) agent ${d.agent_version}, last seen ${ago(d.last_seen_at)}${d.held ? ', HELD' : ''}`,
       );
-      console.log(
+      printLine(
         `labels: ${Object.entries(d.labels)
           .map(([k, v]) => `${k}=${v}`)
           .join(', ')}`,
       );
       if (Object.keys(d.pins).length)
-        console.log(
+        printLine(
           `pins: ${Object.entries(d.pins)
             .map(([k, v]) => `${k}@${v}`)
             .join(', ')}`,
@@ -75,7 +93,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
         ...(o.expires ? { expires_in_s: Number(o.expires) } : {}),
       });
       if (o.json) printJson(r);
-      else console.log(r.token);
+      else printLine(r.token);
     });
   for (const [name, desc] of [
     ['hold', 'hold devices matching SELECTOR: no rollout offers them anything'],
@@ -93,7 +111,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
           reason: o.reason,
         });
         if (o.json) printJson(r);
-        else console.log(`${name}: ${r.devices.length} devices`);
+        else printLine(`${name}: ${r.devices.length} devices`);
       });
   }
   fleet
@@ -121,7 +139,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
       });
       if (o.json) printJson({ ...r, until });
       else
-        console.log(
+        printLine(
           until === null
             ? `deferral cleared on ${r.devices.length} devices`
             : `deferred ${r.devices.length} devices until ${new Date(until).toISOString()}`,
@@ -141,7 +159,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
         channel,
       });
       if (o.json) printJson(r);
-      else console.log(`${r.devices.length} devices on the ${channel} channel`);
+      else printLine(`${r.devices.length} devices on the ${channel} channel`);
     });
   fleet
     .command('pin')
@@ -155,7 +173,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
         release: ref,
       });
       if (o.json) printJson(r);
-      else console.log(`pinned ${r.devices.length} devices to ${ref}`);
+      else printLine(`pinned ${r.devices.length} devices to ${ref}`);
     });
   fleet
     .command('unpin')
@@ -168,7 +186,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
         component,
       });
       if (o.json) printJson(r);
-      else console.log(`unpinned ${component} on ${r.devices.length} devices`);
+      else printLine(`unpinned ${component} on ${r.devices.length} devices`);
     });
 
   const audit = program.command('audit').description('the hash-chained audit log');
@@ -201,7 +219,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
       );
       if (o.json) printJson(r);
       else
-        console.log(
+        printLine(
           r.ok ? `audit chain intact (${r.entries} entries)` : `audit chain BROKEN at entry ${r.brokenAt}`,
         );
       if (!r.ok) throw new CliError(`audit chain broken at entry ${r.brokenAt}`);

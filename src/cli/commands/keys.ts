@@ -1,9 +1,24 @@
 // `ringfence keys init | rotate-root | show`: the organisation's TUF keys and root metadata.
+import { join } from 'node:path';
 import type { Command } from 'commander';
-import { generateKey, readRoleKeys, writeKeyFile } from '../../trust/keys.ts';
+import { ensurePrivateDir } from '../../store/atomic-file.ts';
+import { generateKey, readRoleKeys, tightenKeyDir, writeKeyFile } from '../../trust/keys.ts';
 import { Repository } from '../../trust/repository.ts';
 import { CliError } from '../client.ts';
-import { printJson } from '../output.ts';
+import { printJson, printLine } from '../output.ts';
+
+/**
+ * The data folder holds the signing keys, the database and the blobs: private (0700) whichever command creates
+ * it first. `keys init` may run before the server ever started, or on a folder made with a looser mode.
+ */
+function privateDataDir(dir: string): void {
+  try {
+    ensurePrivateDir(dir);
+    tightenKeyDir(join(dir, 'tuf', 'keys'));
+  } catch (e) {
+    throw new CliError(`${dir}: ${(e as Error).message}`);
+  }
+}
 
 const int = (v: string, what: string) => {
   const n = Number(v);
@@ -29,6 +44,7 @@ export function keysCommands(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(
       (o: { data: string; rootKeys: string; rootThreshold: string; rootKeyDir?: string; json?: boolean }) => {
+        privateDataDir(o.data);
         let r: ReturnType<typeof Repository.init>;
         try {
           r = Repository.init(o.data, {
@@ -47,9 +63,9 @@ export function keysCommands(program: Command): void {
           metadata: r.repo.metadataDir,
         };
         if (o.json) return printJson(out);
-        console.log(`TUF root v1 (${out.root_threshold}) written to ${out.metadata}/1.root.json`);
-        for (const k of out.keys) console.log(`  ${k.role.padEnd(9)} ${k.keyid}`);
-        console.log(`root private keys in ${out.root_key_dir}: move them offline (see docs/trust.md)`);
+        printLine(`TUF root v1 (${out.root_threshold}) written to ${out.metadata}/1.root.json`);
+        for (const k of out.keys) printLine(`  ${k.role.padEnd(9)} ${k.keyid}`);
+        printLine(`root private keys in ${out.root_key_dir}: move them offline (see docs/trust.md)`);
       },
     );
   keys
@@ -79,6 +95,7 @@ export function keysCommands(program: Command): void {
       }) => {
         const repo = Repository.open(o.data);
         if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
+        privateDataDir(o.data);
         const keyDir = o.rootKeyDir ?? repo.keyDir;
         const current = readRoleKeys(keyDir, 'root');
         let next = current;
@@ -111,7 +128,7 @@ export function keysCommands(program: Command): void {
             threshold: root.signed.roles.root.threshold,
           };
           if (o.json) return printJson(out);
-          console.log(
+          printLine(
             `root v${out.root_version} signed (${out.threshold}-of-${out.root_keys.length}); devices follow the chain on their next check`,
           );
         } catch (e) {
@@ -138,8 +155,8 @@ export function keysCommands(program: Command): void {
         targets: Object.keys(repo.targets().signed.targets).length,
       };
       if (o.json) return printJson(out);
-      console.log(`root v${out.version}, expires ${out.expires}; ${out.targets} signed targets`);
+      printLine(`root v${out.version}, expires ${out.expires}; ${out.targets} signed targets`);
       for (const [n, r] of Object.entries(out.roles))
-        console.log(`  ${n.padEnd(9)} ${r.threshold}-of-${r.keyids.length}`);
+        printLine(`  ${n.padEnd(9)} ${r.threshold}-of-${r.keyids.length}`);
     });
 }

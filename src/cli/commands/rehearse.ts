@@ -12,7 +12,7 @@ import { createRng } from '../../sim/prng.ts';
 import { type RehearsalResult, rehearse } from '../../sim/rehearsal.ts';
 import { formatSpan, renderReport } from '../../sim/report-html.ts';
 import { api, CliError, type Conn } from '../client.ts';
-import { printTable } from '../output.ts';
+import { printLine, printTable } from '../output.ts';
 import { readFleet } from './rollout.ts';
 
 interface RehearseOpts {
@@ -56,8 +56,8 @@ function duration(v: string, what: string): number {
 }
 
 function printHuman(r: RehearsalResult): void {
-  console.log(`rehearsal of plan ${r.plan} over ${r.fleet} simulated devices (seed ${r.seed})`);
-  for (const f of r.faults) console.log(`fault ${f.spec}: ${f.devices} devices`);
+  printLine(`rehearsal of plan ${r.plan} over ${r.fleet} simulated devices (seed ${r.seed})`);
+  for (const f of r.faults) printLine(`fault ${f.spec}: ${f.devices} devices`);
   printTable(
     r.waves.map((w) => ({
       wave: w.name,
@@ -70,12 +70,12 @@ function printHuman(r: RehearsalResult): void {
     })),
     ['wave', 'selected', 'exposed', 'succeeded', 'failed', 'rolled_back', 'reached'],
   );
-  console.log(`end state: ${r.end_state}${r.reason ? ` (${r.reason})` : ''}`);
-  if (r.unfinished) console.log(`unfinished: ${r.unfinished}`);
-  console.log(
+  printLine(`end state: ${r.end_state}${r.reason ? ` (${r.reason})` : ''}`);
+  if (r.unfinished) printLine(`unfinished: ${r.unfinished}`);
+  printLine(
     `exposure: ${r.exposed} devices (${r.exposed_percent}%); peak running at once: ${r.peak_running} (${r.peak_running_percent}%)`,
   );
-  console.log(
+  printLine(
     `time to halt: ${formatSpan(r.time_to_halt_ms)}; time to complete: ${formatSpan(r.time_to_complete_ms)}; ` +
       `${r.steps} engine steps, ${r.device_events} device events`,
   );
@@ -161,7 +161,7 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
         mkdirSync(dir, { recursive: true });
         writeFileSync(join(dir, 'report.json'), `${JSON.stringify(r, null, 2)}\n`);
         writeFileSync(join(dir, 'index.html'), renderReport(r));
-        if (!o.json) console.log(`report: ${join(dir, 'index.html')}`);
+        if (!o.json) printLine(`report: ${join(dir, 'index.html')}`);
       }
       if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else printHuman(r);

@@ -1,55 +1,155 @@
 // `ringfence release import | approve | list`.
-import { createReadStream, readdirSync, statSync } from 'node:fs';
-import { basename, join, relative } from 'node:path';
+import { constants, lstatSync, readdirSync, realpathSync, type Stats, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { basename, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import type { ReleaseView } from '../../server/routes/admin-releases.ts';
 import { api, CliError, type Conn } from '../client.ts';
-import { printJson, printTable } from '../output.ts';
+import { printJson, printLine, printTable } from '../output.ts';
 
-/** Expands paths into (artifact name, file) pairs: a folder contributes its files by relative path. */
-export function collectFiles(paths: string[]): Array<{ name: string; path: string }> {
-  const out: Array<{ name: string; path: string }> = [];
-  for (const p of paths) {
-    let st: ReturnType<typeof statSync>;
-    try {
-      st = statSync(p);
-    } catch {
-      throw new CliError(`no such file or folder: ${p}`);
-    }
-    if (st.isFile()) out.push({ name: basename(p), path: p });
-    else if (st.isDirectory()) {
-      const walk = (dir: string) => {
-        for (const e of readdirSync(dir, { withFileTypes: true })) {
-          const full = join(dir, e.name);
-          if (e.isDirectory()) walk(full);
-          else if (e.isFile()) out.push({ name: relative(p, full).split('\\').join('/'), path: full });
-        }
-      };
-      walk(p);
-    }
-  }
-  if (out.length === 0) throw new CliError('nothing to import: no files found');
-  return out.sort((a, b) => a.name.localeCompare(b.name));
+export interface CollectOptions {
+  /** Import what symbolic links point to (regular files and folders only); default: refuse symbolic links. */
+  followSymlinks?: boolean;
 }
 
-/** Uploads files as blobs and registers the release. */
+const kindOf = (st: Stats) =>
+  st.isFIFO()
+    ? 'a FIFO'
+    : st.isSocket()
+      ? 'a socket'
+      : st.isCharacterDevice()
+        ? 'a character device'
+        : st.isBlockDevice()
+          ? 'a block device'
+          : 'a special file';
+
+/**
+ * The type of a path under the symlink policy: a regular file or a folder, or a one-line CliError. Symbolic links
+ * are refused unless followed; followed ones must end at a regular file or folder (not a loop, not dangling).
+ */
+function inspect(p: string, follow: boolean): Stats {
+  let st: Stats;
+  try {
+    st = lstatSync(p);
+  } catch {
+    throw new CliError(`no such file or folder: ${p}`);
+  }
+  if (st.isSymbolicLink()) {
+    if (!follow)
+      throw new CliError(
+        `refused: ${p} is a symbolic link (pass --follow-symlinks to import what it points to)`,
+      );
+    try {
+      st = statSync(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP') throw new CliError(`refused: ${p} is a symbolic link loop`);
+      if (code === 'ENOENT') throw new CliError(`refused: ${p} is a broken symbolic link`);
+      throw new CliError(`refused: cannot follow ${p}: ${(e as Error).message}`);
+    }
+  }
+  if (!st.isFile() && !st.isDirectory())
+    throw new CliError(`refused: ${p} is ${kindOf(st)}, not a regular file or folder`);
+  return st;
+}
+
+/**
+ * Expands paths into (artifact name, file) pairs: a folder contributes its files by relative path. Every entry
+ * must be a regular file or a folder: symbolic links (unless `followSymlinks`), FIFOs, sockets and devices are
+ * refused with a one-line CliError instead of being skipped, so a release is never silently incomplete.
+ */
+export function collectFiles(
+  paths: string[],
+  opts: CollectOptions = {},
+): Array<{ name: string; path: string }> {
+  const follow = opts.followSymlinks === true;
+  const out: Array<{ name: string; path: string }> = [];
+  for (const p of paths) {
+    if (inspect(p, follow).isFile()) {
+      out.push({ name: basename(p), path: p });
+      continue;
+    }
+    const walking = new Set<string>(); // real paths of the folders being walked: a link back into one is a loop
+    const walk = (dir: string) => {
+      const real = realpathSync(dir);
+      if (walking.has(real))
+        throw new CliError(`refused: ${dir} is a symbolic link loop (it leads back to ${real})`);
+      walking.add(real);
+      for (const e of readdirSync(dir).sort()) {
+        const full = join(dir, e);
+        if (inspect(full, follow).isDirectory()) walk(full);
+        else out.push({ name: relative(p, full).split(sep).join('/'), path: full });
+      }
+      walking.delete(real);
+    };
+    walk(p);
+  }
+  if (out.length === 0) throw new CliError('nothing to import: no files found');
+  out.sort((a, b) => a.name.localeCompare(b.name));
+  for (let i = 1; i < out.length; i++)
+    if (out[i].name === out[i - 1].name)
+      throw new CliError(
+        `refused: ${out[i - 1].path} and ${out[i].path} would both be imported as ${out[i].name}`,
+      );
+  return out;
+}
+
+/**
+ * Opens a collected file for upload and checks, on the open descriptor, that it is still a regular file (it may
+ * have been swapped for a FIFO or a link since it was collected). O_NONBLOCK: opening a FIFO must not hang.
+ */
+async function openRegular(path: string, follow: boolean) {
+  const flags = constants.O_RDONLY | constants.O_NONBLOCK | (follow ? 0 : constants.O_NOFOLLOW);
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, flags);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(
+      code === 'ELOOP'
+        ? `refused: ${path} is a symbolic link (pass --follow-symlinks to import what it points to)`
+        : `cannot open ${path}: ${(e as Error).message}`,
+    );
+  }
+  const st = await fh.stat();
+  if (!st.isFile()) {
+    await fh.close();
+    throw new CliError(`refused: ${path} is ${kindOf(st)}, not a regular file`);
+  }
+  return fh;
+}
+
+/** Uploads collected files as blobs and registers the release. */
+export async function importFiles(
+  conn: Conn,
+  component: string,
+  version: string,
+  files: Array<{ name: string; path: string }>,
+  provenance: Record<string, unknown> = {},
+  opts: CollectOptions = {},
+) {
+  const artifacts = [];
+  for (const f of files) {
+    const fh = await openRegular(f.path, opts.followSymlinks === true);
+    const body = Readable.toWeb(fh.createReadStream()) as unknown as Uint8Array;
+    const blob = await api<{ sha256: string; length: number }>(conn, 'POST', '/v1/admin/blobs', body);
+    artifacts.push({ name: f.name, sha256: blob.sha256, length: blob.length });
+  }
+  await api(conn, 'POST', '/v1/admin/releases', { component, version, artifacts, provenance });
+  return { component, version, artifacts };
+}
+
+/** Uploads files (or folders) as blobs and registers the release. */
 export async function importRelease(
   conn: Conn,
   component: string,
   version: string,
   paths: string[],
   provenance: Record<string, unknown> = {},
+  opts: CollectOptions = {},
 ) {
-  const files = collectFiles(paths);
-  const artifacts = [];
-  for (const f of files) {
-    const body = Readable.toWeb(createReadStream(f.path)) as unknown as Uint8Array;
-    const blob = await api<{ sha256: string; length: number }>(conn, 'POST', '/v1/admin/blobs', body);
-    artifacts.push({ name: f.name, sha256: blob.sha256, length: blob.length });
-  }
-  await api(conn, 'POST', '/v1/admin/releases', { component, version, artifacts, provenance });
-  return { component, version, artifacts };
+  return importFiles(conn, component, version, collectFiles(paths, opts), provenance, opts);
 }
 
 export function releaseCommands(program: Command, conn: () => Conn): void {
@@ -73,6 +173,10 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
       'where the vendor lists the files: prefix + name; {component} and {version} are replaced',
       '{component}/{version}/',
     )
+    .option(
+      '--follow-symlinks',
+      'import what symbolic links point to (default: refuse them); FIFOs, sockets and devices are always refused',
+    )
     .option('--json', 'machine-readable output')
     .action(
       async (
@@ -81,6 +185,7 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
           component: string;
           version: string;
           json?: boolean;
+          followSymlinks?: boolean;
           vendorSig?: string;
           vendorKey?: string;
           vendorTuf?: string;
@@ -89,13 +194,16 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
           vendorTargetPrefix: string;
         },
       ) => {
+        // Every file is checked (regular files only) before any vendor check or upload.
+        const collect = { followSymlinks: o.followSymlinks === true };
+        const files = collectFiles(paths, collect);
         // Vendor authenticity is checked before anything is uploaded; the result goes into the audited provenance.
         let vendor: Record<string, unknown> | undefined;
         if (o.vendorSig || o.vendorKey) {
           if (!o.vendorSig || !o.vendorKey) throw new CliError('--vendor-sig and --vendor-key go together');
           const { verifyVendorRelease } = await import('../../trust/vendor.ts');
           try {
-            vendor = { ...(await verifyVendorRelease(collectFiles(paths), o.vendorSig, o.vendorKey)) };
+            vendor = { ...(await verifyVendorRelease(files, o.vendorSig, o.vendorKey)) };
           } catch (e) {
             throw new CliError(`refused: ${(e as Error).message}`);
           }
@@ -116,7 +224,7 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
               rootFile: o.vendorRoot,
               component: o.component,
               version: o.version,
-              files: collectFiles(paths),
+              files,
               prefix: o.vendorTargetPrefix,
             });
           } catch (e) {
@@ -125,21 +233,31 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
         }
         const c = conn();
         if (vendorTuf) {
-          const files = Object.fromEntries(
+          const metadata = Object.fromEntries(
             Object.entries(vendorTuf.metadata).map(([n, b]) => [n, b.toString('base64')]),
           );
+          // With the operator's root: the server pins it on the vendor's first upload, or checks it belongs to the
+          // chain it pinned, and verifies the whole set again before storing anything.
           await api(c, 'PUT', `/v1/admin/vendor-tuf/${encodeURIComponent(vendorTuf.provenance.vendor)}`, {
-            files,
+            files: metadata,
+            root: vendorTuf.root.toString('base64'),
             release: `${o.component}@${o.version}`,
           });
         }
-        const r = await importRelease(c, o.component, o.version, paths, {
-          imported_by: process.env.USER ?? 'unknown',
-          ...(vendor ? { vendor } : {}),
-          ...(vendorTuf ? { vendor_tuf: vendorTuf.provenance } : {}),
-        });
+        const r = await importFiles(
+          c,
+          o.component,
+          o.version,
+          files,
+          {
+            imported_by: process.env.USER ?? 'unknown',
+            ...(vendor ? { vendor } : {}),
+            ...(vendorTuf ? { vendor_tuf: vendorTuf.provenance } : {}),
+          },
+          collect,
+        );
         if (o.json) printJson(r);
-        else console.log(`imported ${r.component}@${r.version} (${r.artifacts.length} files)`);
+        else printLine(`imported ${r.component}@${r.version} (${r.artifacts.length} files)`);
       },
     );
   release
@@ -150,7 +268,7 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
     .action(async (ref: string, o: { json?: boolean }) => {
       const r = await api(conn(), 'POST', `/v1/admin/releases/${encodeURIComponent(ref)}/approve`, {});
       if (o.json) printJson(r);
-      else console.log(`approved ${ref}`);
+      else printLine(`approved ${ref}`);
     });
   release
     .command('list')

@@ -7,7 +7,7 @@ import { exportTree } from '../../trust/export.ts';
 import { Repository } from '../../trust/repository.ts';
 import { serveStatic } from '../../trust/static-server.ts';
 import { CliError } from '../client.ts';
-import { printJson } from '../output.ts';
+import { printJson, printLine } from '../output.ts';
 
 export function repoCommands(program: Command): void {
   const repo = program.command('repo').description('the signed (TUF) repository');
@@ -25,10 +25,10 @@ export function repoCommands(program: Command): void {
         validForMs: o.validFor ? parseDuration(o.validFor) : undefined,
       });
       if (o.json) return printJson(res);
-      console.log(
+      printLine(
         `exported ${res.metadata} metadata files and ${res.targets} targets (${res.bytes} bytes) to ${res.dir}; valid until ${res.expires}`,
       );
-      if (res.missing.length) console.log(`missing blobs (not exported): ${res.missing.join(', ')}`);
+      if (res.missing.length) printLine(`missing blobs (not exported): ${res.missing.join(', ')}`);
     });
   repo
     .command('gc')
@@ -47,7 +47,7 @@ export function repoCommands(program: Command): void {
           dryRun: o.dryRun,
         });
         if (o.json) return printJson(r);
-        console.log(
+        printLine(
           `${o.dryRun ? 'would free' : 'freed'} ${r.bytes_freed} bytes in ${r.blobs_freed} blobs; withdrew ${r.dropped.length} releases (${r.dropped.join(', ') || 'none'}); kept ${r.kept.length}`,
         );
       } finally {
@@ -62,6 +62,6 @@ export function repoCommands(program: Command): void {
     .option('--host <addr>', 'address', '127.0.0.1')
     .action(async (dir: string, o: { port: string; host: string }) => {
       const s = await serveStatic(dir, { port: Number(o.port), host: o.host });
-      console.log(`serving ${dir} at ${s.url}`);
+      printLine(`serving ${dir} at ${s.url}`);
     });
 }

@@ -8,7 +8,7 @@ import type { Labels } from '../../engine/selector.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import type { RolloutView } from '../../server/routes/admin-rollouts.ts';
 import { api, CliError, type Conn } from '../client.ts';
-import { printJson, printTable } from '../output.ts';
+import { printJson, printLine, printTable } from '../output.ts';
 
 function readPlan(file: string): { source: string; plan: Plan } {
   let source: string;
@@ -38,10 +38,10 @@ export function readFleet(file: string): Labels[] {
 }
 
 function printRollout(r: RolloutView): void {
-  console.log(
+  printLine(
     `rollout ${r.id}: ${r.component}@${r.version} via ${r.plan} — ${r.status}${r.state.reason ? ` (${r.state.reason})` : ''}`,
   );
-  console.log(
+  printLine(
     `exposed: ${r.exposed} devices${r.wave ? `, current wave: ${r.wave}` : ''}${r.state.emergency ? ', EMERGENCY' : ''}`,
   );
   printTable(r.waves, ['name', 'selected', 'offered', 'succeeded', 'failed', 'reverted']);
@@ -58,7 +58,7 @@ export function planCommands(program: Command, conn: () => Conn): void {
       const p = await api<Plan>(conn(), 'POST', '/v1/admin/plans', { source, file });
       if (o.json) printJson(p);
       else
-        console.log(
+        printLine(
           `plan ${p.name} applied (${p.waves.length} waves: ${p.waves.map((w) => w.name).join(' → ')})`,
         );
     });
@@ -98,7 +98,7 @@ export function planCommands(program: Command, conn: () => Conn): void {
         const a = analysePlan(p, fleet, { allowWide: o.allowWide });
         if (o.json) printJson({ plan: p.name, valid: a.problems.length === 0, ...a });
         else {
-          console.log(`plan ${p.name}: valid; fleet of ${a.fleet} devices`);
+          printLine(`plan ${p.name}: valid; fleet of ${a.fleet} devices`);
           printTable(
             a.waves.map((w) => ({
               wave: w.wave,
@@ -111,13 +111,13 @@ export function planCommands(program: Command, conn: () => Conn): void {
             })),
             ['wave', 'devices', 'cumulative', 'budget', 'worst failed', 'bake', 'approval'],
           );
-          console.log(
+          printLine(
             `worst-case exposure of a release that fails everywhere: ${a.worstCaseExposure} devices (${a.worstCasePercent.toFixed(1)}%)`,
           );
-          console.log(
+          printLine(
             `minimum duration: ${formatDuration(a.minDurationMs)}; devices no wave reaches: ${a.unreached}`,
           );
-          for (const w of a.warnings) console.log(`warning: ${w}`);
+          for (const w of a.warnings) printLine(`warning: ${w}`);
         }
         if (a.problems.length) throw new CliError(a.problems.join('; '));
       },
@@ -165,7 +165,7 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
           ...(o.reason ? { reason: o.reason } : {}),
         });
         if (o.json) printJson(r);
-        else console.log(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
+        else printLine(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
       },
     );
   rollout
@@ -209,7 +209,7 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
           o.reason ? { reason: o.reason } : {},
         );
         if (o.json) printJson(r);
-        else console.log(`rollout ${r.id}: ${r.status}`);
+        else printLine(`rollout ${r.id}: ${r.status}`);
       });
   }
   rollout
@@ -220,6 +220,6 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
       const r = await api<{ paused: number[] }>(conn(), 'POST', '/v1/admin/rollouts/stop-all', {});
       if (o.json) printJson(r);
       else
-        console.log(`paused ${r.paused.length} rollouts${r.paused.length ? `: ${r.paused.join(', ')}` : ''}`);
+        printLine(`paused ${r.paused.length} rollouts${r.paused.length ? `: ${r.paused.join(', ')}` : ''}`);
     });
 }

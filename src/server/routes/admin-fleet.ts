@@ -1,6 +1,7 @@
 // Admin API for the fleet: enrollment tokens, devices, holds and pins (which always win), and the audit log.
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import { ACTIVE } from '../../engine/rollout.ts';
 import { matches, parseSelector } from '../../engine/selector.ts';
 import { appendAudit, listAudit, verifyAudit } from '../../store/audit.ts';
 import type { Db } from '../../store/database.ts';
@@ -28,9 +29,16 @@ export interface DeviceSummary {
 }
 
 async function devices(db: Db, id?: string): Promise<DeviceSummary[]> {
-  let q = db.selectFrom('devices').selectAll().orderBy('name');
+  let q = db.selectFrom('devices').selectAll().where('retired_at', 'is', null).orderBy('name');
   if (id) q = q.where((eb) => eb.or([eb('id', '=', id), eb('name', '=', id)]));
-  const rows = await q.execute();
+  let rows = await q.execute();
+  if (id && rows.length > 1) {
+    // A device id always wins; a name that several devices carry is refused rather than guessed.
+    const exact = rows.filter((r) => r.id === id);
+    if (exact.length !== 1)
+      throw new HttpError(409, `${rows.length} devices are named "${id}": use a device id`);
+    rows = exact;
+  }
   let cq = db.selectFrom('device_components').selectAll();
   if (id) cq = cq.where('device_id', 'in', rows.length ? rows.map((r) => r.id) : ['']);
   const comps = await cq.execute();
@@ -173,6 +181,61 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
     },
   );
 
+  app.post(
+    '/v1/admin/devices/:id/retire',
+    {
+      schema: {
+        summary: 'Retire a device: its token is revoked, it leaves every rollout, its history stays',
+        tags: ['fleet'],
+        params: {
+          type: 'object',
+          required: ['id'],
+          properties: { id: { type: 'string', minLength: 1, maxLength: 200 } },
+        },
+        body: {
+          type: ['object', 'null'],
+          additionalProperties: false,
+          properties: { reason: { type: 'string', maxLength: 1000 } },
+        },
+      },
+    },
+    async (req) => {
+      const [d] = await devices(db, (req.params as { id: string }).id);
+      if (!d) throw new HttpError(404, `no device ${(req.params as { id: string }).id}`);
+      const reason = (req.body as { reason?: string } | null)?.reason;
+      const now = ctx.clock();
+      const left = await db.transaction().execute(async (tx) => {
+        await tx
+          .updateTable('devices')
+          // The token hash becomes a value no token hashes to (hashes are hex): the old token is refused.
+          .set({ retired_at: now, token_hash: `retired:${d.id}:${randomUUID()}` })
+          .where('id', '=', d.id)
+          .execute();
+        await tx.deleteFrom('desired').where('device_id', '=', d.id).execute();
+        const open = await tx
+          .updateTable('assignments')
+          .set({ state: 'skipped', reason: 'device retired', reported_at: now })
+          .where('device_id', '=', d.id)
+          .where('state', 'in', ['queued', 'offered'])
+          .executeTakeFirst();
+        await tx
+          .updateTable('rollouts')
+          .set({ dirty: 1 })
+          .where('status', 'in', [...ACTIVE])
+          .execute();
+        await appendAudit(tx, {
+          at: now,
+          actor: 'admin',
+          action: 'device.retired',
+          subject: `device/${d.id}`,
+          detail: { name: d.name, reason },
+        });
+        return Number(open.numUpdatedRows);
+      });
+      return { id: d.id, name: d.name, retired: true, left_rollouts: left };
+    },
+  );
+
   /** Applies a change to every device matching a selector, in one transaction, audited. */
   async function bySelector(
     selector: string,
@@ -191,6 +254,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
       const rows = await tx
         .selectFrom('devices')
         .select(['id', 'labels', 'held', 'pins', 'channel', 'deferred_until'])
+        .where('retired_at', 'is', null)
         .execute();
       const hit: string[] = [];
       for (const r of rows) {
@@ -333,10 +397,25 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
 
   app.get(
     '/v1/admin/audit',
-    { schema: { summary: 'Audit log entries, oldest first', tags: ['audit'] } },
+    {
+      schema: {
+        summary: 'The newest audit log entries (at most 1000), oldest first',
+        tags: ['audit'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 200 },
+            subject: { type: 'string', minLength: 1, maxLength: 300 },
+          },
+        },
+      },
+    },
     async (req) => {
-      const q = req.query as { limit?: string; subject?: string };
-      return listAudit(db, { limit: q.limit ? Number(q.limit) : 200, subject: q.subject });
+      const q = req.query as { limit: number; subject?: string };
+      // The schema's coercion lets "1e400" through as Infinity; only a plain count is a limit.
+      if (!Number.isSafeInteger(q.limit)) throw new HttpError(400, 'limit must be a whole number 1–1000');
+      return listAudit(db, { limit: q.limit, subject: q.subject });
     },
   );
 

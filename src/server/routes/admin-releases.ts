@@ -2,11 +2,12 @@
 
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import { ArtifactNames, badArtifactName, MAX_ARTIFACTS, NAME_RE } from '../../protocol/names.ts';
 import { appendAudit } from '../../store/audit.ts';
 import { publishRelease } from '../../trust/repository.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 
-const NAME = '^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$';
+const NAME = NAME_RE.source;
 
 export interface ReleaseView {
   component: string;
@@ -29,7 +30,12 @@ export function parseRef(ref: string): { component: string; version: string } {
 export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { db } = ctx.store;
 
-  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+  // Raw bodies only for the blob upload: a raw stream handed to a JSON route would be "validated" (and mangled)
+  // as if it were an object.
+  app.addContentTypeParser('application/octet-stream', (req, payload, done) => {
+    if (req.routeOptions.url === '/v1/admin/blobs') done(null, payload);
+    else done(new HttpError(415, 'this route takes application/json'), undefined);
+  });
 
   app.post(
     '/v1/admin/blobs',
@@ -66,7 +72,7 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
             artifacts: {
               type: 'array',
               minItems: 1,
-              maxItems: 10000,
+              maxItems: MAX_ARTIFACTS,
               items: {
                 type: 'object',
                 required: ['name', 'sha256', 'length'],
@@ -90,13 +96,11 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
         artifacts: Array<{ name: string; sha256: string; length: number }>;
         provenance?: Record<string, unknown>;
       };
-      const names = new Set<string>();
+      // The same rules every agent applies to an offer: a release the server accepts is one devices accept.
+      const names = new ArtifactNames();
       for (const a of body.artifacts) {
-        if (a.name.startsWith('/') || a.name.split('/').some((p) => p === '..' || p === '' || p === '.')) {
-          throw new HttpError(400, `artifact name "${a.name}" must be a relative path without . or .. parts`);
-        }
-        if (names.has(a.name)) throw new HttpError(400, `duplicate artifact name "${a.name}"`);
-        names.add(a.name);
+        const bad = badArtifactName(a.name) ?? names.add(a.name);
+        if (bad) throw new HttpError(400, bad);
         if (!ctx.blobs.has(a.sha256))
           throw new HttpError(400, `blob ${a.sha256} of "${a.name}" was not uploaded`);
         if (ctx.blobs.size(a.sha256) !== a.length)

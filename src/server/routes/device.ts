@@ -7,13 +7,20 @@ import type { Db } from '../../store/database.ts';
 import { Repository } from '../../trust/repository.ts';
 import { CheckinBatcher, type CheckinBody, type CheckinReport } from '../checkin.ts';
 import { HttpError, type ServerContext } from '../context.ts';
+import { effectiveLabels } from '../labels.ts';
+import { boundedDetail } from '../limits.ts';
 import { bearer, hashToken, newToken } from '../tokens.ts';
 
-const labelsSchema = {
+/** Printable text only: device-chosen strings end up in operators' terminals and pages. */
+export const PRINTABLE = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
+const LABEL_KEY = '^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$';
+
+export const labelsSchema = {
   type: 'object',
-  additionalProperties: { type: 'string', maxLength: 256 },
+  propertyNames: { pattern: LABEL_KEY },
+  additionalProperties: { type: 'string', maxLength: 256, pattern: PRINTABLE },
   maxProperties: 64,
-};
+} as const;
 
 const enrollBody = {
   type: 'object',
@@ -21,9 +28,9 @@ const enrollBody = {
   additionalProperties: false,
   properties: {
     token: { type: 'string', maxLength: 200 },
-    name: { type: 'string', maxLength: 200 },
+    name: { type: 'string', minLength: 1, maxLength: 200, pattern: PRINTABLE },
     labels: labelsSchema,
-    agent_version: { type: 'string', maxLength: 64 },
+    agent_version: { type: 'string', maxLength: 64, pattern: PRINTABLE },
   },
 } as const;
 
@@ -64,7 +71,7 @@ const checkinBody = {
   additionalProperties: false,
   properties: {
     labels: labelsSchema,
-    agent_version: { type: 'string', maxLength: 64 },
+    agent_version: { type: 'string', maxLength: 64, pattern: PRINTABLE },
     components: { type: 'array', items: componentState, maxItems: 64 },
     reports: { type: 'array', items: report, maxItems: 256 },
   },
@@ -102,94 +109,177 @@ const checkinAnswer = {
   },
 } as const;
 
-/** Applies device reports to the assignments of the rollouts they belong to (idempotent by txn_id). */
-async function applyReports(
+/**
+ * Whether the server ever offered component@version to this device: a rollout assigned it, a pin names it, or
+ * (for an update applied from an offline bundle) it is an approved release. Reports for anything else are
+ * acknowledged and dropped, so a device cannot fill the database with made-up transactions.
+ */
+async function offered(
   tx: Db,
   deviceId: string,
-  reports: CheckinReport[] | undefined,
-  now: number,
-): Promise<number> {
-  let applied = 0;
-  for (const r of reports ?? []) {
-    const inserted = await tx
-      .insertInto('reports')
-      .values({
-        txn_id: r.txn_id,
-        device_id: deviceId,
-        component: r.component,
-        version: r.version,
-        outcome: r.outcome,
-        reason: r.reason ?? null,
-        detail: JSON.stringify({ class: r.class, offline: r.offline ?? false, ...(r.detail ?? {}) }),
-        received_at: now,
-      })
-      .onConflict((oc) => oc.column('txn_id').doNothing())
+  r: CheckinReport,
+  cache: Map<string, boolean>,
+): Promise<boolean> {
+  const key = `${r.component}\u0000${r.version}\u0000${r.offline === true}`;
+  const hit = cache.get(key);
+  if (hit !== undefined) return hit;
+  const assigned = await tx
+    .selectFrom('assignments')
+    .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+    .select('assignments.rollout_id')
+    .where('assignments.device_id', '=', deviceId)
+    .where('rollouts.component', '=', r.component)
+    .where((eb) =>
+      eb.or([eb('rollouts.version', '=', r.version), eb('assignments.from_version', '=', r.version)]),
+    )
+    .executeTakeFirst();
+  let ok = assigned !== undefined;
+  if (!ok) {
+    const dev = await tx.selectFrom('devices').select('pins').where('id', '=', deviceId).executeTakeFirst();
+    const pins = dev ? (JSON.parse(dev.pins) as Record<string, string>) : {};
+    ok = Object.hasOwn(pins, r.component) && pins[r.component] === r.version;
+  }
+  if (!ok && r.offline === true) {
+    const rel = await tx
+      .selectFrom('releases')
+      .select('id')
+      .where('component', '=', r.component)
+      .where('version', '=', r.version)
+      .where('approved_at', 'is not', null)
       .executeTakeFirst();
-    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) continue; // seen before: exactly once
-    applied++;
-    const rows = await tx
-      .selectFrom('assignments')
-      .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
-      .select([
-        'assignments.rollout_id',
-        'assignments.wave',
-        'assignments.state',
-        'assignments.from_version',
-        'assignments.offered_at',
-        'assignments.reported_at',
-        'assignments.reason',
-        'rollouts.version as target',
-      ])
-      .where('assignments.device_id', '=', deviceId)
-      .where('rollouts.component', '=', r.component)
-      .where('assignments.state', 'in', ['offered', 'succeeded', 'reverting', 'unconfirmed'])
-      .execute();
-    for (const row of rows) {
-      const next = applyReport(
-        {
-          deviceId,
-          wave: row.wave,
-          state: row.state as AssignmentState,
-          fromVersion: row.from_version,
-          offeredAt: row.offered_at,
-          reportedAt: row.reported_at,
-          reason: row.reason,
-        },
-        {
-          outcome: r.outcome === 'succeeded' ? 'succeeded' : 'failed',
-          version: r.version,
-          target: row.target,
-          reason: r.reason ? `${r.class ?? 'failure'}: ${r.reason}` : null,
-          at: now,
-        },
-      );
-      if (!next) continue;
-      await tx
-        .updateTable('assignments')
-        .set({ state: next.state, reported_at: next.reportedAt, reason: next.reason })
-        .where('rollout_id', '=', row.rollout_id)
-        .where('device_id', '=', deviceId)
-        .execute();
-      await tx.updateTable('rollouts').set({ dirty: 1 }).where('id', '=', row.rollout_id).execute();
-    }
-    // Failures, refusals (e.g. a TUF verification the device failed) and every offline update stay in the audit trail.
-    if (r.outcome !== 'succeeded' || r.offline) {
-      await appendAudit(tx, {
-        at: now,
-        actor: `device/${deviceId}`,
-        action: `device.${r.outcome}`,
-        subject: `device/${deviceId}`,
-        detail: {
+    ok = rel !== undefined;
+  }
+  cache.set(key, ok);
+  return ok;
+}
+
+/** Applies device reports to the assignments of the rollouts they belong to (idempotent by txn_id). */
+function reportApplier(ctx: ServerContext) {
+  const { guards, metrics } = ctx;
+  /** Records, once per hour and device, that the device went over a quota. */
+  const throttled = (tx: Db, deviceId: string, what: string, now: number) =>
+    appendAudit(tx, {
+      at: now,
+      actor: 'server',
+      action: 'device.throttled',
+      subject: `device/${deviceId}`,
+      detail: {
+        what,
+        per_hour:
+          what === 'reports' ? guards.limits.reportsPerDevicePerHour : guards.limits.auditPerDevicePerHour,
+      },
+    });
+  return async function applyReports(
+    tx: Db,
+    deviceId: string,
+    reports: CheckinReport[] | undefined,
+    now: number,
+  ): Promise<number> {
+    let applied = 0;
+    const seen = new Map<string, boolean>();
+    for (const r of reports ?? []) {
+      if (!(await offered(tx, deviceId, r, seen))) {
+        metrics.reportsDropped.inc({ reason: 'unoffered' });
+        continue;
+      }
+      const quota = guards.reports.spend(deviceId);
+      if (quota !== 'ok') {
+        metrics.reportsDropped.inc({ reason: 'quota' });
+        metrics.throttled.inc({ what: 'reports' });
+        if (quota === 'first-over') await throttled(tx, deviceId, 'reports', now);
+        continue;
+      }
+      const inserted = await tx
+        .insertInto('reports')
+        .values({
+          txn_id: r.txn_id,
+          device_id: deviceId,
           component: r.component,
           version: r.version,
-          class: r.class,
-          reason: r.reason,
-          offline: r.offline,
-        },
-      });
+          outcome: r.outcome,
+          reason: r.reason ?? null,
+          detail: JSON.stringify({
+            class: r.class,
+            offline: r.offline ?? false,
+            ...boundedDetail(r.detail, guards.limits.detailMaxBytes),
+          }),
+          received_at: now,
+        })
+        .onConflict((oc) => oc.column('txn_id').doNothing())
+        .executeTakeFirst();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) continue; // seen before: exactly once
+      applied++;
+      const rows = await tx
+        .selectFrom('assignments')
+        .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+        .select([
+          'assignments.rollout_id',
+          'assignments.wave',
+          'assignments.state',
+          'assignments.from_version',
+          'assignments.offered_at',
+          'assignments.reported_at',
+          'assignments.reason',
+          'rollouts.version as target',
+        ])
+        .where('assignments.device_id', '=', deviceId)
+        .where('rollouts.component', '=', r.component)
+        .where('assignments.state', 'in', ['offered', 'succeeded', 'reverting', 'unconfirmed'])
+        .execute();
+      for (const row of rows) {
+        const next = applyReport(
+          {
+            deviceId,
+            wave: row.wave,
+            state: row.state as AssignmentState,
+            fromVersion: row.from_version,
+            offeredAt: row.offered_at,
+            reportedAt: row.reported_at,
+            reason: row.reason,
+          },
+          {
+            outcome: r.outcome === 'succeeded' ? 'succeeded' : 'failed',
+            version: r.version,
+            target: row.target,
+            reason: r.reason ? `${r.class ?? 'failure'}: ${r.reason}` : null,
+            at: now,
+          },
+        );
+        if (!next) continue;
+        await tx
+          .updateTable('assignments')
+          .set({ state: next.state, reported_at: next.reportedAt, reason: next.reason })
+          .where('rollout_id', '=', row.rollout_id)
+          .where('device_id', '=', deviceId)
+          .execute();
+        await tx.updateTable('rollouts').set({ dirty: 1 }).where('id', '=', row.rollout_id).execute();
+      }
+      // Failures, refusals (e.g. a TUF verification the device failed) and every offline update stay in the
+      // audit trail, within the device's hourly audit quota.
+      if (r.outcome !== 'succeeded' || r.offline) {
+        const aq = guards.audit.spend(deviceId);
+        if (aq === 'ok')
+          await appendAudit(tx, {
+            at: now,
+            actor: `device/${deviceId}`,
+            action: `device.${r.outcome}`,
+            subject: `device/${deviceId}`,
+            detail: {
+              component: r.component,
+              version: r.version,
+              class: r.class,
+              reason: r.reason,
+              offline: r.offline,
+            },
+          });
+        else {
+          metrics.throttled.inc({ what: 'audit' });
+          if (aq === 'first-over') await throttled(tx, deviceId, 'audit', now);
+        }
+      }
     }
-  }
-  return applied;
+    return applied;
+  };
 }
 
 /**
@@ -201,9 +291,37 @@ function currentRoot(ctx: ServerContext): unknown {
   return bytes ? JSON.parse(bytes.toString('utf8')) : undefined;
 }
 
+/** Blobs that belong to an approved release (approval is final, so hits are cached for the process's life). */
+class ApprovedBlobs {
+  private readonly known = new Set<string>();
+  constructor(private readonly db: Db) {}
+
+  async has(sha256: string): Promise<boolean> {
+    if (this.known.has(sha256)) return true;
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return false; // also keeps LIKE's wildcards out of the pattern
+    const hit = await this.db
+      .selectFrom('releases')
+      .select('id')
+      .where('approved_at', 'is not', null)
+      .where('artifacts', 'like', `%"${sha256}"%`)
+      .executeTakeFirst();
+    if (hit) this.known.add(sha256);
+    return hit !== undefined;
+  }
+}
+
+/** A 401 counts against the address; past its budget the answer becomes 429. Other errors pass through. */
+function failedAuth(ctx: ServerContext, ip: string, e: unknown): unknown {
+  if (!(e instanceof HttpError) || e.statusCode !== 401) return e;
+  if (ctx.guards.failedAuth.take(ip)) return e;
+  ctx.metrics.throttled.inc({ what: 'auth' });
+  return new HttpError(429, 'too many failed authentications from this address');
+}
+
 export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { db } = ctx.store;
-  const batcher = new CheckinBatcher(ctx, applyReports);
+  const batcher = new CheckinBatcher(ctx, reportApplier(ctx));
+  const approvedBlobs = new ApprovedBlobs(db);
 
   app.post(
     '/v1/enroll',
@@ -221,59 +339,79 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
         labels?: Record<string, string>;
         agent_version?: string;
       };
+      if (!ctx.guards.enrollments.take(req.ip)) {
+        ctx.metrics.throttled.inc({ what: 'enroll' });
+        throw new HttpError(429, 'too many enrollments from this address; try again later');
+      }
       const now = ctx.clock();
-      return db.transaction().execute(async (tx) => {
-        const tok = await tx
-          .selectFrom('enroll_tokens')
-          .selectAll()
-          .where('token_hash', '=', hashToken(body.token))
-          .executeTakeFirst();
-        if (
-          !tok ||
-          tok.revoked === 1 ||
-          (tok.expires_at !== null && tok.expires_at < now) ||
-          tok.uses_left === 0
-        ) {
-          throw new HttpError(401, 'unknown, used up, expired or revoked enrollment token');
-        }
-        if (tok.uses_left !== null) {
+      try {
+        return await db.transaction().execute(async (tx) => {
+          const tok = await tx
+            .selectFrom('enroll_tokens')
+            .selectAll()
+            .where('token_hash', '=', hashToken(body.token))
+            .executeTakeFirst();
+          if (
+            !tok ||
+            tok.revoked === 1 ||
+            (tok.expires_at !== null && tok.expires_at < now) ||
+            tok.uses_left === 0
+          ) {
+            throw new HttpError(401, 'unknown, used up, expired or revoked enrollment token');
+          }
+          const id = `dev-${randomUUID().slice(0, 12)}`;
+          const name = body.name ?? id;
+          const clash = await tx
+            .selectFrom('devices')
+            .select('id')
+            .where('name', '=', name)
+            .where('retired_at', 'is', null)
+            .executeTakeFirst();
+          if (clash)
+            throw new HttpError(409, `a device named "${name}" is enrolled already (retire it first)`);
+          const enrollLabels = JSON.parse(tok.labels) as Record<string, string>;
+          const labels = effectiveLabels(ctx, body.labels ?? {}, enrollLabels);
+          if (tok.uses_left !== null) {
+            await tx
+              .updateTable('enroll_tokens')
+              .set({ uses_left: tok.uses_left - 1 })
+              .where('id', '=', tok.id)
+              .execute();
+          }
+          const token = newToken('dev');
           await tx
-            .updateTable('enroll_tokens')
-            .set({ uses_left: tok.uses_left - 1 })
-            .where('id', '=', tok.id)
+            .insertInto('devices')
+            .values({
+              id,
+              name,
+              token_hash: hashToken(token),
+              labels: JSON.stringify(labels),
+              enroll_labels: JSON.stringify(enrollLabels),
+              agent_version: body.agent_version ?? 'unknown',
+              enrolled_at: now,
+              last_seen_at: now,
+              held: 0,
+              pins: '{}',
+              retired_at: null,
+            })
             .execute();
-        }
-        const id = `dev-${randomUUID().slice(0, 12)}`;
-        const token = newToken('dev');
-        const labels = { ...(body.labels ?? {}), ...JSON.parse(tok.labels) };
-        await tx
-          .insertInto('devices')
-          .values({
-            id,
-            name: body.name ?? id,
-            token_hash: hashToken(token),
-            labels: JSON.stringify(labels),
-            agent_version: body.agent_version ?? 'unknown',
-            enrolled_at: now,
-            last_seen_at: now,
-            held: 0,
-            pins: '{}',
-          })
-          .execute();
-        await appendAudit(tx, {
-          at: now,
-          actor: `enroll-token/${tok.id}`,
-          action: 'device.enrolled',
-          subject: `device/${id}`,
-          detail: { name: body.name ?? id, labels },
+          await appendAudit(tx, {
+            at: now,
+            actor: `enroll-token/${tok.id}`,
+            action: 'device.enrolled',
+            subject: `device/${id}`,
+            detail: { name, labels },
+          });
+          return {
+            device_id: id,
+            device_token: token,
+            poll_seconds: ctx.pollSeconds,
+            tuf_root: currentRoot(ctx),
+          };
         });
-        return {
-          device_id: id,
-          device_token: token,
-          poll_seconds: ctx.pollSeconds,
-          tuf_root: currentRoot(ctx),
-        };
-      });
+      } catch (e) {
+        throw failedAuth(ctx, req.ip, e);
+      }
     },
   );
 
@@ -291,9 +429,23 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
       const end = ctx.metrics.checkinSeconds.startTimer();
       const body = req.body as CheckinBody;
       const token = bearer(req.headers.authorization);
-      if (!token) throw new HttpError(401, 'device token required');
+      const hash = token ? hashToken(token) : null;
+      // An address that keeps presenting bad tokens is refused before the database, except for tokens that
+      // recently checked in (honest devices behind the same NAT keep working).
+      if (!hash || (ctx.guards.failedAuth.exhausted(req.ip) && !ctx.guards.knownDevices.has(hash)))
+        throw failedAuth(ctx, req.ip, new HttpError(401, 'device token required'));
+      if (!ctx.guards.checkins.take(hash)) {
+        ctx.metrics.throttled.inc({ what: 'checkin' });
+        throw new HttpError(429, 'check-ins too frequent for this device; keep to the poll interval');
+      }
       // Concurrent check-ins share one transaction (group commit); see ../checkin.ts.
-      const result = await batcher.submit(hashToken(token), body);
+      let result: Awaited<ReturnType<typeof batcher.submit>>;
+      try {
+        result = await batcher.submit(hash, body);
+      } catch (e) {
+        throw failedAuth(ctx, req.ip, e);
+      }
+      ctx.guards.rememberDevice(hash);
       ctx.metrics.checkins.inc();
       for (const r of body.reports ?? []) ctx.metrics.reports.inc({ outcome: r.outcome });
       end();
@@ -323,18 +475,20 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
     },
     async (req, reply) => {
       const token = bearer(req.headers.authorization);
-      if (!token) throw new HttpError(401, 'token required');
-      const h = hashToken(token);
-      const known =
-        (await db.selectFrom('devices').select('id').where('token_hash', '=', h).executeTakeFirst()) ??
-        (await db
-          .selectFrom('meta')
-          .select('key')
-          .where('key', '=', 'admin_token_hash')
-          .where('value', '=', h)
-          .executeTakeFirst());
-      if (!known) throw new HttpError(401, 'unknown token');
       const { sha256 } = req.params as { sha256: string };
+      if (!(await ctx.admin.matches(token))) {
+        const dev = token
+          ? await db
+              .selectFrom('devices')
+              .select('id')
+              .where('token_hash', '=', hashToken(token))
+              .where('retired_at', 'is', null)
+              .executeTakeFirst()
+          : undefined;
+        if (!dev) throw failedAuth(ctx, req.ip, new HttpError(401, 'device or admin token required'));
+        // Devices get only what they could be offered: content of approved releases.
+        if (!(await approvedBlobs.has(sha256))) throw new HttpError(404, `no blob ${sha256}`);
+      }
       if (!ctx.blobs.has(sha256)) throw new HttpError(404, `no blob ${sha256}`);
       const size = ctx.blobs.size(sha256);
       reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream');

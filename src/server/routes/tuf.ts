@@ -5,7 +5,14 @@ import { posix } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { appendAudit } from '../../store/audit.ts';
 import { Repository, targetPath } from '../../trust/repository.ts';
-import { readVendorFile, storeVendorMetadata, VENDOR_FILE, VENDOR_NAME } from '../../trust/vendor-store.ts';
+import {
+  readVendorFile,
+  storeVendorMetadata,
+  TufSetError,
+  VENDOR_FILE,
+  VENDOR_NAME,
+  type VendorStoreResult,
+} from '../../trust/vendor-store.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 
 export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
@@ -75,68 +82,15 @@ export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
       const m = /^([0-9a-f]{64})\.(.+)$/.exec(posix.basename(rest));
       if (!m) throw new HttpError(404, 'targets are served by <dir>/<sha256>.<name>');
       const path = dir === '.' ? m[2] : `${dir}/${m[2]}`;
-      // Only what the signed targets list, so this route cannot be used to read arbitrary blobs.
-      const t = repo.targets().signed.targets[path];
-      if (!t || t.hashes.sha256 !== m[1] || !ctx.blobs.has(m[1]))
+      // Only what the signed targets list, so this route cannot be used to read arbitrary blobs. The path is
+      // chosen by the client: an own-property lookup, or `__proto__` and `constructor` would reach Object.prototype.
+      const targets = repo.targets().signed.targets;
+      const t = Object.hasOwn(targets, path) ? targets[path] : undefined;
+      if (!t || t.hashes?.sha256 !== m[1] || !ctx.blobs.has(m[1]))
         throw new HttpError(404, `no target ${rest}`);
       reply.header('content-type', 'application/octet-stream').header('content-length', t.length);
       reply.header('cache-control', 'public, max-age=31536000, immutable');
       return reply.send(ctx.blobs.read(m[1]));
-    },
-  );
-
-  // Dual control: the vendor's own TUF metadata, exactly as the vendor signed it (docs/trust.md, "Dual control").
-  // Uploaded by `release import --vendor-tuf` after the CLI verified it; devices verify it again from the vendor's
-  // root they pin, so, like /v1/tuf, it needs no token to read.
-  app.put(
-    '/v1/admin/vendor-tuf/:vendor',
-    {
-      schema: {
-        summary:
-          "Store a vendor's TUF metadata set (base64 file contents by name); the newest timestamp wins",
-        tags: ['trust'],
-        params: {
-          type: 'object',
-          required: ['vendor'],
-          properties: { vendor: { type: 'string', pattern: VENDOR_NAME.source } },
-        },
-        body: {
-          type: 'object',
-          required: ['files'],
-          properties: {
-            files: { type: 'object', additionalProperties: { type: 'string', maxLength: 8_000_000 } },
-            release: { type: 'string', maxLength: 300 },
-          },
-        },
-      },
-    },
-    async (req) => {
-      const { vendor } = req.params as { vendor: string };
-      const body = req.body as { files: Record<string, string>; release?: string };
-      const files = Object.fromEntries(
-        Object.entries(body.files).map(([n, b64]) => [n, Buffer.from(b64, 'base64')]),
-      );
-      let r: ReturnType<typeof storeVendorMetadata>;
-      try {
-        r = storeVendorMetadata(ctx.dataDir, vendor, files);
-      } catch (e) {
-        throw new HttpError(400, (e as Error).message);
-      }
-      if (r.stored)
-        await ctx.store.db.transaction().execute((tx) =>
-          appendAudit(tx, {
-            at: ctx.clock(),
-            actor: 'admin',
-            action: 'vendor-tuf.stored',
-            subject: `vendor/${vendor}`,
-            detail: {
-              files: Object.keys(files).sort(),
-              timestamp_version: r.timestamp_version,
-              release: body.release,
-            },
-          }),
-        );
-      return r;
     },
   );
 
@@ -161,6 +115,82 @@ export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
       reply.header('content-type', 'application/json');
       reply.header('cache-control', /^\d+\./.test(name) ? 'public, max-age=31536000, immutable' : 'no-cache');
       return reply.send(bytes);
+    },
+  );
+}
+
+/** The admin side of dual control: storing a vendor's verified metadata (mounted in the admin plugin). */
+export function vendorTufAdminRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  // Dual control: the vendor's own TUF metadata, exactly as the vendor signed it (docs/trust.md, "Dual control").
+  // Uploaded by `release import --vendor-tuf` after the CLI verified it. The server verifies it again before storing
+  // anything, against the vendor root it pinned at the first upload (`root`: the root the operator gave the CLI);
+  // devices verify it once more from the vendor root they pin, so, like /v1/tuf, it needs no token to read.
+  app.put(
+    '/v1/admin/vendor-tuf/:vendor',
+    {
+      // A vendor's metadata set can be several files of megabytes (its own limit: 8 MB of base64 per file).
+      bodyLimit: 64 * 1024 * 1024,
+      schema: {
+        summary:
+          "Verify and store a vendor's TUF metadata set (base64 file contents by name) against the vendor root pinned on this server; the newest timestamp wins",
+        tags: ['trust'],
+        params: {
+          type: 'object',
+          required: ['vendor'],
+          properties: { vendor: { type: 'string', pattern: VENDOR_NAME.source } },
+        },
+        body: {
+          type: 'object',
+          required: ['files'],
+          properties: {
+            files: {
+              type: 'object',
+              maxProperties: 1000,
+              additionalProperties: { type: 'string', maxLength: 8_000_000 },
+            },
+            root: {
+              type: 'string',
+              maxLength: 8_000_000,
+              description:
+                "the vendor root the operator pinned (base64); required for the vendor's first upload",
+            },
+            release: { type: 'string', maxLength: 300 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const { vendor } = req.params as { vendor: string };
+      const body = req.body as { files: Record<string, string>; root?: string; release?: string };
+      const files = new Map(Object.entries(body.files).map(([n, b64]) => [n, Buffer.from(b64, 'base64')]));
+      let r: VendorStoreResult;
+      try {
+        r = storeVendorMetadata(ctx.dataDir, vendor, files, {
+          root: body.root === undefined ? undefined : Buffer.from(body.root, 'base64'),
+          now: ctx.clock(),
+        });
+      } catch (e) {
+        if (e instanceof TufSetError) throw new HttpError(400, e.message);
+        throw e;
+      }
+      if (r.stored)
+        await ctx.store.db.transaction().execute((tx) =>
+          appendAudit(tx, {
+            at: ctx.clock(),
+            actor: 'admin',
+            action: 'vendor-tuf.stored',
+            subject: `vendor/${vendor}`,
+            detail: {
+              files: [...files.keys()].filter((n) => !r.ignored.includes(n)).sort(),
+              timestamp_version: r.timestamp_version,
+              root_version: r.root_version,
+              root_keyids: r.root_keyids,
+              pinned: r.pinned,
+              release: body.release,
+            },
+          }),
+        );
+      return r;
     },
   );
 }

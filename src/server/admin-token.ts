@@ -1,0 +1,91 @@
+// The admin token: created on first start (shown once), stored only as a hash, rotated on demand.
+import { appendAudit } from '../store/audit.ts';
+import type { Store } from '../store/database.ts';
+import { hashToken, newToken, tokenMatches } from './tokens.ts';
+
+const KEY = 'admin_token_hash';
+/** Other replicas see a rotation within this time (each caches the stored hash this long). */
+const CACHE_MS = 2000;
+
+/** Refuses tokens an attacker could guess: at least 32 characters, and not a short pattern repeated. */
+export function weakTokenReason(token: string): string | null {
+  if (token.length < 32) return `is ${token.length} characters; at least 32 are required`;
+  if (new Set(token).size < 12) return 'repeats too few different characters to be random';
+  if (/\s/.test(token)) return 'contains white space';
+  return null;
+}
+
+export class AdminToken {
+  private cached: { hash: string; at: number } | null = null;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly clock: () => number,
+  ) {}
+
+  /**
+   * Opens the admin token, creating it on first start. `initial` (automation) is used instead of a random token
+   * and must be strong. Returns the new token only when it was generated here, so it is shown exactly once.
+   */
+  static async open(
+    store: Store,
+    clock: () => number,
+    initial?: string,
+  ): Promise<{ admin: AdminToken; generated: string | null; fromInitial: boolean }> {
+    const admin = new AdminToken(store, clock);
+    if (await admin.storedHash()) return { admin, generated: null, fromInitial: false };
+    if (initial !== undefined) {
+      const weak = weakTokenReason(initial);
+      if (weak) throw new Error(`RINGFENCE_INITIAL_ADMIN_TOKEN ${weak}`);
+    }
+    const token = initial ?? newToken('adm');
+    await store.db
+      .insertInto('meta')
+      .values({ key: KEY, value: hashToken(token) })
+      .onConflict((oc) => oc.column('key').doNothing())
+      .execute();
+    admin.cached = null;
+    return { admin, generated: initial === undefined ? token : null, fromInitial: initial !== undefined };
+  }
+
+  private async storedHash(): Promise<string | null> {
+    const now = this.clock();
+    if (this.cached && now - this.cached.at < CACHE_MS) return this.cached.hash;
+    const row = await this.store.db
+      .selectFrom('meta')
+      .select('value')
+      .where('key', '=', KEY)
+      .executeTakeFirst();
+    if (!row) return null;
+    this.cached = { hash: row.value, at: now };
+    return row.value;
+  }
+
+  /** True when the presented token is the current admin token (constant-time comparison of hashes). */
+  async matches(token: string | null): Promise<boolean> {
+    if (!token) return false;
+    const h = await this.storedHash();
+    return h !== null && tokenMatches(token, h);
+  }
+
+  /** Replaces the admin token; the old one is refused from now on (on other replicas within CACHE_MS). */
+  async rotate(actor: string): Promise<string> {
+    const token = newToken('adm');
+    await this.store.db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('meta')
+        .set({ value: hashToken(token) })
+        .where('key', '=', KEY)
+        .execute();
+      await appendAudit(tx, {
+        at: this.clock(),
+        actor,
+        action: 'admin.token-rotated',
+        subject: 'admin',
+        detail: {},
+      });
+    });
+    this.cached = null;
+    return token;
+  }
+}
