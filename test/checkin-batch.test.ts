@@ -17,6 +17,7 @@ describe('batched check-ins', () => {
     devs = await enrollDevices(
       ts.conn,
       Array.from({ length: 40 }, (_, i) => ({ half: i < 20 ? 'a' : 'b' })),
+      'bt',
     );
   });
   after(() => ts.close());
@@ -24,7 +25,7 @@ describe('batched check-ins', () => {
   it('answers each of many concurrent check-ins with its own desired releases; a bad token fails alone', async () => {
     await release(ts.conn, 'bt', '1');
     await api(ts.conn, 'POST', '/v1/admin/plans', {
-      source: 'name: half\nwaves:\n  - name: a\n    select: half=a\n    size: 100%\n',
+      source: 'name: half\nfirst_wave_cap: 100%\nwaves:\n  - name: a\n    select: half=a\n    size: 100%\n',
     });
     await api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'bt@1', plan: 'half' });
     const bad = fetch(new URL('/v1/checkin', ts.url), {

@@ -103,8 +103,14 @@ describe('CLI against a server process', { timeout: 60_000 }, () => {
       RINGFENCE_SERVER: env.RINGFENCE_SERVER,
       RINGFENCE_TOKEN: 'wrong',
     });
-    assert.equal(noTok.code, 1);
+    assert.equal(noTok.code, 3, 'a rejected token is exit code 3 (the contract)');
     assert.match(noTok.stderr, /401 admin token required/);
+    const away = await cli(['release', 'list', '--json'], {
+      RINGFENCE_SERVER: 'http://127.0.0.1:9',
+      RINGFENCE_TOKEN: 'x',
+    });
+    assert.equal(away.code, 3, 'an unreachable server is exit code 3');
+    assert.equal(JSON.parse(away.stdout).error, 'unreachable', 'with --json the error is one JSON object');
     const unknown = await cli(['rollout', 'start', 'app@9', '--plan', 'nope'], env);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /404 no release app@9/);

@@ -18,6 +18,7 @@ import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const PLAN = `name: e2e
+first_wave_cap: 100%
 report_deadline: 60s
 waves:
   - name: canary

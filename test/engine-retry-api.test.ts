@@ -84,7 +84,8 @@ describe('rollout retry over the API and the CLI', { timeout: 60_000 }, () => {
     await importRelease(ts.conn, 'sensor-content', '2.0.0', [writeContent(join(ts.dir, 'c2'), '2.0.0', 0)]);
     await api(ts.conn, 'POST', '/v1/admin/releases/sensor-content@2.0.0/approve', {});
     await api(ts.conn, 'POST', '/v1/admin/plans', {
-      source: 'name: rt\nreport_deadline: 10m\nwaves:\n  - { name: all, size: 100%, max_failures: 1 }\n',
+      source:
+        'name: rt\nfirst_wave_cap: 100%\nreport_deadline: 10m\nwaves:\n  - { name: all, size: 100%, max_failures: 1 }\n',
     });
   });
 

@@ -153,7 +153,7 @@ describe('what one device can do to the server', () => {
     });
     await release(ts.conn, 'app', '1');
     await api(ts.conn, 'POST', '/v1/admin/plans', {
-      source: 'name: all\nwaves:\n  - name: all\n    size: 100%\n',
+      source: 'name: all\nfirst_wave_cap: 100%\nwaves:\n  - name: all\n    size: 100%\n',
     });
     const tok = await api<{ token: string }>(ts.conn, 'POST', '/v1/admin/enroll-tokens', {
       uses: 10,
@@ -367,9 +367,9 @@ describe('enrollment, names, blobs and retirement', () => {
   });
 
   it('retires a device: token refused, out of rollouts, audited', async () => {
-    const devs = await enrollDevices(ts.conn, [{ role: 'r' }, { role: 'r' }]);
+    const devs = await enrollDevices(ts.conn, [{ role: 'r' }, { role: 'r' }], 'ok');
     await api(ts.conn, 'POST', '/v1/admin/plans', {
-      source: 'name: all\nwaves:\n  - name: all\n    size: 100%\n',
+      source: 'name: all\nfirst_wave_cap: 100%\nwaves:\n  - name: all\n    size: 100%\n',
     });
     await api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'ok@1', plan: 'all' });
     await until(

@@ -232,6 +232,17 @@ test('CLI: --from-server rehearses over the live fleet of a real server', async 
     assert.equal(r.end_state, 'completed');
     assert.equal(r.waves[0].selected, 2);
     assert.equal(r.waves[2].selected, 2, 'the two canaries');
+    // No admin endpoint tells the live poll interval: the server's default, unless --poll says otherwise.
+    assert.equal(r.settings.poll_ms, 30_000);
+    assert.equal(r.settings.sources.poll, 'server-default');
+    const polled = await run(
+      'node',
+      [CLI, 'rehearse', PLAN_FILE, '--from-server', '--poll', '5m', '--json'],
+      {
+        env: { ...process.env, RINGFENCE_SERVER: s.url, RINGFENCE_TOKEN: s.conn.token },
+      },
+    );
+    assert.equal((JSON.parse(polled.stdout) as RehearsalResult).settings.poll_ms, 300_000);
   } finally {
     await s.close();
   }

@@ -59,11 +59,7 @@ describe('PostgreSQL dialect', { skip, timeout: 120_000 }, () => {
     await api(ts.conn, 'POST', '/v1/admin/releases/cfg@1/approve', {});
     await api(ts.conn, 'POST', '/v1/admin/plans', {
       source:
-        'name: pg\nwaves:\n  - name: canary\n    select: ring=canary\n    size: 1\n  - name: rest\n    size: 100%\n',
-    });
-    const ro = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
-      release: 'cfg@1',
-      plan: 'pg',
+        'name: pg\nfirst_wave_cap: 100%\nwaves:\n  - name: canary\n    select: ring=canary\n    size: 1\n  - name: rest\n    size: 100%\n',
     });
     const checkin = async (d: { id: string; token: string }, reports: unknown[] = []) => {
       const r = await fetch(new URL('/v1/checkin', ts.url), {
@@ -73,6 +69,12 @@ describe('PostgreSQL dialect', { skip, timeout: 120_000 }, () => {
       });
       return (await r.json()) as { desired: Array<{ component: string; version: string }> };
     };
+    // Every device reports the component first, as a freshly started agent does (rollouts offer only to those).
+    for (const d of devices) await checkin(d);
+    const ro = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'cfg@1',
+      plan: 'pg',
+    });
     // Only the canary is offered first; the others are told nothing.
     assert.deepEqual(
       (await checkin(devices[0])).desired.map((d) => d.version),

@@ -196,7 +196,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
       });
       await api(ts.conn, 'POST', '/v1/admin/plans', {
         file: 'trust.yaml',
-        source: `name: trust\nreport_deadline: 60s\nwaves:\n  - name: only\n    select: dev=${viaMirror.name}\n    size: 100%\n`,
+        source: `name: trust\nfirst_wave_cap: 100%\nreport_deadline: 60s\nwaves:\n  - name: only\n    select: dev=${viaMirror.name}\n    size: 100%\n`,
       });
       const r = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
         release: `sensor-content@${NEXT}`,

@@ -56,7 +56,7 @@ test('approval signs the release into targets; /v1/tuf serves it; tuf-js verifie
     const repo = Repository.open(join(ts.dir, 'server'))!;
     const t = repo.targets().signed.targets['app/1.0.0/app.bin'];
     assert.ok(t, 'target listed');
-    assert.deepEqual(t.custom, { component: 'app', version: '1.0.0', name: 'app.bin' });
+    assert.deepEqual(t.custom, { component: 'app', version: '1.0.0', name: 'app.bin', mode: 0o644 });
     // Approving again changes nothing.
     await api(ts.conn, 'POST', '/v1/admin/releases/app@1.0.0/approve', {});
     assert.equal(repo.timestamp().signed.version, after.signed.version);

@@ -21,6 +21,7 @@ const SHOT = process.env.RINGFENCE_SCREENSHOT ?? join(tmpdir(), 'ringfence-dashb
 
 // Two canary devices, then everyone else; a long bake keeps the rollout in wave 1 while the test looks at it.
 const PLAN = `name: web-test
+first_wave_cap: 100%
 waves:
   - name: canary
     select: ring=canary
@@ -111,14 +112,18 @@ describe('web dashboard in Chromium', {
       execFileSync('npm', ['run', 'build:web'], { cwd: ROOT, stdio: 'pipe' });
     }
     ts = await startTestServer();
-    devs = await enrollDevices(ts.conn, [
-      { env: 'prod', ring: 'canary' },
-      { env: 'prod', ring: 'canary' },
-      { env: 'prod', tier: 'B' },
-      { env: 'prod', tier: 'B' },
-      { env: 'prod', tier: 'A' },
-      { env: 'dev' },
-    ]);
+    devs = await enrollDevices(
+      ts.conn,
+      [
+        { env: 'prod', ring: 'canary' },
+        { env: 'prod', ring: 'canary' },
+        { env: 'prod', tier: 'B' },
+        { env: 'prod', tier: 'B' },
+        { env: 'prod', tier: 'A' },
+        { env: 'dev' },
+      ],
+      'sensor',
+    );
     await release(ts.conn, 'sensor', '2');
     await api(ts.conn, 'POST', '/v1/admin/plans', { source: PLAN });
     const r = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
@@ -205,9 +210,11 @@ describe('web dashboard in Chromium', {
     const wave = (name: string, col: string) => text(page, `#waves tr[data-wave="${name}"] td.n-${col}`);
     assert.deepEqual(
       await Promise.all(
-        ['selected', 'offered', 'succeeded', 'failed', 'reverted'].map((c) => wave('canary', c)),
+        ['selected', 'offered', 'succeeded', 'failed', 'rolled-back', 'reverted', 'unconfirmed'].map((c) =>
+          wave('canary', c),
+        ),
       ),
-      ['2', '2', '2', '0', '0'],
+      ['2', '2', '2', '0', '0', '0', '0'],
     );
     assert.equal(await wave('rest', 'offered'), '0');
     assert.match(await text(page, '#rollout-status'), /baking/);

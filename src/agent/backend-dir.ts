@@ -11,11 +11,11 @@ import {
   rmSync,
   symlinkSync,
 } from 'node:fs';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { chmod, copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDir } from '../store/atomic-file.ts';
 import type { Backend } from './backend.ts';
-import { within } from './offer.ts';
+import { effectiveMode, within } from './offer.ts';
 
 export class DirBackend implements Backend {
   readonly releases: string;
@@ -46,18 +46,22 @@ export class DirBackend implements Backend {
     return existsSync(within(this.releases, version));
   }
 
-  /** Copies verified files into a fresh staging folder, then renames it into place. */
-  async stage(version: string, files: Array<{ name: string; path: string }>): Promise<void> {
+  /**
+   * Copies verified files into a fresh staging folder, gives each its release file mode (masked to 0o755; 0o644
+   * when the release carries none), then renames the folder into place: the modes are set before any switch.
+   */
+  async stage(version: string, files: Array<{ name: string; path: string; mode?: number }>): Promise<void> {
     // Every path checked before anything is written: a version or a name can never leave its folder.
     const dest = within(this.releases, version);
     const tmp = within(this.releases, `.staging-${version}-${process.pid}`);
-    const copies = files.map((f) => ({ from: f.path, to: within(tmp, f.name) }));
+    const copies = files.map((f) => ({ from: f.path, to: within(tmp, f.name), mode: effectiveMode(f.mode) }));
     try {
       rmSync(tmp, { recursive: true, force: true });
       await mkdir(tmp, { recursive: true });
       for (const f of copies) {
         await mkdir(dirname(f.to), { recursive: true });
         await copyFile(f.from, f.to);
+        await chmod(f.to, f.mode); // explicit, so neither the blob cache's mode nor the umask decides
       }
       rmSync(dest, { recursive: true, force: true });
       renameSync(tmp, dest);

@@ -1,11 +1,24 @@
 // The `file` apply backend: one file (a configuration or content/definition file) replaced atomically by
 // rename. Versions are kept beside it in .<name>.rf/<version>, so the previous one can be put back.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { fsyncDir, writeFileAtomicSync } from '../store/atomic-file.ts';
+import { fsyncDir } from '../store/atomic-file.ts';
 import type { Backend } from './backend.ts';
-import { within } from './offer.ts';
+import { effectiveMode, within } from './offer.ts';
 
 const digest = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
@@ -28,13 +41,15 @@ export class FileBackend implements Backend {
     return null;
   }
 
-  async stage(version: string, files: Array<{ name: string; path: string }>): Promise<void> {
+  /** Keeps the version's bytes in the store with its release file mode (masked to 0o755; 0o644 without one). */
+  async stage(version: string, files: Array<{ name: string; path: string; mode?: number }>): Promise<void> {
     if (files.length !== 1) throw new Error(`file backend takes exactly one artifact, got ${files.length}`);
     const tmp = within(this.store, `.staging-${version}-${process.pid}`);
     const dest = within(this.store, version);
     try {
       mkdirSync(this.store, { recursive: true });
       copyFileSync(files[0].path, tmp);
+      chmodSync(tmp, effectiveMode(files[0].mode));
       renameSync(tmp, dest);
       fsyncDir(this.store);
     } catch (e) {
@@ -42,10 +57,29 @@ export class FileBackend implements Backend {
     }
   }
 
+  /**
+   * Replaces the target atomically: a temp file beside it with the staged bytes and the staged version's mode
+   * (chmod before the rename, so the file never appears with another mode), fsync, rename, directory fsync.
+   */
   async activate(version: string): Promise<void> {
     const src = within(this.store, version);
     if (!existsSync(src)) throw new Error(`release ${version} is not staged`);
-    writeFileAtomicSync(this.target, readFileSync(src));
+    const tmp = join(dirname(this.target), `.${basename(this.target)}.${process.pid}.rf-tmp`);
+    try {
+      copyFileSync(src, tmp);
+      chmodSync(tmp, effectiveMode(statSync(src).mode & 0o777)); // never more than 0o755
+      const fd = openSync(tmp, 'r');
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.target);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+    fsyncDir(dirname(this.target));
   }
 
   async commit(): Promise<void> {}

@@ -20,7 +20,15 @@ const STALL_MS = 120_000;
 export interface Offered {
   component: string;
   version: string;
-  artifacts: Array<{ name: string; sha256: string; length: number; url: string }>;
+  /** `mode`: the release's file mode when it carries one (checked by offer.ts; the signed one wins with a root). */
+  artifacts: Array<{ name: string; sha256: string; length: number; url: string; mode?: number }>;
+}
+
+/** A file ready for staging: its artifact name, where it was downloaded, and the mode the backend gives it. */
+export interface ObtainedFile {
+  name: string;
+  path: string;
+  mode?: number;
 }
 
 /** Where to download from, and the device's credential there. */

@@ -7,6 +7,7 @@ import { isAbsolute, relative, resolve, sep } from 'node:path';
 import {
   ArtifactNames,
   badArtifactName,
+  badMode,
   badName,
   CONTROL,
   MAX_ARTIFACT_BYTES,
@@ -26,6 +27,8 @@ export interface ValidArtifact {
   sha256: string;
   length: number;
   url: string;
+  /** The release's file mode (0..0o777) when it carries one; the device applies `effectiveMode()` of it. */
+  mode?: number;
 }
 
 export interface ValidOffer {
@@ -96,7 +99,7 @@ export function checkOffer(
   const artifacts: ValidArtifact[] = [];
   for (const [i, a] of (o.artifacts as unknown[]).entries()) {
     if (!a || typeof a !== 'object' || Array.isArray(a)) return no(`artifact #${i} is not an object`);
-    const { name, sha256, length, url } = a as Record<string, unknown>;
+    const { name, sha256, length, url, mode } = a as Record<string, unknown>;
     const badN = badArtifactName(name) ?? names.add(name as string);
     if (badN) return no(badN);
     const n = name as string;
@@ -114,7 +117,12 @@ export function checkOffer(
       if (badU) return no(badU);
       u = url as string;
     }
-    artifacts.push({ name: n, sha256, length, url: u });
+    // Absent (or null) for releases imported before modes were recorded: the device uses 0o644.
+    if (mode !== undefined && mode !== null) {
+      const badM = badMode(mode, n);
+      if (badM) return no(badM);
+    }
+    artifacts.push({ name: n, sha256, length, url: u, ...(typeof mode === 'number' ? { mode } : {}) });
   }
   return { ok: true, offer: { component: o.component as string, version: o.version as string, artifacts } };
 }

@@ -108,17 +108,26 @@ export class OfflineBundles {
               source: work,
               component: comp.name,
               version: pick.version,
-              artifacts: pick.artifacts,
+              artifacts: pick.artifacts, // names, hashes, lengths and modes: each must match the signed target
               downloadDir: join(this.cfg.state_dir, 'downloads', `verified-${txn}`),
             });
             if (!r.ok) throw new StepError(r.class, r.reason);
             // The bundle carries the vendor's metadata as the server had it (vendor-tuf/<vendor>/).
             if (comp.vendor)
               await this.verification.vendorCheck(
-                { component: comp.name, version: pick.version, artifacts: pick.artifacts },
+                {
+                  component: comp.name,
+                  version: pick.version,
+                  artifacts: pick.artifacts.map(({ name, sha256, length }) => ({ name, sha256, length })),
+                },
                 { folder: join(work, 'vendor-tuf', comp.vendor) },
               );
-            return r.artifacts.map((a) => ({ name: a.name, path: a.file! }));
+            // The mode each file gets is the signed one (the manifest's was checked against it).
+            return r.artifacts.map((a) => ({
+              name: a.name,
+              path: a.file!,
+              ...(a.mode !== undefined ? { mode: a.mode } : {}),
+            }));
           });
           const ok = after.current === pick.version;
           const failure = after.quarantined.includes(pick.version) ? 'rolled back' : undefined;

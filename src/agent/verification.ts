@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
 import type { AgentConfig } from './config.ts';
-import { download, type Offered, type ServerIdentity } from './download.ts';
+import { download, type ObtainedFile, type Offered, type ServerIdentity } from './download.ts';
 import { StepError } from './step-error.ts';
 
 /** The root received from the server (trust on first use), when none was pre-provisioned in the config. */
@@ -96,18 +96,21 @@ export class Verification {
 
   /**
    * Gets the offered files onto the device. With a pinned root this fails closed: the release must be in the
-   * organisation's signed targets (TUF, tuf-js) with the offered hashes, or it is refused before staging.
+   * organisation's signed targets (TUF, tuf-js) with the offered hashes and file modes, or it is refused before
+   * staging; the mode each file gets is then the signed one. Without a root it is the offered one.
    */
-  async obtain(
-    offer: Offered,
-    id: ServerIdentity,
-    txn: string,
-  ): Promise<Array<{ name: string; path: string }>> {
+  async obtain(offer: Offered, id: ServerIdentity, txn: string): Promise<ObtainedFile[]> {
     const root = this.pinnedRoot();
-    const downloadAll = async () => {
-      const files: Array<{ name: string; path: string }> = [];
-      for (const a of offer.artifacts)
-        files.push({ name: a.name, path: await download(a, id, this.cfg, this.log) });
+    const downloadAll = async (modes?: Map<string, number | undefined>) => {
+      const files: ObtainedFile[] = [];
+      for (const a of offer.artifacts) {
+        const mode = modes ? modes.get(a.name) : a.mode;
+        files.push({
+          name: a.name,
+          path: await download(a, id, this.cfg, this.log),
+          ...(mode !== undefined ? { mode } : {}),
+        });
+      }
       return files;
     };
     if (!root) {
@@ -127,7 +130,7 @@ export class Verification {
       source: mirror ?? new URL('/v1/tuf', id.server).href,
       component: offer.component,
       version: offer.version,
-      artifacts: offer.artifacts.map(({ name, sha256, length }) => ({ name, sha256, length })),
+      artifacts: offer.artifacts.map(({ name, sha256, length, mode }) => ({ name, sha256, length, mode })),
       // From a mirror the targets come with the metadata; from the server the blob route resumes with Range.
       downloadDir: mirror ? staging : undefined,
       headers: mirror ? undefined : { authorization: `Bearer ${id.device_token}` },
@@ -138,9 +141,15 @@ export class Verification {
       throw new StepError(r.class === 'unreachable' ? 'download' : r.class, r.reason);
     }
     await this.vendorCheck(offer, id);
-    if (mirror) return r.artifacts.map((a) => ({ name: a.name, path: a.file! }));
+    if (mirror)
+      return r.artifacts.map((a) => ({
+        name: a.name,
+        path: a.file!,
+        ...(a.mode !== undefined ? { mode: a.mode } : {}),
+      }));
     try {
-      return await downloadAll(); // the offer now equals the signed hashes, which the download checks
+      // The offer now equals the signed hashes, which the download checks; the modes are the signed ones.
+      return await downloadAll(new Map(r.artifacts.map((a) => [a.name, a.mode])));
     } catch (e) {
       if (e instanceof StepError && e.cls === 'verify')
         throw new StepError('tampered', `blob does not match its signed hash: ${e.message}`);

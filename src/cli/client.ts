@@ -4,7 +4,19 @@ export interface Conn {
   token: string;
 }
 
-export class CliError extends Error {}
+/**
+ * A one-line failure. `code` is the machine-readable `error` of `--json` output; `exitCode` follows the contract:
+ * 1 refused or failed, 3 server unreachable or token rejected.
+ */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly code = 'failed',
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
 
 export function connection(opts: { server?: string; token?: string }): Conn {
   const server = opts.server ?? process.env.RINGFENCE_SERVER ?? 'http://127.0.0.1:8080';
@@ -42,6 +54,8 @@ export async function api<T = unknown>(
   } catch (e) {
     throw new CliError(
       `cannot reach ${conn.server}: ${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}`,
+      'unreachable',
+      3,
     );
   }
   const text = await res.text();
@@ -50,8 +64,14 @@ export async function api<T = unknown>(
     data = text ? JSON.parse(text) : null;
   } catch {}
   if (!res.ok) {
-    const msg = (data as { message?: string } | null)?.message ?? text;
-    throw new CliError(`${method} ${path}: ${res.status} ${msg}`);
+    const body = data as { error?: string; message?: string } | null;
+    const msg = body?.message ?? text;
+    const rejected = res.status === 401;
+    throw new CliError(
+      `${method} ${path}: ${res.status} ${msg}`,
+      rejected ? 'unauthorized' : (body?.error ?? `http_${res.status}`),
+      rejected ? 3 : 1,
+    );
   }
   return data as T;
 }

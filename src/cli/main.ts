@@ -6,12 +6,14 @@ import { adminCommands } from './commands/admin.ts';
 import { bundleCommands } from './commands/bundle.ts';
 import { agentCommand, serverCommand } from './commands/daemons.ts';
 import { fleetCommands } from './commands/fleet.ts';
+import { historyCommands } from './commands/history.ts';
 import { keysCommands } from './commands/keys.ts';
 import { rehearseCommand } from './commands/rehearse.ts';
 import { releaseCommands } from './commands/release.ts';
 import { repoCommands } from './commands/repo.ts';
 import { planCommands, rolloutCommands } from './commands/rollout.ts';
-import { printErrorLine, printLine } from './output.ts';
+import { watchCommand } from './commands/watch.ts';
+import { printErrorLine, printJsonLine, printLine } from './output.ts';
 
 const program = new Command('ringfence')
   // Not --version: `release import --version V` is part of the command-line contract.
@@ -31,7 +33,9 @@ planCommands(program, conn);
 rolloutCommands(program, conn);
 fleetCommands(program, conn);
 adminCommands(program, conn);
+historyCommands(program, conn);
 rehearseCommand(program, conn);
+watchCommand(program, conn);
 keysCommands(program);
 repoCommands(program);
 bundleCommands(program);
@@ -80,7 +84,10 @@ try {
     process.exitCode = e.exitCode;
   } else {
     const msg = e instanceof CliError ? e.message : (e as Error).message;
+    const code = e instanceof CliError ? e.code : 'failed';
+    // With --json, errors are one JSON object on stdout as well, for scripts.
+    if (process.argv.includes('--json')) printJsonLine({ error: code, message: msg });
     printErrorLine(`ringfence: ${msg}`);
-    process.exitCode = 1;
+    process.exitCode = e instanceof CliError ? e.exitCode : 1;
   }
 }

@@ -37,11 +37,19 @@ const JSON_UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
  * JSON strings, so the document stays the same value and is safe to print.
  */
 export function printJson(data: unknown): void {
-  const text = String(JSON.stringify(data, null, 2)).replace(
+  process.stdout.write(`${safeJson(data, 2)}\n`);
+}
+
+/** One JSON object on one line (JSON Lines, for streams such as `rollout watch --json`), escaped as printJson. */
+export function printJsonLine(data: unknown): void {
+  process.stdout.write(`${safeJson(data)}\n`);
+}
+
+function safeJson(data: unknown, indent?: number): string {
+  return String(JSON.stringify(data, null, indent)).replace(
     JSON_UNSAFE,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
-  process.stdout.write(`${text}\n`);
 }
 
 /** Prints one line for people on stdout; whatever it holds is made terminal-safe. */

@@ -21,6 +21,8 @@ export const DEMO_PLAN = `name: demo-waves
 description: canary ring first, then 30 % of the rest, then everyone
 on_failure: halt
 report_deadline: 60s
+# Three canaries in a lab fleet of 12 to 30 devices: up to a quarter of it (a real fleet keeps the 5 % default).
+first_wave_cap: 25%
 waves:
   - name: canary
     select: ring=canary
@@ -62,6 +64,9 @@ export async function runDemo(
   const say = opts.say ?? (() => {});
   const t = () => `[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s]`;
   const n = opts.devices ?? 30;
+  // Three canaries must stay within the plan's first-wave cap (25 %), and the demo is bounded in processes.
+  if (!Number.isInteger(n) || n < 12 || n > 200)
+    throw new Error('--devices must be a whole number from 12 to 200');
   const root = mkdtempSync(join(tmpdir(), 'ringfence-demo-'));
   const problems: string[] = [];
   // `keys init` before the server starts: agents pin the organisation's root at enrollment and verify every

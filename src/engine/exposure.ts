@@ -69,7 +69,8 @@ export function analysePlan(
   }
   const problems: string[] = [];
   const firstWavePercent = waves[0] && fleet.length ? (waves[0].devices * 100) / fleet.length : 0;
-  if (!opts.allowWide && firstWavePercent > plan.firstWaveCapPercent) {
+  // A first wave of one device is never too wide: on a small fleet that is what a canary is.
+  if (!opts.allowWide && firstWavePercent > plan.firstWaveCapPercent && (waves[0]?.devices ?? 0) > 1) {
     problems.push(
       `first wave "${waves[0].wave}" exposes ${firstWavePercent.toFixed(1)}% of the fleet, over the ${plan.firstWaveCapPercent}% cap (use --allow-wide to accept)`,
     );

@@ -57,10 +57,15 @@ export type AssignmentState =
   | 'unconfirmed' // told to revert, but did not confirm before the deadline (it still gets the revert on return)
   | 'reverted';
 
+/** What the device itself said about the release: it kept it, it failed it, or it undid it by itself. */
+export type DeviceOutcome = 'succeeded' | 'failed' | 'rolled-back';
+
 export interface Assignment {
   deviceId: string;
   wave: number;
   state: AssignmentState;
+  /** The device's own verdict on the target (null before it reported); kept when the rollout reverts it. */
+  outcome?: DeviceOutcome | null;
   fromVersion: string | null;
   offeredAt: number | null;
   reportedAt: number | null;
@@ -75,6 +80,13 @@ export interface DeviceView {
   busy: boolean; // owned by another active rollout of this component
   version: string | null; // version of this component the device runs now
   deferredUntil?: number | null; // operator or device deferral: nothing is offered before this instant
+  /**
+   * The device last reported this component with no transaction open (idle, held or pinned). Undefined where
+   * the view does not track it (the simulator): then only reports confirm a revert.
+   */
+  settled?: boolean;
+  /** The device reports this component (false: it does not run it, so it is never offered). Undefined = yes. */
+  hasComponent?: boolean;
 }
 
 export type EngineEvent =
@@ -127,20 +139,48 @@ export function newRollout(init: {
 /** Applies a device's report to its assignment (pure); returns null when the report does not apply. */
 export function applyReport(
   a: Assignment,
-  r: { outcome: 'succeeded' | 'failed'; version: string; target: string; reason?: string | null; at: number },
+  r: { outcome: DeviceOutcome; version: string; target: string; reason?: string | null; at: number },
 ): Assignment | null {
+  const failed = r.outcome !== 'succeeded';
   if (a.state === 'reverting' || a.state === 'unconfirmed') {
-    // A revert is done when the device reports anything but the rolled-back release as healthy.
-    if (r.outcome === 'succeeded' && r.version !== r.target)
-      return { ...a, state: 'reverted', reportedAt: r.at };
-    if (r.outcome === 'failed' && r.version === r.target)
-      return { ...a, state: 'reverted', reportedAt: r.at };
+    // A revert is done when the device reports anything but the rolled-back release as healthy, or reports
+    // the rolled-back release as failed (it undid it by itself).
+    if (!failed && r.version !== r.target) return { ...a, state: 'reverted', reportedAt: r.at };
+    if (failed && r.version === r.target)
+      return { ...a, state: 'reverted', reportedAt: r.at, outcome: r.outcome };
     return null;
   }
   if (r.version !== r.target) return null;
-  if (a.state === 'offered' || (a.state === 'succeeded' && r.outcome === 'failed')) {
+  if (a.state === 'offered' || (a.state === 'succeeded' && failed)) {
     // A failure after success (health during bake) still counts against the wave.
-    return { ...a, state: r.outcome, reportedAt: r.at, reason: r.reason ?? null };
+    return {
+      ...a,
+      state: failed ? 'failed' : 'succeeded',
+      outcome: r.outcome,
+      reportedAt: r.at,
+      reason: r.reason ?? null,
+    };
   }
   return null;
+}
+
+/** True when the device is observed back on the version the rollout reverts it to (or on none, after a first install). */
+export function observedReverted(a: Assignment, d: DeviceView | undefined): boolean {
+  return d !== undefined && d.settled === true && d.version === a.fromVersion;
+}
+
+/**
+ * Why an operator event cannot apply to a rollout in its current status, or null when it can. The step
+ * ignores events that do not apply; callers use this to refuse them with a message instead.
+ */
+export function eventRefusal(status: RolloutStatus, ev: EngineEvent['kind']): string | null {
+  const ok: Record<EngineEvent['kind'], (s: RolloutStatus) => boolean> = {
+    pause: (s) => s === 'running' || s === 'baking' || s === 'awaiting-approval' || s === 'pending',
+    resume: (s) => s === 'paused' || s === 'halted',
+    approve: (s) => s === 'awaiting-approval',
+    abort: (s) => !TERMINAL.has(s),
+    retry: (s) => s === 'running' || s === 'baking' || s === 'halted',
+    rollback: (s) => s !== 'rolled-back' && s !== 'rolling-back',
+  };
+  return ok[ev](status) ? null : `cannot ${ev} a rollout that is ${status}`;
 }

@@ -13,6 +13,7 @@ import {
   type DeviceView,
   type EngineEvent,
   isTransientFailure,
+  observedReverted,
   type RolloutState,
   type RolloutStatus,
   TERMINAL,
@@ -26,8 +27,10 @@ export {
   type AssignmentState,
   applyReport,
   type Command,
+  type DeviceOutcome,
   type DeviceView,
   type EngineEvent,
+  eventRefusal,
   isTransientFailure,
   NO_REPORT,
   newRollout,
@@ -159,7 +162,19 @@ class Stepper {
         }
         break;
       case 'abort':
-        if (!TERMINAL.has(s) && s !== 'rolling-back') {
+        if (s === 'rolling-back') {
+          // Stop asking for reverts: devices not yet back stay where they are, and say so.
+          const why = ev.reason ?? `revert abandoned by ${ev.actor}`;
+          let left = 0;
+          for (const a of [...this.asg.values()])
+            if (a.state === 'reverting') {
+              this.set({ ...a, state: 'unconfirmed', reason: why });
+              this.out.commands.push({ kind: 'withdraw', deviceId: a.deviceId, component: this.r.component });
+              left++;
+            }
+          this.r.reason = `${why} (${left} devices had not confirmed their revert)`;
+          this.go('aborted', this.r.reason);
+        } else if (!TERMINAL.has(s)) {
           this.r.reason = ev.reason ?? `aborted by ${ev.actor}`;
           this.dropQueued('aborted');
           this.go('aborted', this.r.reason);
@@ -226,14 +241,19 @@ class Stepper {
           this.set({ ...a, state: 'skipped', reason: 'owned by a newer rollout; not reverted' });
           continue;
         }
-        // offeredAt now marks when the revert was offered: the revert deadline runs from here.
-        this.set({ ...a, state: 'reverting', reason: why, offeredAt: this.now });
         this.out.commands.push({
           kind: 'revert',
           deviceId: a.deviceId,
           component: this.r.component,
           version: a.fromVersion,
         });
+        // A device seen back on its previous release (it rolled back by itself) needs no confirmation.
+        if (observedReverted(a, this.devById.get(a.deviceId))) {
+          this.set({ ...a, state: 'reverted', reason: why, reportedAt: this.now });
+          continue;
+        }
+        // offeredAt now marks when the revert was offered: the revert deadline runs from here.
+        this.set({ ...a, state: 'reverting', reason: why, offeredAt: this.now });
         pending++;
       } else if (a.state === 'reverting') pending++;
     }
@@ -272,6 +292,11 @@ class Stepper {
         for (const a of [...this.asg.values()]) {
           if (a.state === 'unconfirmed') unconfirmed++;
           if (a.state !== 'reverting') continue;
+          // Confirmed by observation: the device checked in on its previous release with nothing open.
+          if (observedReverted(a, this.devById.get(a.deviceId))) {
+            this.set({ ...a, state: 'reverted', reportedAt: this.now });
+            continue;
+          }
           const deadline = plan.waves[a.wave]?.reportDeadlineMs ?? 0;
           const due = (a.offeredAt ?? this.now) + deadline;
           if (this.now >= due) {
@@ -317,8 +342,18 @@ class Stepper {
   /** Queues the wave's devices (see wave-selection.ts) and makes it the current wave. */
   private startWave(index: number): void {
     const wave = this.input.plan.waves[index];
-    const chosen = selectWaveDevices(wave, this.input.devices, this.asg);
+    const { chosen, without } = selectWaveDevices(wave, this.input.devices, this.asg);
     const n = chosen.length;
+    for (const d of without)
+      this.set({
+        deviceId: d.id,
+        wave: index,
+        state: 'skipped',
+        fromVersion: d.version,
+        offeredAt: null,
+        reportedAt: null,
+        reason: `does not run ${this.r.component}`,
+      });
     for (const d of chosen)
       this.set({
         deviceId: d.id,

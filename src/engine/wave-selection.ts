@@ -4,17 +4,26 @@ import { resolveAmount, type WaveSpec } from './plan.ts';
 import type { DeviceView } from './rollout-state.ts';
 import { matches, parseSelector } from './selector.ts';
 
-/** The wave's devices, in offer order. `taken` holds the devices already in this rollout. */
+/**
+ * The wave's devices, in offer order, and the devices its selector matched that do not run the component (never
+ * offered it; the rollout records them as skipped). `taken` holds the devices already in this rollout.
+ */
 export function selectWaveDevices(
   wave: WaveSpec,
   devices: readonly DeviceView[],
   taken: { has(id: string): boolean },
-): DeviceView[] {
+): { chosen: DeviceView[]; without: DeviceView[] } {
   const sel = parseSelector(wave.select);
   const order = wave.order.map(parseSelector);
-  const candidates = devices.filter(
-    (d) => !taken.has(d.id) && !d.held && !d.pinned && !d.busy && matches(sel, d.labels),
-  );
+  const without: DeviceView[] = [];
+  const candidates = devices.filter((d) => {
+    if (taken.has(d.id) || !matches(sel, d.labels)) return false;
+    if (d.hasComponent === false) {
+      without.push(d);
+      return false;
+    }
+    return !d.held && !d.pinned && !d.busy;
+  });
   // Rank once per device, not once per comparison: the sort is the step's hot spot on large fleets.
   const ranks = new Map<DeviceView, number>();
   if (order.length > 0)
@@ -26,5 +35,5 @@ export function selectWaveDevices(
   candidates.sort((a, b) => rank(a) - rank(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const n = Math.min(candidates.length, resolveAmount(wave.size, candidates.length));
   candidates.length = n;
-  return candidates;
+  return { chosen: candidates, without };
 }

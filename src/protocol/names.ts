@@ -81,3 +81,30 @@ export class ArtifactNames {
     return null;
   }
 }
+
+// File modes travel with a release (`release import` records them; TUF targets sign them in `custom.mode`). Only
+// permission bits are accepted on the wire; a device never applies more than rwxr-xr-x: no setuid, setgid or
+// sticky bit, no group or other write, whatever a server, a bundle or even the signed metadata says.
+/** The largest mode accepted in a release, an offer or a bundle (permission bits only). */
+export const MAX_MODE = 0o777;
+/** What a device applies at most: `mode & MODE_MASK`. */
+export const MODE_MASK = 0o755;
+/** The mode of an artifact whose release carries none (releases imported before modes were recorded). */
+export const DEFAULT_MODE = 0o644;
+
+/** Why an artifact mode is unacceptable (an integer 0..0o777), or null. */
+export function badMode(v: unknown, name: string): string | null {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_MODE)
+    return `mode ${show(v)} of ${show(name)} is not an integer from 0 to 0o777 (511)`;
+  return null;
+}
+
+/** The mode a device gives a staged file: the release's mode masked to 0o755, or 0o644 when it has none. */
+export function effectiveMode(mode: number | undefined | null): number {
+  return typeof mode === 'number' ? mode & MODE_MASK : DEFAULT_MODE;
+}
+
+/** A mode for humans: `0755`. */
+export function octal(mode: number): string {
+  return `0${mode.toString(8).padStart(3, '0')}`;
+}

@@ -37,7 +37,8 @@ export interface CheckinBody {
 export interface DesiredRelease {
   component: string;
   version: string;
-  artifacts: Array<{ name: string; sha256: string; length: number; url: string }>;
+  /** `mode`: the file mode the release records (absent for releases imported without one; devices use 0o644). */
+  artifacts: Array<{ name: string; sha256: string; length: number; mode?: number; url: string }>;
 }
 
 export interface CheckinAnswer {
@@ -127,8 +128,13 @@ export class CheckinBatcher {
       .where('version', '=', version)
       .executeTakeFirst();
     const list = rel
-      ? (JSON.parse(rel.artifacts) as Array<{ name: string; sha256: string; length: number }>).map((a) => ({
-          ...a,
+      ? (
+          JSON.parse(rel.artifacts) as Array<{ name: string; sha256: string; length: number; mode?: unknown }>
+        ).map((a) => ({
+          name: a.name,
+          sha256: a.sha256,
+          length: a.length,
+          ...(typeof a.mode === 'number' ? { mode: a.mode } : {}),
           url: `/v1/blobs/${a.sha256}`,
         }))
       : null;

@@ -10,7 +10,9 @@ export function openApiDocument(routes: RouteDoc[], version: string): Record<str
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
     const path = r.url.replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, '{$1}');
-    const params = [...r.url.matchAll(/:([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => ({
+    const params: Array<{ name: string; in: string; required: boolean; schema: unknown }> = [
+      ...r.url.matchAll(/:([A-Za-z_][A-Za-z0-9_]*)/g),
+    ].map((m) => ({
       name: m[1],
       in: 'path',
       required: true,
@@ -20,13 +22,24 @@ export function openApiDocument(routes: RouteDoc[], version: string): Record<str
         type: 'string',
       }) as unknown,
     }));
+    const query = r.schema.querystring as
+      | { properties?: Record<string, unknown>; required?: string[] }
+      | undefined;
+    for (const [name, schema] of Object.entries(query?.properties ?? {}))
+      params.push({ name, in: 'query', required: query?.required?.includes(name) ?? false, schema });
+    const responses: Record<string, unknown> = {
+      '200': { description: 'OK' },
+      '4XX': { description: '{error, message}' },
+    };
+    for (const [status, schema] of Object.entries((r.schema.response ?? {}) as Record<string, unknown>))
+      responses[status] = { description: 'OK', content: { 'application/json': { schema } } };
     for (const method of Array.isArray(r.method) ? r.method : [r.method]) {
       if (method === 'HEAD') continue;
       const op: Record<string, unknown> = {
         summary: r.schema.summary,
         tags: r.schema.tags,
         parameters: params,
-        responses: { '200': { description: 'OK' }, '4XX': { description: '{error, message}' } },
+        responses,
       };
       if (r.url.startsWith('/v1/admin/')) op.security = [{ admin: [] }];
       else if (r.url === '/v1/checkin' || r.url.startsWith('/v1/blobs/')) op.security = [{ device: [] }];

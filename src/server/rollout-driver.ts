@@ -6,6 +6,7 @@ import {
   ACTIVE,
   type Assignment,
   type AssignmentState,
+  type DeviceOutcome,
   type DeviceView,
   type EngineEvent,
   type RolloutState,
@@ -19,6 +20,8 @@ const CHUNK = 400;
 
 /** States a device reports for a component when its own local controls keep it where it is. */
 const LOCALLY_HELD = new Set(['held', 'pinned']);
+/** Component states with no transaction open on the device. */
+const SETTLED = new Set(['idle', 'held', 'pinned']);
 
 /**
  * Devices as one rollout's engine sees them, for a component. A rollout scoped to a channel sees only that
@@ -54,6 +57,7 @@ export async function deviceViews(
   ]);
   const version = new Map(comps.map((c) => [c.device_id, c.version]));
   const localHold = new Set(comps.filter((c) => LOCALLY_HELD.has(c.state)).map((c) => c.device_id));
+  const settled = new Set(comps.filter((c) => SETTLED.has(c.state)).map((c) => c.device_id));
   const busy = new Set(busyRows.map((b) => b.device_id));
   return devices.map((d) => {
     const pins = JSON.parse(d.pins) as Record<string, string>;
@@ -65,6 +69,8 @@ export async function deviceViews(
       busy: busy.has(d.id),
       version: version.get(d.id) ?? null,
       deferredUntil: d.deferred_until,
+      settled: settled.has(d.id),
+      hasComponent: version.has(d.id),
     };
   });
 }
@@ -78,6 +84,7 @@ export async function loadAssignments(db: Db, rolloutId: number): Promise<Map<st
         deviceId: r.device_id,
         wave: r.wave,
         state: r.state as AssignmentState,
+        outcome: r.outcome as DeviceOutcome | null,
         fromVersion: r.from_version,
         offeredAt: r.offered_at,
         reportedAt: r.reported_at,
@@ -107,6 +114,7 @@ async function persist(
       device_id: a.deviceId,
       wave: a.wave,
       state: a.state,
+      outcome: a.outcome ?? null,
       from_version: a.fromVersion,
       offered_at: a.offeredAt,
       reported_at: a.reportedAt,
@@ -119,6 +127,7 @@ async function persist(
         oc.columns(['rollout_id', 'device_id']).doUpdateSet((eb) => ({
           wave: eb.ref('excluded.wave'),
           state: eb.ref('excluded.state'),
+          outcome: eb.ref('excluded.outcome'),
           from_version: eb.ref('excluded.from_version'),
           offered_at: eb.ref('excluded.offered_at'),
           reported_at: eb.ref('excluded.reported_at'),

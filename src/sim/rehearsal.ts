@@ -1,7 +1,9 @@
 // The rehearsal: the real engine step() against simulated devices in virtual time. A discrete-event loop
 // jumps the clock to the next device check-in or engine wake-up, so a week of bake takes seconds.
 // Devices behave like the agent: they act only when they check in (pull), install beside the running
-// release, judge health during probation, roll back on their own, and report at a later check-in.
+// release, judge health during probation, roll back on their own, and report at once (the agent checks in
+// again right after a transaction). Device timings come from timing.ts: flags, the agent configuration, or
+// defaults that fit the plan; a wave whose report_deadline is shorter than the modelled time is warned about.
 import type { Plan } from '../engine/plan.ts';
 import {
   type Assignment,
@@ -17,6 +19,13 @@ import { EventQueue } from './event-queue.ts';
 import { assignFaults, F_CRASH, F_FAIL, F_FLAKY, F_NEVER, F_OFFLINE, F_SLOW, type Fault } from './faults.ts';
 import { engineView, type SimFleet } from './fleet.ts';
 import { createRng } from './prng.ts';
+import {
+  resolveTiming,
+  type TimingModel,
+  type TimingWarning,
+  timeToReport,
+  timingWarnings,
+} from './timing.ts';
 
 export interface RehearsalOptions {
   plan: Plan;
@@ -25,10 +34,12 @@ export interface RehearsalOptions {
   seed?: string | number;
   /** Virtual start (ms since epoch); fixed by default so runs are comparable. */
   start?: number;
-  pollMs?: number; // device check-in interval (default 1 min)
-  installMs?: [number, number]; // time to stage and switch, uniform range
-  probationMs?: number; // health checks after the switch before commit
+  // Device timings (src/sim/timing.ts); each defaults as resolveTiming() says. Or give the whole model.
+  pollMs?: number; // device check-in interval (default: the server's default, 30 s)
+  installMs?: [number, number]; // download + stage + switch, uniform range (default: fits the plan)
+  probationMs?: number; // health checks after the switch before commit (default: fits the plan)
   tickMs?: number; // how often the control plane steps after news (the server steps on reports)
+  timing?: TimingModel;
   approveAfterMs?: number | null; // an operator approves gated waves after this; null = never
   horizonMs?: number; // give up after this much virtual time
   emergency?: boolean;
@@ -71,7 +82,18 @@ export interface RehearsalResult {
   seed: string;
   fleet: number;
   faults: Array<{ spec: string; devices: number }>;
-  settings: { poll_ms: number; probation_ms: number; tick_ms: number; start: string; emergency: boolean };
+  settings: {
+    poll_ms: number;
+    apply_ms: [number, number];
+    probation_ms: number; // health time
+    tick_ms: number;
+    time_to_report_ms: number; // the longest a healthy device takes from an offer to its report
+    sources: TimingModel['sources'];
+    start: string;
+    emergency: boolean;
+  };
+  /** Waves whose report_deadline is shorter than the modelled time to report (healthy devices may miss it). */
+  warnings: TimingWarning[];
   end_state: string;
   reason: string | null;
   halted_at_wave: string | null;
@@ -113,10 +135,18 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
   const seed = String(opts.seed ?? 1);
   const rng = createRng(seed);
   const start = opts.start ?? DEFAULT_START;
-  const poll = opts.pollMs ?? 60_000;
-  const [installMin, installMax] = opts.installMs ?? [60_000, 180_000];
-  const probation = opts.probationMs ?? 5 * 60_000;
-  const tick = opts.tickMs ?? 60_000;
+  const timing =
+    opts.timing ??
+    resolveTiming(plan, {
+      pollMs: opts.pollMs,
+      applyMs: opts.installMs,
+      healthMs: opts.probationMs,
+      tickMs: opts.tickMs,
+    });
+  const poll = timing.pollMs;
+  const [installMin, installMax] = timing.applyMs;
+  const probation = timing.healthMs;
+  const tick = timing.tickMs;
   const approveAfter = opts.approveAfterMs === undefined ? 0 : opts.approveAfterMs;
   const horizon = opts.horizonMs ?? 60 * 86_400_000;
   const component = opts.component ?? 'sensor-content';
@@ -188,6 +218,11 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
     scheduled[i] = 1;
     queue.push(nextCheckin(i, t), i * 8 + EV_CHECKIN);
   };
+  /** The agent checks in again right after a transaction; its poll timer starts over from there. */
+  const reportSoon = (i: number, t: number) => {
+    phase[i] = (t + 1 - start) % poll;
+    schedule(i, t + 1);
+  };
   const newsAt = (t: number) => {
     const at = Math.ceil((t - start) / tick) * tick + start;
     if (at < stepDue) stepDue = at;
@@ -217,6 +252,7 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
     failedCount++;
     if (waveOf[i] >= 0) waves[waveOf[i]].failed++;
   };
+  const windowed = (wave: number) => !!(plan.deviceWindows || plan.waves[wave]?.window);
   const setAssignment = (a: Assignment) => {
     const prev = assignments.get(a.deviceId);
     assignments.set(a.deviceId, a);
@@ -305,7 +341,7 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
       }
       pending[i] = REP_REVERTED;
       reportNotBefore[i] = t + (m & F_SLOW ? fa.slowMs[i] : 0);
-      schedule(i, t + 1);
+      reportSoon(i, t);
     }
   };
 
@@ -325,7 +361,7 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
     } else pending[i] = REP_OK;
     reportNotBefore[i] = t + (m & F_SLOW ? fa.slowMs[i] : 0);
     if (want[i] === WANT_REVERT && pending[i] === REP_FAILED) want[i] = WANT_NONE; // already back
-    schedule(i, t + 1);
+    reportSoon(i, t);
   };
 
   const runStep = (t: number) => {
@@ -338,7 +374,21 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
     steps++;
     const prevStatus = rollout.status;
     rollout = out.rollout;
-    for (const a of out.changed) setAssignment(a);
+    for (const a of out.changed) {
+      // A device that missed its deadline and is reverted in the same step never shows as `failed` in the
+      // changes (the engine's last word wins): count it here. Only where no maintenance window governs the
+      // device, because a window stretches the deadline in ways the engine alone knows.
+      const prev = assignments.get(a.deviceId);
+      if (
+        prev?.state === 'offered' &&
+        prev.offeredAt !== null &&
+        (a.state === 'reverting' || a.state === 'reverted' || a.state === 'unconfirmed') &&
+        !windowed(a.wave) &&
+        t >= prev.offeredAt + plan.waves[a.wave].reportDeadlineMs
+      )
+        markFailed(index.get(a.deviceId)!);
+      setAssignment(a);
+    }
     for (const tr of out.transitions) transitions.push(view(tr));
     for (const tr of out.transitions) {
       if (tr.why.startsWith('wave ') && tr.why.includes(' started with ')) {
@@ -424,11 +474,15 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
     faults: faults.map((f) => ({ spec: f.spec, devices: fa.affected[f.spec] ?? 0 })),
     settings: {
       poll_ms: poll,
+      apply_ms: [installMin, installMax],
       probation_ms: probation,
       tick_ms: tick,
+      time_to_report_ms: timeToReport(timing),
+      sources: timing.sources,
       start: new Date(start).toISOString(),
       emergency: opts.emergency ?? false,
     },
+    warnings: timingWarnings(plan, timing),
     end_state: rollout.status,
     reason: rollout.reason,
     halted_at_wave: halted ? (plan.waves[rollout.haltedAtWave ?? rollout.wave]?.name ?? null) : null,

@@ -1,4 +1,5 @@
 // The rehearsal report: one self-contained HTML page (inline SVG, inline CSS, no scripts, no external assets).
+import { formatDuration } from '../engine/duration.ts';
 import type { RehearsalResult } from './rehearsal.ts';
 
 const esc = (s: unknown): string => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -85,6 +86,26 @@ function waveChart(r: RehearsalResult): string {
   return `<svg id="wave-chart" viewBox="0 0 ${W} ${h}" width="${W}" height="${h}" role="img" aria-label="per-wave outcome"><title>Per-wave outcome</title>${rows}</svg>`;
 }
 
+/** The device model, to the second (formatSpan rounds to minutes), and where each figure came from. */
+function modelLine(r: RehearsalResult): string {
+  const st = r.settings;
+  const [a, b] = st.apply_ms;
+  return (
+    `Simulated devices check in every ${formatDuration(st.poll_ms)} (${st.sources.poll}), apply in ` +
+    `${a === b ? formatDuration(a) : `${formatDuration(a)}–${formatDuration(b)}`} (${st.sources.apply}) and run health checks for ` +
+    `${formatDuration(st.probation_ms)} (${st.sources.health}): a healthy device reports within ${formatDuration(st.time_to_report_ms)} ` +
+    `of an offer. The control plane reacts within ${formatDuration(st.tick_ms)}.`
+  );
+}
+
+/** Timing warnings, at the top: a deadline healthy devices cannot meet makes every other number misleading. */
+function warningsBlock(r: RehearsalResult): string {
+  if (!r.warnings.length) return '';
+  const items = r.warnings.map((w) => `<li data-wave="${esc(w.wave)}">${esc(w.message)}</li>`).join('');
+  return `<div id="warnings" class="warn"><b>Warning: the plan's deadlines are shorter than the modelled time to report</b><ul>${items}</ul></div>
+`;
+}
+
 export function renderReport(r: RehearsalResult): string {
   const verdict =
     r.end_state === 'completed'
@@ -117,11 +138,12 @@ td:first-child,th:first-child{text-align:left}
 svg text{font:11px system-ui,sans-serif;fill:#57606a}.grid{stroke:#eaeef2}.wave{stroke:#8c959f;stroke-dasharray:3 3}
 .wlabel{fill:#24292f}.exposed{fill:none;stroke:#0969da;stroke-width:2}.running{fill:none;stroke:#1a7f37;stroke-width:2}
 .failed{fill:none;stroke:#cf222e;stroke-width:2}.ok{fill:#2da44e}.bad{fill:#cf222e}.open{fill:#d0d7de}.rb{fill:#bf8700}
+.warn{border:1px solid #bf8700;background:#fff8c5;border-radius:6px;padding:8px 12px;margin:12px 0}.warn ul{margin:4px 0 0}
 .legend span{margin-right:14px}.sw{display:inline-block;width:10px;height:10px;margin-right:4px}
 </style></head><body>
 <h1>Rehearsal of plan <code>${esc(r.plan)}</code></h1>
 <p id="verdict">${r.fleet} simulated devices, seed <code>${esc(r.seed)}</code>: ${esc(verdict)}${r.reason ? ` — ${esc(r.reason)}` : ''}${r.unfinished ? ` (${esc(r.unfinished)})` : ''}</p>
-<div class="kpi">
+${warningsBlock(r)}<div class="kpi">
 <div>exposed<b id="kpi-exposed">${r.exposed}</b>${r.exposed_percent}% of the fleet</div>
 <div>peak running<b id="kpi-peak">${r.peak_running}</b>${r.peak_running_percent}%</div>
 <div>time to halt<b id="kpi-halt">${esc(formatSpan(r.time_to_halt_ms))}</b></div>
@@ -136,7 +158,9 @@ ${waveChart(r)}
 <table id="waves"><thead><tr><th>wave</th><th>selected</th><th>exposed</th><th>succeeded</th><th>failed</th><th>rolled back</th><th>skipped</th><th>reached</th></tr></thead><tbody>${rows}</tbody></table>
 <h2>Faults injected</h2><ul>${faults}</ul>
 <h2>Engine transitions</h2><ol>${trs}</ol>
-<p>Simulated check-in every ${esc(formatSpan(r.settings.poll_ms))}, probation ${esc(formatSpan(r.settings.probation_ms))}, virtual start ${esc(r.settings.start)}; ${r.steps} engine steps, ${r.device_events} device events. The same engine code as the server made every decision. Data: <a href="report.json">report.json</a>.</p>
+<h2>Device model</h2>
+<p id="device-model">${esc(modelLine(r))}</p>
+<p>Virtual start ${esc(r.settings.start)}; ${r.steps} engine steps, ${r.device_events} device events. The same engine code as the server made every decision. Data: <a href="report.json">report.json</a>.</p>
 </body></html>
 `;
 }

@@ -149,6 +149,14 @@ export function migrations(dialect: Dialect): MigrationProvider {
         await db.schema.createIndex('devices_name').on('devices').column('name').execute();
       },
     },
+    '0004_assignment_outcome': {
+      async up(db: Kysely<unknown>) {
+        // The device's own verdict (succeeded, failed, rolled-back), kept when the rollout reverts it, so that
+        // a wave's counts never flip as the rollout moves on.
+        await db.schema.alterTable('assignments').addColumn('outcome', 'text').execute();
+        await sql`update assignments set outcome = state where state in ('succeeded', 'failed')`.execute(db);
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

@@ -81,6 +81,7 @@ export interface AssignmentTable {
   device_id: string;
   wave: number;
   state: string;
+  outcome: string | null; // the device's own verdict: succeeded | failed | rolled-back
   from_version: string | null;
   offered_at: number | null;
   reported_at: number | null;

@@ -28,6 +28,7 @@ import {
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Metadata, MetadataKind } from '@tufjs/models';
+import { badMode } from '../protocol/names.ts';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
 import type { BlobStore } from '../store/blobs.ts';
 import { verifyRelease } from './device-verifier.ts';
@@ -54,7 +55,8 @@ const MAX_HEADER = 4096;
 export interface BundleRelease {
   component: string;
   version: string;
-  artifacts: Array<{ name: string; sha256: string; length: number }>;
+  /** `mode`: the file mode signed in the target's `custom.mode` (absent for releases signed without one). */
+  artifacts: Array<{ name: string; sha256: string; length: number; mode?: number }>;
 }
 
 export interface BundleManifest {
@@ -69,11 +71,17 @@ export interface BundleManifest {
 export function signedReleases(repo: Repository, refs: string[] = []): BundleRelease[] {
   const byRef = new Map<string, BundleRelease>();
   for (const t of Object.values(repo.targets().signed.targets)) {
-    const c = t.custom as { component?: string; version?: string; name?: string };
+    const c = t.custom as { component?: string; version?: string; name?: string; mode?: unknown };
     if (!c.component || !c.version || !c.name) continue;
     const ref = `${c.component}@${c.version}`;
     const rel = byRef.get(ref) ?? { component: c.component, version: c.version, artifacts: [] };
-    rel.artifacts.push({ name: c.name, sha256: t.hashes.sha256, length: t.length });
+    // Same key order as the server stores a release's artifacts (bundle import compares them as JSON).
+    rel.artifacts.push({
+      name: c.name,
+      sha256: t.hashes.sha256,
+      length: t.length,
+      ...(badMode(c.mode, c.name) === null ? { mode: c.mode as number } : {}),
+    });
     byRef.set(ref, rel);
   }
   if (refs.length === 0) return [...byRef.values()];
@@ -343,6 +351,7 @@ function checkManifest(m: BundleManifest): BundleManifest {
       names.add(a.name);
       if (typeof a.sha256 !== 'string' || !SHA256.test(a.sha256)) bad(`${ref}: ${a.name} has a bad sha256`);
       if (!Number.isSafeInteger(a.length) || a.length < 0) bad(`${ref}: ${a.name} has a bad length`);
+      if (a.mode !== undefined && badMode(a.mode, a.name)) bad(`${ref}: ${a.name} has a bad mode`);
     }
   }
   return m;

@@ -10,6 +10,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type Fetcher, Updater } from 'tuf-js';
 import { within } from '../agent/offer.ts';
+import { badMode, DEFAULT_MODE, octal } from '../protocol/names.ts';
 import { writeFileAtomicSync } from '../store/atomic-file.ts';
 import { MirrorFetcher } from './fetcher.ts';
 import { targetPath } from './repository.ts';
@@ -18,6 +19,12 @@ export interface OfferedArtifact {
   name: string;
   sha256: string;
   length: number;
+  /**
+   * The file mode offered with it (0..0o777), if any. For the organisation's targets the signed `custom.mode`
+   * wins: an offered mode that disagrees with it (or, for a target signed without one, with 0o644) is refused
+   * as `mismatch`. Vendor targets (`pathOf`) carry no Ringfence mode: it is not checked there.
+   */
+  mode?: number;
 }
 
 export interface VerifyRequest {
@@ -161,13 +168,32 @@ export async function verifyRelease(req: VerifyRequest): Promise<VerifyResult> {
             class: 'mismatch',
             reason: `${path}: offered sha256 ${a.sha256.slice(0, 12)}…/${a.length} bytes, signed ${String(info.hashes.sha256).slice(0, 12)}…/${info.length} bytes`,
           };
+        // The file mode is part of the signed release: the one the device applies comes from the targets.
+        let mode = a.mode;
+        if (!req.pathOf) {
+          const custom = (info.custom ?? {}) as Record<string, unknown>;
+          const signed = Object.hasOwn(custom, 'mode') ? custom.mode : undefined;
+          if (signed !== undefined) {
+            const bad = badMode(signed, a.name);
+            if (bad) return { ok: false, refused: true, class: 'invalid', reason: `${path}: signed ${bad}` };
+          }
+          const want = (signed as number | undefined) ?? DEFAULT_MODE;
+          if (a.mode !== undefined && a.mode !== want)
+            return {
+              ok: false,
+              refused: true,
+              class: 'mismatch',
+              reason: `${path}: offered mode ${octal(a.mode)}, signed ${signed === undefined ? `none (${octal(DEFAULT_MODE)})` : octal(want)}`,
+            };
+          mode = signed as number | undefined;
+        }
         let file: string | undefined;
         if (req.downloadDir) {
           file = within(req.downloadDir, a.name); // never outside the download folder, whatever the name
           mkdirSync(dirname(file), { recursive: true });
           await updater.downloadTarget(info, file);
         }
-        out.push({ ...a, path, file });
+        out.push({ ...a, path, file, ...(mode !== undefined ? { mode } : {}) });
       }
     } catch (e) {
       return { ok: false, refused: true, ...classify(e) };

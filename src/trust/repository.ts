@@ -44,7 +44,8 @@ export interface TargetEntry {
   path: string;
   sha256: string;
   length: number;
-  custom?: Record<string, string>;
+  /** `{component, version, name}` and, when the release records one, `mode` (the file mode, 0..0o777). */
+  custom?: Record<string, string | number>;
 }
 
 export interface InitOptions {
@@ -198,14 +199,26 @@ export class Repository {
         (t) => {
           let changed = false;
           for (const e of entries) {
+            // Own properties only: a path is data, and `__proto__` must never reach Object.prototype.
+            const cur = Object.hasOwn(t.targets, e.path) ? t.targets[e.path] : undefined;
+            // A signed file mode is part of the release: re-signing the same file (same hash and length) from a
+            // source that does not know modes (e.g. the start-up re-sign of approved releases) never drops it.
+            let custom = e.custom;
+            const curMode = (cur?.custom as { mode?: unknown } | undefined)?.mode;
+            if (
+              custom &&
+              !Object.hasOwn(custom, 'mode') &&
+              curMode !== undefined &&
+              cur?.length === e.length &&
+              cur.hashes.sha256 === e.sha256
+            )
+              custom = { ...custom, mode: curMode as number };
             const next = new TargetFile({
               path: e.path,
               length: e.length,
               hashes: { sha256: e.sha256 },
-              unrecognizedFields: e.custom ? { custom: e.custom } : {},
+              unrecognizedFields: custom ? { custom } : {},
             });
-            // Own properties only: a path is data, and `__proto__` must never reach Object.prototype.
-            const cur = Object.hasOwn(t.targets, e.path) ? t.targets[e.path] : undefined;
             if (cur?.equals(next)) continue;
             Object.defineProperty(t.targets, e.path, {
               value: next,
@@ -388,29 +401,40 @@ function buildRoot(
 }
 
 /**
- * Approval hook: puts a release's artifacts into the signed targets (custom: component, version) and
- * re-signs targets, snapshot and timestamp. Returns null when the server has no TUF keys (`keys init` not run):
- * approval then stays an unsigned database flag, as before.
+ * Approval hook: puts a release's artifacts into the signed targets (custom: component, version, name and the
+ * file mode when the release records one) and re-signs targets, snapshot and timestamp. Returns null when the
+ * server has no TUF keys (`keys init` not run): approval then stays an unsigned database flag, as before.
  */
 export async function publishRelease(
   dataDir: string,
   rel: {
     component: string;
     version: string;
-    artifacts: Array<{ name: string; sha256: string; length: number }>;
+    artifacts: Array<{ name: string; sha256: string; length: number; mode?: number }>;
   },
   now: number,
 ): Promise<{ targetsVersion: number; changed: boolean } | null> {
   const repo = Repository.open(dataDir);
   if (!repo) return null;
-  const r = await repo.addTargets(
-    rel.artifacts.map((a) => ({
-      path: targetPath(rel.component, rel.version, a.name),
-      sha256: a.sha256,
-      length: a.length,
-      custom: { component: rel.component, version: rel.version, name: a.name },
-    })),
-    now,
-  );
+  const r = await repo.addTargets(releaseTargets(rel), now);
   return { targetsVersion: r.version, changed: r.changed };
+}
+
+/** A release's artifacts as signed targets (custom: component, version, name and the mode when recorded). */
+export function releaseTargets(rel: {
+  component: string;
+  version: string;
+  artifacts: Array<{ name: string; sha256: string; length: number; mode?: number }>;
+}) {
+  return rel.artifacts.map((a) => ({
+    path: targetPath(rel.component, rel.version, a.name),
+    sha256: a.sha256,
+    length: a.length,
+    custom: {
+      component: rel.component,
+      version: rel.version,
+      name: a.name,
+      ...(typeof a.mode === 'number' ? { mode: a.mode } : {}),
+    },
+  }));
 }

@@ -2,6 +2,7 @@
 import { type ReactElement, useCallback, useEffect, useState } from 'react';
 import { ApiError, api, forgetToken, savedToken, saveToken } from './api.ts';
 import { AuditPage } from './pages/audit.tsx';
+import { DevicePage } from './pages/device.tsx';
 import { FleetPage } from './pages/fleet.tsx';
 import { LoginPage } from './pages/login.tsx';
 import { OverviewPage } from './pages/overview.tsx';
@@ -25,6 +26,15 @@ const NAV = [
   ['#/fleet', 'Fleet'],
   ['#/audit', 'Audit'],
 ] as const;
+
+/** A device id from the URL; a malformed escape is kept as typed (the server then answers 404). */
+function decodeHashPart(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
 
 export function App() {
   const [token, setToken] = useState(savedToken);
@@ -57,13 +67,15 @@ export function App() {
   if (!token) return <LoginPage onLogin={login} error={loginError} />;
 
   const rollout = /^\/rollouts\/(\d+)$/.exec(path);
+  const device = /^\/devices\/([^/]+)$/.exec(path);
   let page: ReactElement;
   if (rollout) page = <RolloutPage id={Number(rollout[1])} />;
+  else if (device) page = <DevicePage id={decodeHashPart(device[1])} />;
   else if (path === '/rollouts') page = <RolloutsPage />;
   else if (path === '/fleet') page = <FleetPage />;
   else if (path === '/audit') page = <AuditPage />;
   else page = <OverviewPage />;
-  const section = rollout ? '#/rollouts' : `#${path}`;
+  const section = rollout ? '#/rollouts' : device ? '#/fleet' : `#${path}`;
 
   return (
     <Unauthorized.Provider value={onUnauthorized}>

@@ -9,3 +9,11 @@ export interface AuditVerify {
   brokenAt: number | null;
   ok: boolean;
 }
+export type {
+  CheckView,
+  DeviceHistoryPage,
+  HistoryEntry,
+  ReportView,
+  RolloutDevicesPage,
+  RolloutDeviceView,
+} from '../server/routes/admin-history.ts';

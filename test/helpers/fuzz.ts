@@ -1177,7 +1177,11 @@ async function sendHttp(
   body: Buffer | null,
 ): Promise<FuzzResult> {
   const first = await sendHttpOnce(r, w, agent, body);
-  if (first.status !== null || !first.reused) return first;
+  // Also retried: a reset on a fresh connection. A server that answers early (404, 415) and closes while the
+  // body is still unread makes the kernel send RST, which can overtake the answer on a loaded machine; a
+  // server that really hangs up on this request does it again.
+  if (first.status !== null || !(first.reused || /^(ECONNRESET|EPIPE)$/.test(first.failure ?? '')))
+    return first;
   const again = await sendHttpOnce(r, w, false, body);
   return { ...again, retried: first.failure };
 }

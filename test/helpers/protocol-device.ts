@@ -15,10 +15,15 @@ export interface Offer {
   version: string;
 }
 
-/** Enrolls n devices with the given labels through /v1/enroll. */
+/**
+ * Enrolls n devices with the given labels through /v1/enroll. With `component`, each then checks in once
+ * reporting it (no version yet), as a freshly started agent does: rollouts offer a component only to devices
+ * that run it.
+ */
 export async function enrollDevices(
   conn: Conn,
   labels: Array<Record<string, string>>,
+  component?: string,
 ): Promise<ProtocolDevice[]> {
   const tok = await api<{ token: string }>(conn, 'POST', '/v1/admin/enroll-tokens', { uses: labels.length });
   const out: ProtocolDevice[] = [];
@@ -33,6 +38,7 @@ export async function enrollDevices(
     const b = (await res.json()) as { device_id: string; device_token: string };
     out.push({ id: b.device_id, token: b.device_token, name, version: null, state: 'idle' });
   }
+  if (component) for (const d of out) await checkin(conn, d, component);
   return out;
 }
 

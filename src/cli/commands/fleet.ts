@@ -36,7 +36,7 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
     .argument('<device>', 'device id or name')
     .option('--reason <text>', 'why, for the audit log')
     .option('--json', 'machine-readable output')
-    .action(async (id: string, o: { reason?: string; json?: boolean }) => {
+    .action(async (id: string, o: { reason?: string; json?: boolean; allowEmpty?: boolean }) => {
       const r = await api<{ id: string; name: string; left_rollouts: number }>(
         conn(),
         'POST',
@@ -103,12 +103,14 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
       .command(name)
       .description(desc)
       .argument('<selector>')
+      .option('--allow-empty', 'accept a selector that matches no device (otherwise an error: a typo?)')
       .option('--reason <text>')
       .option('--json', 'machine-readable output')
-      .action(async (selector: string, o: { reason?: string; json?: boolean }) => {
+      .action(async (selector: string, o: { reason?: string; json?: boolean; allowEmpty?: boolean }) => {
         const r = await api<{ devices: string[] }>(conn(), 'POST', `/v1/admin/fleet/${name}`, {
           selector,
           reason: o.reason,
+          allow_empty: !!o.allowEmpty,
         });
         if (o.json) printJson(r);
         else printLine(`${name}: ${r.devices.length} devices`);
@@ -120,43 +122,53 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
       'defer devices matching SELECTOR: nothing is offered to them for DURATION (e.g. 7d), or "off"',
     )
     .argument('<selector>')
+    .option('--allow-empty', 'accept a selector that matches no device (otherwise an error: a typo?)')
     .argument('<duration>', 'e.g. 12h, 7d; "off" clears the deferral')
     .option('--reason <text>')
     .option('--json', 'machine-readable output')
-    .action(async (selector: string, duration: string, o: { reason?: string; json?: boolean }) => {
-      let until: number | null = null;
-      if (duration !== 'off') {
-        try {
-          until = Date.now() + parseDuration(duration);
-        } catch (e) {
-          throw new CliError((e as Error).message);
+    .action(
+      async (
+        selector: string,
+        duration: string,
+        o: { reason?: string; json?: boolean; allowEmpty?: boolean },
+      ) => {
+        let until: number | null = null;
+        if (duration !== 'off') {
+          try {
+            until = Date.now() + parseDuration(duration);
+          } catch (e) {
+            throw new CliError((e as Error).message);
+          }
         }
-      }
-      const r = await api<{ devices: string[] }>(conn(), 'POST', '/v1/admin/fleet/defer', {
-        selector,
-        until,
-        reason: o.reason,
-      });
-      if (o.json) printJson({ ...r, until });
-      else
-        printLine(
-          until === null
-            ? `deferral cleared on ${r.devices.length} devices`
-            : `deferred ${r.devices.length} devices until ${new Date(until).toISOString()}`,
-        );
-    });
+        const r = await api<{ devices: string[] }>(conn(), 'POST', '/v1/admin/fleet/defer', {
+          selector,
+          until,
+          reason: o.reason,
+          allow_empty: !!o.allowEmpty,
+        });
+        if (o.json) printJson({ ...r, until });
+        else
+          printLine(
+            until === null
+              ? `deferral cleared on ${r.devices.length} devices`
+              : `deferred ${r.devices.length} devices until ${new Date(until).toISOString()}`,
+          );
+      },
+    );
   fleet
     .command('channel')
     .description('put devices matching SELECTOR on the early or the general channel')
     .argument('<selector>')
+    .option('--allow-empty', 'accept a selector that matches no device (otherwise an error: a typo?)')
     .argument('<channel>', 'early or general')
     .option('--json', 'machine-readable output')
-    .action(async (selector: string, channel: string, o: { json?: boolean }) => {
+    .action(async (selector: string, channel: string, o: { json?: boolean; allowEmpty?: boolean }) => {
       if (channel !== 'early' && channel !== 'general')
         throw new CliError('channel must be early or general');
       const r = await api<{ devices: string[] }>(conn(), 'POST', '/v1/admin/fleet/channel', {
         selector,
         channel,
+        allow_empty: !!o.allowEmpty,
       });
       if (o.json) printJson(r);
       else printLine(`${r.devices.length} devices on the ${channel} channel`);
@@ -165,12 +177,14 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
     .command('pin')
     .description('pin devices matching SELECTOR to NAME@V (wins over every rollout)')
     .argument('<selector>')
+    .option('--allow-empty', 'accept a selector that matches no device (otherwise an error: a typo?)')
     .argument('<ref>', 'NAME@VERSION')
     .option('--json', 'machine-readable output')
-    .action(async (selector: string, ref: string, o: { json?: boolean }) => {
+    .action(async (selector: string, ref: string, o: { json?: boolean; allowEmpty?: boolean }) => {
       const r = await api<{ devices: string[] }>(conn(), 'POST', '/v1/admin/fleet/pin', {
         selector,
         release: ref,
+        allow_empty: !!o.allowEmpty,
       });
       if (o.json) printJson(r);
       else printLine(`pinned ${r.devices.length} devices to ${ref}`);
@@ -178,12 +192,14 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
   fleet
     .command('unpin')
     .argument('<selector>')
+    .option('--allow-empty', 'accept a selector that matches no device (otherwise an error: a typo?)')
     .argument('<component>')
     .option('--json', 'machine-readable output')
-    .action(async (selector: string, component: string, o: { json?: boolean }) => {
+    .action(async (selector: string, component: string, o: { json?: boolean; allowEmpty?: boolean }) => {
       const r = await api<{ devices: string[] }>(conn(), 'POST', '/v1/admin/fleet/unpin', {
         selector,
         component,
+        allow_empty: !!o.allowEmpty,
       });
       if (o.json) printJson(r);
       else printLine(`unpinned ${component} on ${r.devices.length} devices`);

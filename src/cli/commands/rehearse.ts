@@ -11,8 +11,9 @@ import { fleetFromLabels, generateFleet, type SimFleet } from '../../sim/fleet.t
 import { createRng } from '../../sim/prng.ts';
 import { type RehearsalResult, rehearse } from '../../sim/rehearsal.ts';
 import { formatSpan, renderReport } from '../../sim/report-html.ts';
+import { describeTiming, resolveTiming, type TimingModel } from '../../sim/timing.ts';
 import { api, CliError, type Conn } from '../client.ts';
-import { printLine, printTable } from '../output.ts';
+import { printErrorLine, printLine, printTable } from '../output.ts';
 import { readFleet } from './rollout.ts';
 
 interface RehearseOpts {
@@ -22,9 +23,13 @@ interface RehearseOpts {
   seed: string;
   report?: string;
   json?: boolean;
-  poll: string;
-  probation: string;
-  tick: string;
+  checkinEvery?: string;
+  poll?: string;
+  applyTime?: string;
+  healthTime?: string;
+  probation?: string;
+  agentConfig?: string;
+  tick?: string;
   approveAfter: string;
   horizon: string;
   emergency?: boolean;
@@ -55,8 +60,33 @@ function duration(v: string, what: string): number {
   }
 }
 
-function printHuman(r: RehearsalResult): void {
+/** `--apply-time 30s` or a range `10s..2m`. */
+function durationRange(v: string, what: string): [number, number] {
+  const [a, b = a] = v.split('..');
+  const lo = duration(a, what);
+  const hi = duration(b, what);
+  if (hi < lo) throw new CliError(`${what}: ${v}: the range ends before it starts`);
+  return [lo, hi];
+}
+
+/** Device timings a device's own agent configuration defines: its check-in interval and its probation. */
+async function agentTimings(file: string): Promise<{ pollMs?: number; healthMs?: number }> {
+  const { loadAgentConfig } = await import('../../agent/config.ts');
+  let cfg: ReturnType<typeof loadAgentConfig>;
+  try {
+    cfg = loadAgentConfig(file);
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+  // Health time: the longest probation window of the components (checks that pass return quickly).
+  const healthMs = Math.max(...cfg.components.map((c) => c.probation.window));
+  return { pollMs: cfg.poll_interval, healthMs: Math.max(healthMs, 1000) };
+}
+
+function printHuman(r: RehearsalResult, timing: TimingModel): void {
   printLine(`rehearsal of plan ${r.plan} over ${r.fleet} simulated devices (seed ${r.seed})`);
+  printLine(describeTiming(timing));
+  for (const w of r.warnings) printLine(`warning: ${w.message}`);
   for (const f of r.faults) printLine(`fault ${f.spec}: ${f.devices} devices`);
   printTable(
     r.waves.map((w) => ({
@@ -72,6 +102,10 @@ function printHuman(r: RehearsalResult): void {
   );
   printLine(`end state: ${r.end_state}${r.reason ? ` (${r.reason})` : ''}`);
   if (r.unfinished) printLine(`unfinished: ${r.unfinished}`);
+  if (r.warnings.length && r.end_state !== 'completed')
+    printLine(
+      'note: the plan gives devices less time to report than the model needs; fix report_deadline, or give the real figures (--checkin-every, --apply-time, --health-time, --agent-config)',
+    );
   printLine(
     `exposure: ${r.exposed} devices (${r.exposed_percent}%); peak running at once: ${r.peak_running} (${r.peak_running_percent}%)`,
   );
@@ -87,7 +121,10 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
     .description('rehearse a plan against a simulated fleet in virtual time, with injected faults')
     .argument('<plan>', 'plan YAML')
     .option('--fleet <n|file>', 'generated fleet size, or an inventory (JSON or CSV of labels)')
-    .option('--from-server', 'rehearse over the live fleet of the server (labels only)')
+    .option(
+      '--from-server',
+      "rehearse over the live fleet of the server (labels only; give --poll when the server's poll_seconds is not 30)",
+    )
     .option(
       '--fault <spec>',
       `inject a fault (repeatable):\n${FAULT_HELP}`,
@@ -97,9 +134,28 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
     .option('--seed <s>', 'seed: the same seed gives the same rehearsal', '1')
     .option('--report <dir>', 'write index.html (self-contained, charts) and report.json here')
     .option('--json', 'print the result as one JSON object')
-    .option('--poll <duration>', 'device check-in interval', '1m')
-    .option('--probation <duration>', 'health checks after a switch before commit', '5m')
-    .option('--tick <duration>', 'how soon the control plane reacts to reports', '1m')
+    .option(
+      '--checkin-every <duration>',
+      "device check-in interval (default: the agent config's poll_interval, else the server default 30s)",
+    )
+    .option('--poll <duration>', 'the same as --checkin-every')
+    .option(
+      '--apply-time <duration[..duration]>',
+      'download + stage + switch per device, or a range (default: fits the shortest report_deadline, at most 1m..3m)',
+    )
+    .option(
+      '--health-time <duration>',
+      "health checks after the switch before commit (default: the agent config's probation window, else a quarter of the shortest report_deadline, at most 5m)",
+    )
+    .option('--probation <duration>', 'the same as --health-time')
+    .option(
+      '--agent-config <file>',
+      "take the check-in interval and probation window from a device's agent configuration",
+    )
+    .option(
+      '--tick <duration>',
+      'how soon the control plane reacts to reports (default: an eighth of the shortest report_deadline, 1s..1m)',
+    )
     .option('--approve-after <duration|never>', 'an operator approves gated waves after this', '0s')
     .option('--horizon <duration>', 'give up after this much virtual time', '60d')
     .option('--emergency', 'rehearse an emergency rollout (bake times shortened)')
@@ -129,6 +185,18 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
         fleet = generateFleet(n, createRng(`fleet:${o.seed}`));
       } else if (o.fleet) fleet = inventory(o.fleet);
       else throw new CliError('give --fleet N, --fleet FILE or --from-server');
+      if (o.checkinEvery && o.poll) throw new CliError('give --checkin-every or --poll, not both');
+      if (o.healthTime && o.probation) throw new CliError('give --health-time or --probation, not both');
+      const poll = o.checkinEvery ?? o.poll;
+      const health = o.healthTime ?? o.probation;
+      const timing = resolveTiming(plan, {
+        pollMs: poll === undefined ? undefined : duration(poll, '--checkin-every'),
+        applyMs: o.applyTime === undefined ? undefined : durationRange(o.applyTime, '--apply-time'),
+        healthMs: health === undefined ? undefined : duration(health, '--health-time'),
+        tickMs: o.tick === undefined ? undefined : duration(o.tick, '--tick'),
+        agent: o.agentConfig ? await agentTimings(o.agentConfig) : undefined,
+      });
+      if (timing.pollMs < 1000) throw new CliError('--checkin-every: at least 1s');
       const start = o.start ? Date.parse(o.start) : undefined;
       if (start !== undefined && Number.isNaN(start)) throw new CliError(`--start: not a date: ${o.start}`);
       const wall = Date.now();
@@ -141,9 +209,7 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
         faults,
         seed: o.seed,
         start,
-        pollMs: duration(o.poll, '--poll'),
-        probationMs: duration(o.probation, '--probation'),
-        tickMs: Math.max(1, duration(o.tick, '--tick')),
+        timing,
         approveAfterMs: o.approveAfter === 'never' ? null : duration(o.approveAfter, '--approve-after'),
         horizonMs: duration(o.horizon, '--horizon'),
         emergency: o.emergency,
@@ -164,6 +230,8 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
         if (!o.json) printLine(`report: ${join(dir, 'index.html')}`);
       }
       if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else printHuman(r);
+      else printHuman(r, timing);
+      // Also on stderr with --json, so a script that only keeps the JSON still shows it to a person.
+      if (o.json && !o.quiet) for (const w of r.warnings) printErrorLine(`rehearse: warning: ${w.message}`);
     });
 }

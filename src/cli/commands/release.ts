@@ -4,6 +4,7 @@ import { open } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Command } from 'commander';
+import { MODE_MASK } from '../../protocol/names.ts';
 import type { ReleaseView } from '../../server/routes/admin-releases.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
@@ -117,7 +118,15 @@ async function openRegular(path: string, follow: boolean) {
     await fh.close();
     throw new CliError(`refused: ${path} is ${kindOf(st)}, not a regular file`);
   }
-  return fh;
+  return { fh, mode: releaseMode(st.mode) };
+}
+
+/**
+ * The file mode a release records for a file: its permission bits masked to 0o755, so the executable bits
+ * travel (a `health.sh` stays runnable on devices) but never setuid, setgid, sticky, or group/other write.
+ */
+export function releaseMode(stMode: number): number {
+  return stMode & MODE_MASK;
 }
 
 /** Uploads collected files as blobs and registers the release. */
@@ -131,10 +140,11 @@ export async function importFiles(
 ) {
   const artifacts = [];
   for (const f of files) {
-    const fh = await openRegular(f.path, opts.followSymlinks === true);
+    // The mode is read from the descriptor that is uploaded, so it belongs to exactly these bytes.
+    const { fh, mode } = await openRegular(f.path, opts.followSymlinks === true);
     const body = Readable.toWeb(fh.createReadStream()) as unknown as Uint8Array;
     const blob = await api<{ sha256: string; length: number }>(conn, 'POST', '/v1/admin/blobs', body);
-    artifacts.push({ name: f.name, sha256: blob.sha256, length: blob.length });
+    artifacts.push({ name: f.name, sha256: blob.sha256, length: blob.length, mode });
   }
   await api(conn, 'POST', '/v1/admin/releases', { component, version, artifacts, provenance });
   return { component, version, artifacts };

@@ -37,6 +37,34 @@ export function readFleet(file: string): Labels[] {
   return lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v.trim()])));
 }
 
+interface DryRun {
+  plan: string;
+  component: string;
+  fleet: number;
+  waves: Array<{ wave: string; selected: number; excluded: Record<string, number> }>;
+  problems: string[];
+}
+
+/** `rollout start --dry-run`: per wave, who would be selected and who is left out, and why. */
+function printDryRun(d: DryRun, json?: boolean): void {
+  if (json) printJson(d);
+  else {
+    printLine(`dry run: ${d.component} via ${d.plan} over ${d.fleet} devices; nothing was started`);
+    printTable(
+      d.waves.map((w) => ({
+        wave: w.wave,
+        selected: w.selected,
+        'left out': Object.entries(w.excluded)
+          .filter(([, n]) => n > 0)
+          .map(([why, n]) => `${n} ${why.replace('_', ' ')}`)
+          .join(', '),
+      })),
+      ['wave', 'selected', 'left out'],
+    );
+  }
+  if (d.problems.length) throw new CliError(d.problems.join('; '));
+}
+
 function printRollout(r: RolloutView): void {
   printLine(
     `rollout ${r.id}: ${r.component}@${r.version} via ${r.plan} — ${r.status}${r.state.reason ? ` (${r.state.reason})` : ''}`,
@@ -44,7 +72,20 @@ function printRollout(r: RolloutView): void {
   printLine(
     `exposed: ${r.exposed} devices${r.wave ? `, current wave: ${r.wave}` : ''}${r.state.emergency ? ', EMERGENCY' : ''}`,
   );
-  printTable(r.waves, ['name', 'selected', 'offered', 'succeeded', 'failed', 'reverted']);
+  printTable(
+    r.waves.map((w) => ({ ...w, 'rolled back': w.rolled_back })),
+    [
+      'name',
+      'selected',
+      'offered',
+      'succeeded',
+      'failed',
+      'rolled back',
+      'reverted',
+      'unconfirmed',
+      'skipped',
+    ],
+  );
 }
 
 export function planCommands(program: Command, conn: () => Conn): void {
@@ -52,10 +93,15 @@ export function planCommands(program: Command, conn: () => Conn): void {
   plan
     .command('apply')
     .argument('<file>', 'plan YAML')
+    .option('--allow-wide', 'accept a first wave over the plan cap against the live fleet (audited)')
     .option('--json', 'machine-readable output')
-    .action(async (file: string, o: { json?: boolean }) => {
+    .action(async (file: string, o: { json?: boolean; allowWide?: boolean }) => {
       const { source } = readPlan(file);
-      const p = await api<Plan>(conn(), 'POST', '/v1/admin/plans', { source, file });
+      const p = await api<Plan>(conn(), 'POST', '/v1/admin/plans', {
+        source,
+        file,
+        ...(o.allowWide ? { allow_wide: true } : {}),
+      });
       if (o.json) printJson(p);
       else
         printLine(
@@ -138,6 +184,11 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
     .option('--supersede', 'abort the active rollout of this component first (audited)')
     .option('--force', 'with --channel general: promote without a completed early rollout (audited)')
     .option('--reason <text>', 'why (kept in the audit log)')
+    .option('--allow-wide', 'accept a first wave over the plan cap against the live fleet (audited)')
+    .option(
+      '--dry-run',
+      'start nothing: show per wave how many devices would be selected and who is left out',
+    )
     .option('--json', 'machine-readable output')
     .action(
       async (
@@ -149,6 +200,8 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
           supersede?: boolean;
           force?: boolean;
           reason?: string;
+          allowWide?: boolean;
+          dryRun?: boolean;
           json?: boolean;
         },
       ) => {
@@ -163,7 +216,10 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
           ...(o.supersede ? { supersede: true } : {}),
           ...(o.force ? { force: true } : {}),
           ...(o.reason ? { reason: o.reason } : {}),
+          ...(o.allowWide ? { allow_wide: true } : {}),
+          ...(o.dryRun ? { dry_run: true } : {}),
         });
+        if (o.dryRun) return printDryRun(r as unknown as DryRun, o.json);
         if (o.json) printJson(r);
         else printLine(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
       },

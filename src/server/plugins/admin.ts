@@ -4,6 +4,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { HttpError, type ServerContext } from '../context.ts';
 import { adminFleetRoutes } from '../routes/admin-fleet.ts';
+import { adminHistoryRoutes } from '../routes/admin-history.ts';
 import { adminReleaseRoutes } from '../routes/admin-releases.ts';
 import { adminRolloutRoutes } from '../routes/admin-rollouts.ts';
 import { bearer } from '../tokens.ts';
@@ -47,6 +48,7 @@ export async function adminPlugin(
     adminFleetRoutes(scope, ctx);
     adminReleaseRoutes(scope, ctx);
     adminRolloutRoutes(scope, ctx);
+    adminHistoryRoutes(scope, ctx);
     for (const add of extra) add(scope, ctx);
 
     scope.post(

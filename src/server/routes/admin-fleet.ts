@@ -79,6 +79,7 @@ const selectorBody = {
     reason: { type: 'string', maxLength: 1000 },
     channel: { type: 'string', enum: ['early', 'general'] },
     until: { type: ['integer', 'null'], minimum: 0 },
+    allow_empty: { type: 'boolean' },
   },
 } as const;
 
@@ -238,7 +239,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
 
   /** Applies a change to every device matching a selector, in one transaction, audited. */
   async function bySelector(
-    selector: string,
+    { selector, allow_empty: allowEmpty = false }: { selector: string; allow_empty?: boolean },
     action: string,
     detail: Record<string, unknown>,
     change: (row: FleetControls) => FleetControls,
@@ -277,6 +278,9 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
           .execute();
         hit.push(r.id);
       }
+      // A selector that matches nothing is almost always a typo (evn=prod): refuse unless asked for.
+      if (hit.length === 0 && !allowEmpty)
+        throw new HttpError(404, `selector "${selector}" matches no device (allow_empty to accept)`);
       await appendAudit(tx, {
         at: now,
         actor: 'admin',
@@ -300,7 +304,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
     },
     async (req) => {
       const b = req.body as { selector: string; reason?: string };
-      return bySelector(b.selector, 'fleet.hold', { reason: b.reason }, (r) => ({ ...r, held: 1 }));
+      return bySelector(b, 'fleet.hold', { reason: b.reason }, (r) => ({ ...r, held: 1 }));
     },
   );
 
@@ -309,7 +313,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
     { schema: { summary: 'Release a hold', tags: ['fleet'], body: selectorBody } },
     async (req) => {
       const b = req.body as { selector: string; reason?: string };
-      return bySelector(b.selector, 'fleet.unhold', { reason: b.reason }, (r) => ({ ...r, held: 0 }));
+      return bySelector(b, 'fleet.unhold', { reason: b.reason }, (r) => ({ ...r, held: 0 }));
     },
   );
 
@@ -330,7 +334,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
         .executeTakeFirst();
       if (!rel) throw new HttpError(404, `no release ${b.release}`);
       if (rel.approved_at === null) throw new HttpError(409, `release ${b.release} is not approved`);
-      return bySelector(b.selector, 'fleet.pin', { release: b.release }, (r) => ({
+      return bySelector(b, 'fleet.pin', { release: b.release }, (r) => ({
         ...r,
         pins: { ...r.pins, [component]: version },
       }));
@@ -344,7 +348,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
       const b = req.body as { selector: string; component?: string };
       if (!b.component) throw new HttpError(400, 'unpin needs a component');
       const component = b.component;
-      return bySelector(b.selector, 'fleet.unpin', { component }, (r) => {
+      return bySelector(b, 'fleet.unpin', { component }, (r) => {
         const pins = { ...r.pins };
         delete pins[component];
         return { ...r, pins };
@@ -367,7 +371,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
         throw new HttpError(400, 'defer needs `until` (ms since epoch, or null to clear)');
       const until = b.until;
       return bySelector(
-        b.selector,
+        b,
         until === null ? 'fleet.undefer' : 'fleet.defer',
         { until, reason: b.reason },
         (r) => ({
@@ -391,7 +395,7 @@ export function adminFleetRoutes(app: FastifyInstance, ctx: ServerContext): void
       const b = req.body as { selector: string; channel?: string };
       if (!b.channel) throw new HttpError(400, 'channel must be early or general');
       const channel = b.channel;
-      return bySelector(b.selector, 'fleet.channel', { channel }, (r) => ({ ...r, channel }));
+      return bySelector(b, 'fleet.channel', { channel }, (r) => ({ ...r, channel }));
     },
   );
 

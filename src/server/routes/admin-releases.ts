@@ -12,7 +12,8 @@ const NAME = NAME_RE.source;
 export interface ReleaseView {
   component: string;
   version: string;
-  artifacts: Array<{ name: string; sha256: string; length: number }>;
+  /** `mode`: the file's permission bits (0..0o777) as imported; absent for releases imported without one. */
+  artifacts: Array<{ name: string; sha256: string; length: number; mode?: number }>;
   created_at: number;
   approved: boolean;
   approved_at: number | null;
@@ -81,6 +82,9 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
                   name: { type: 'string', minLength: 1, maxLength: 1024 },
                   sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
                   length: { type: 'integer', minimum: 0 },
+                  // The file mode (permission bits; devices apply at most 0o755). Part of the release: it is
+                  // signed into the TUF targets at approval (custom.mode) and offered to devices.
+                  mode: { type: 'integer', minimum: 0, maximum: 0o777 },
                 },
               },
             },
@@ -93,12 +97,20 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
       const body = req.body as {
         component: string;
         version: string;
-        artifacts: Array<{ name: string; sha256: string; length: number }>;
+        artifacts: Array<{ name: string; sha256: string; length: number; mode?: number }>;
         provenance?: Record<string, unknown>;
       };
+      // Stored in one canonical shape and key order (name, sha256, length, mode when given): what is signed,
+      // offered and compared (bundle import) is then the same whatever order the client sent.
+      const artifacts = body.artifacts.map((a) => ({
+        name: a.name,
+        sha256: a.sha256,
+        length: a.length,
+        ...(typeof a.mode === 'number' ? { mode: a.mode } : {}),
+      }));
       // The same rules every agent applies to an offer: a release the server accepts is one devices accept.
       const names = new ArtifactNames();
-      for (const a of body.artifacts) {
+      for (const a of artifacts) {
         const bad = badArtifactName(a.name) ?? names.add(a.name);
         if (bad) throw new HttpError(400, bad);
         if (!ctx.blobs.has(a.sha256))
@@ -124,7 +136,7 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
           .values({
             component: body.component,
             version: body.version,
-            artifacts: JSON.stringify(body.artifacts),
+            artifacts: JSON.stringify(artifacts),
             provenance: JSON.stringify(body.provenance ?? {}),
             created_at: now,
             approved_at: null,
@@ -136,7 +148,7 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
           actor: 'admin',
           action: 'release.imported',
           subject: `release/${body.component}@${body.version}`,
-          detail: { artifacts: body.artifacts, provenance: body.provenance ?? {} },
+          detail: { artifacts, provenance: body.provenance ?? {} },
         });
       });
       reply.code(201);

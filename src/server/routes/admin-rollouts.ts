@@ -1,10 +1,21 @@
 // Admin API for plans and rollouts: apply plans, start rollouts and steer them.
 import type { FastifyInstance } from 'fastify';
+import { analysePlan } from '../../engine/exposure.ts';
 import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
-import { ACTIVE, type EngineEvent, newRollout, type RolloutState } from '../../engine/rollout.ts';
+import {
+  ACTIVE,
+  type EngineEvent,
+  eventRefusal,
+  newRollout,
+  type RolloutState,
+  type RolloutStatus,
+} from '../../engine/rollout.ts';
+import { type Labels, matches, parseSelector } from '../../engine/selector.ts';
+import { selectWaveDevices } from '../../engine/wave-selection.ts';
 import { appendAudit } from '../../store/audit.ts';
 import type { Db } from '../../store/database.ts';
 import { HttpError, type ServerContext } from '../context.ts';
+import { deviceViews } from '../rollout-driver.ts';
 import { parseRef } from './admin-releases.ts';
 
 export interface RolloutView {
@@ -16,18 +27,30 @@ export interface RolloutView {
   status: string;
   wave: string | null;
   wave_index: number;
-  waves: Array<{
-    name: string;
-    selected: number;
-    offered: number;
-    succeeded: number;
-    failed: number;
-    reverted: number;
-  }>;
+  waves: WaveCounts[];
   exposed: number;
   state: RolloutState;
   created_at: number;
   updated_at: number;
+}
+
+/**
+ * One wave's counts. Each means one thing and never goes down as the rollout moves on (a revert does not turn a
+ * failure into something else): `offered` devices were sent the release; of those, `succeeded`, `failed` (the
+ * device reported a failure or a refusal, including `rolled_back`) and `rolled_back` (the device undid it by
+ * itself) are the devices' own verdicts; `reverted` were put back by the rollout and confirmed; `unconfirmed`
+ * were told to revert and did not confirm before the deadline; `skipped` were selected but never offered.
+ */
+export interface WaveCounts {
+  name: string;
+  selected: number;
+  offered: number;
+  succeeded: number;
+  failed: number;
+  rolled_back: number;
+  reverted: number;
+  unconfirmed: number;
+  skipped: number;
 }
 
 const idParams = {
@@ -52,12 +75,13 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
           properties: {
             source: { type: 'string', maxLength: 200_000 },
             file: { type: 'string', maxLength: 500 },
+            allow_wide: { type: 'boolean' },
           },
         },
       },
     },
     async (req) => {
-      const body = req.body as { source: string; file?: string };
+      const body = req.body as { source: string; file?: string; allow_wide?: boolean };
       let plan: Plan;
       try {
         plan = parsePlan(body.source, body.file ?? 'plan.yaml');
@@ -65,6 +89,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
         if (e instanceof PlanError) throw new HttpError(400, e.message);
         throw e;
       }
+      await refuseWide(db, plan, null, body.allow_wide === true);
       const now = ctx.clock();
       await db.transaction().execute(async (tx) => {
         const row = { source: body.source, plan: JSON.stringify(plan), updated_at: now };
@@ -78,7 +103,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
           actor: 'admin',
           action: 'plan.applied',
           subject: `plan/${plan.name}`,
-          detail: plan,
+          detail: { ...plan, allow_wide: body.allow_wide === true },
         });
       });
       return plan;
@@ -108,6 +133,8 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
             supersede: { type: 'boolean' },
             force: { type: 'boolean' },
             reason: { type: 'string', maxLength: 1000 },
+            allow_wide: { type: 'boolean' },
+            dry_run: { type: 'boolean' },
           },
         },
       },
@@ -121,8 +148,14 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
         supersede?: boolean;
         force?: boolean;
         reason?: string;
+        allow_wide?: boolean;
+        dry_run?: boolean;
       };
       const { component, version } = parseRef(body.release);
+      // Everything that could refuse the new rollout is checked before anything changes (supersede aborts).
+      const planned = JSON.parse((await startable(db, component, version, body.plan)).plan.plan) as Plan;
+      if (body.dry_run) return dryRun(db, planned, component, body.channel ?? null);
+      await refuseWide(db, planned, body.channel ?? null, body.allow_wide === true);
       if (body.channel === 'general') {
         // Promotion: the general channel gets a release only after it completed on the early channel.
         const early = await db
@@ -149,8 +182,6 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
           .where('component', '=', component)
           .where('status', 'in', [...ACTIVE])
           .execute();
-        // Everything that could refuse the new rollout is checked before the old one is aborted.
-        await startable(db, component, version, body.plan);
         for (const o of older) {
           await ctx.driver.stepRollout(
             o.id,
@@ -222,6 +253,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
             channel: body.channel ?? null,
             supersede: body.supersede ?? false,
             force_promote: body.channel === 'general' && (body.force ?? false),
+            allow_wide: body.allow_wide === true,
             reason: body.reason,
           },
         });
@@ -262,7 +294,10 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       async (req) => {
         const id = (req.params as { id: number }).id;
         const reason = (req.body as { reason?: string } | null)?.reason;
-        await rolloutView(ctx, id); // 404 for unknown ids
+        const before = await rolloutView(ctx, id); // 404 for unknown ids
+        // An action that cannot apply says so (409) instead of answering with an unchanged rollout.
+        const refused = eventRefusal(before.status as RolloutStatus, action);
+        if (refused) throw new HttpError(409, `rollout ${id}: ${refused}`);
         const event: EngineEvent =
           action === 'abort' || action === 'rollback'
             ? { kind: action, actor: 'admin', reason }
@@ -287,6 +322,55 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       return { paused: rows.map((r) => r.id) };
     },
   );
+}
+
+/** The labels of the live fleet (retired devices excluded), for a channel or for every device. */
+async function liveFleet(db: Db, channel: string | null): Promise<Labels[]> {
+  let q = db.selectFrom('devices').select('labels').where('retired_at', 'is', null);
+  if (channel) q = q.where('channel', '=', channel);
+  return (await q.execute()).map((d) => JSON.parse(d.labels) as Labels);
+}
+
+/** Refuses (409) a plan whose first wave is over its cap against the live fleet, unless allowed (audited). */
+async function refuseWide(db: Db, plan: Plan, channel: string | null, allowWide: boolean): Promise<void> {
+  const a = analysePlan(plan, await liveFleet(db, channel), { allowWide });
+  if (a.problems.length) throw new HttpError(409, a.problems.join('; '));
+}
+
+/** What a rollout would do now, wave by wave, without starting it: who is selected, who is left out and why. */
+async function dryRun(db: Db, plan: Plan, component: string, channel: string | null) {
+  const views = await deviceViews(db, component, -1, channel);
+  const taken = new Set<string>();
+  const analysis = analysePlan(
+    plan,
+    views.map((v) => v.labels),
+    {},
+  );
+  const waves = plan.waves.map((w) => {
+    const sel = parseSelector(w.select);
+    const { chosen, without } = selectWaveDevices(w, views, taken);
+    const excluded = { held: 0, pinned: 0, busy: 0, deferred: 0, no_component: without.length };
+    for (const v of views) {
+      if (taken.has(v.id) || !matches(sel, v.labels) || v.hasComponent === false) continue;
+      if (v.held) excluded.held++;
+      else if (v.pinned) excluded.pinned++;
+      else if (v.busy) excluded.busy++;
+    }
+    for (const d of chosen) {
+      taken.add(d.id);
+      if ((d.deferredUntil ?? 0) > Date.now()) excluded.deferred++; // selected, but offered only after the deferral
+    }
+    for (const d of without) taken.add(d.id);
+    return { wave: w.name, selected: chosen.length, excluded };
+  });
+  return {
+    dry_run: true,
+    plan: plan.name,
+    component,
+    fleet: views.length,
+    waves,
+    problems: analysis.problems,
+  };
 }
 
 /** The approved release and the plan a new rollout needs; throws the HTTP error that refuses it otherwise. */
@@ -316,37 +400,50 @@ async function startable(
 
 /** Builds the operator's view of a rollout: state plus per-wave counts. */
 export async function rolloutView(ctx: ServerContext, id: number): Promise<RolloutView> {
+  // The schema's coercion lets "1e400" through as Infinity; only a plain id names a rollout.
+  if (!Number.isSafeInteger(id)) throw new HttpError(400, 'a rollout id is a whole number');
   const row = await ctx.store.db.selectFrom('rollouts').selectAll().where('id', '=', id).executeTakeFirst();
   if (!row) throw new HttpError(404, `no rollout ${id}`);
   const plan = JSON.parse(row.plan) as Plan;
   const state = JSON.parse(row.state) as RolloutState;
   const counts = await ctx.store.db
     .selectFrom('assignments')
-    .select(['wave', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+    .select([
+      'wave',
+      'state',
+      'outcome',
+      (eb) => eb.fn.countAll<number>().as('n'),
+      (eb) => eb.fn.count<number>('offered_at').as('offered'),
+    ])
     .where('rollout_id', '=', id)
-    .groupBy(['wave', 'state'])
+    .groupBy(['wave', 'state', 'outcome'])
     .execute();
-  const waves = plan.waves.map((w) => ({
+  const waves: WaveCounts[] = plan.waves.map((w) => ({
     name: w.name,
     selected: 0,
     offered: 0,
     succeeded: 0,
     failed: 0,
+    rolled_back: 0,
     reverted: 0,
+    unconfirmed: 0,
+    skipped: 0,
   }));
   let exposed = 0;
   for (const c of counts) {
     const w = waves[c.wave];
     const n = Number(c.n);
     if (!w) continue;
-    if (c.state !== 'skipped') w.selected += n;
-    if (c.state !== 'queued' && c.state !== 'skipped') {
-      w.offered += n;
-      exposed += n;
-    }
-    if (c.state === 'succeeded') w.succeeded += n;
-    if (c.state === 'failed') w.failed += n;
-    if (c.state === 'reverting' || c.state === 'reverted') w.reverted += n;
+    const offered = Number(c.offered);
+    w.offered += offered;
+    exposed += offered;
+    if (c.state === 'skipped' && offered === 0) w.skipped += n;
+    else w.selected += n;
+    if (c.outcome === 'succeeded') w.succeeded += n;
+    if (c.outcome === 'failed' || c.outcome === 'rolled-back') w.failed += n;
+    if (c.outcome === 'rolled-back') w.rolled_back += n;
+    if (c.state === 'reverted' && c.outcome !== 'rolled-back' && c.outcome !== 'failed') w.reverted += n;
+    if (c.state === 'unconfirmed') w.unconfirmed += n;
   }
   return {
     id,

@@ -1,7 +1,7 @@
 // The device protocol: enrollment, check-in (state up, desired releases down) and blob download with Range.
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { type AssignmentState, applyReport } from '../../engine/rollout.ts';
+import { type AssignmentState, applyReport, type DeviceOutcome } from '../../engine/rollout.ts';
 import { appendAudit } from '../../store/audit.ts';
 import type { Db } from '../../store/database.ts';
 import { Repository } from '../../trust/repository.ts';
@@ -98,6 +98,7 @@ const checkinAnswer = {
                 name: { type: 'string' },
                 sha256: { type: 'string' },
                 length: { type: 'integer' },
+                mode: { type: 'integer' },
                 url: { type: 'string' },
               },
             },
@@ -220,6 +221,7 @@ function reportApplier(ctx: ServerContext) {
           'assignments.offered_at',
           'assignments.reported_at',
           'assignments.reason',
+          'assignments.outcome',
           'rollouts.version as target',
         ])
         .where('assignments.device_id', '=', deviceId)
@@ -236,9 +238,10 @@ function reportApplier(ctx: ServerContext) {
             offeredAt: row.offered_at,
             reportedAt: row.reported_at,
             reason: row.reason,
+            outcome: row.outcome as DeviceOutcome | null,
           },
           {
-            outcome: r.outcome === 'succeeded' ? 'succeeded' : 'failed',
+            outcome: r.outcome === 'succeeded' || r.outcome === 'rolled-back' ? r.outcome : 'failed',
             version: r.version,
             target: row.target,
             reason: r.reason ? `${r.class ?? 'failure'}: ${r.reason}` : null,
@@ -248,7 +251,12 @@ function reportApplier(ctx: ServerContext) {
         if (!next) continue;
         await tx
           .updateTable('assignments')
-          .set({ state: next.state, reported_at: next.reportedAt, reason: next.reason })
+          .set({
+            state: next.state,
+            outcome: next.outcome ?? null,
+            reported_at: next.reportedAt,
+            reason: next.reason,
+          })
           .where('rollout_id', '=', row.rollout_id)
           .where('device_id', '=', deviceId)
           .execute();

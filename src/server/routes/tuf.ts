@@ -4,7 +4,7 @@
 import { posix } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { appendAudit } from '../../store/audit.ts';
-import { Repository, targetPath } from '../../trust/repository.ts';
+import { Repository, releaseTargets } from '../../trust/repository.ts';
 import {
   readVendorFile,
   storeVendorMetadata,
@@ -28,14 +28,7 @@ export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
       .select(['component', 'version', 'artifacts'])
       .where('approved_at', 'is not', null)
       .execute();
-    const entries = rows.flatMap((r) =>
-      (JSON.parse(r.artifacts) as Array<{ name: string; sha256: string; length: number }>).map((a) => ({
-        path: targetPath(r.component, r.version, a.name),
-        sha256: a.sha256,
-        length: a.length,
-        custom: { component: r.component, version: r.version, name: a.name },
-      })),
-    );
+    const entries = rows.flatMap((r) => releaseTargets({ ...r, artifacts: JSON.parse(r.artifacts) }));
     if (!entries.length || !repo.canSign()) return;
     try {
       await repo.addTargets(entries, ctx.clock());

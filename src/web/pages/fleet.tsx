@@ -5,6 +5,7 @@ import { ago, isStale, matchesFilter } from '../fleet-stats.ts';
 import { usePoll } from '../poll.ts';
 import type { DeviceSummary } from '../types.ts';
 import { ErrorBanner } from '../ui.tsx';
+import { deviceHref } from './rollout-devices.tsx';
 
 export function FleetPage() {
   const p = usePoll(() => api<DeviceSummary[]>('GET', '/v1/admin/devices'), 'devices', 5000);
@@ -49,7 +50,9 @@ export function FleetPage() {
                 return (
                   <tr key={d.id} data-device={d.name}>
                     <td>
-                      <div>{d.name}</div>
+                      <div>
+                        <a href={deviceHref(d.id)}>{d.name}</a>
+                      </div>
                       <div className="muted small mono">{d.id}</div>
                     </td>
                     <td>

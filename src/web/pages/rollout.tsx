@@ -1,10 +1,11 @@
-// One rollout: status, reason, per-wave progress, and the operator's controls.
+// One rollout: status, reason, per-wave progress, the operator's controls, and its devices.
 import { useState } from 'react';
 import { ApiError, api } from '../api.ts';
 import { percent } from '../fleet-stats.ts';
 import { usePoll } from '../poll.ts';
 import type { RolloutView } from '../types.ts';
 import { ConfirmDialog, type ConfirmRequest, ErrorBanner, Status, time } from '../ui.tsx';
+import { RolloutDevices } from './rollout-devices.tsx';
 
 type Action = 'pause' | 'resume' | 'approve' | 'abort' | 'rollback';
 
@@ -154,7 +155,15 @@ export function RolloutPage({ id }: { id: number }) {
                 <th className="num">offered</th>
                 <th className="num">succeeded</th>
                 <th className="num">failed</th>
-                <th className="num">reverted</th>
+                <th className="num" title="undone by the device itself">
+                  rolled back
+                </th>
+                <th className="num" title="put back by the rollout, confirmed">
+                  reverted
+                </th>
+                <th className="num" title="told to revert, not confirmed before the deadline">
+                  unconfirmed
+                </th>
                 <th>progress</th>
               </tr>
             </thead>
@@ -173,7 +182,13 @@ export function RolloutPage({ id }: { id: number }) {
                     <td className="num n-offered">{w.offered}</td>
                     <td className="num n-succeeded">{w.succeeded}</td>
                     <td className={`num n-failed ${w.failed ? 'bad-text' : ''}`}>{w.failed}</td>
+                    <td className={`num n-rolled-back ${w.rolled_back ? 'bad-text' : ''}`}>
+                      {w.rolled_back}
+                    </td>
                     <td className={`num n-reverted ${w.reverted ? 'bad-text' : ''}`}>{w.reverted}</td>
+                    <td className={`num n-unconfirmed ${w.unconfirmed ? 'bad-text' : ''}`}>
+                      {w.unconfirmed}
+                    </td>
                     <td>
                       <div className="bar" title={`${percent(done)} succeeded`}>
                         <div className="bar-fill" style={{ width: `${done * 100}%` }} />
@@ -185,6 +200,7 @@ export function RolloutPage({ id }: { id: number }) {
               })}
             </tbody>
           </table>
+          <RolloutDevices id={id} />
           <p className="muted small">Refreshes every 2 seconds.</p>
         </>
       )}
