@@ -1,12 +1,16 @@
 // `npm run bench`: check-in throughput and p99 of the real server on SQLite against a plain node:http ceiling,
-// engine step time at 10k/100k/1M devices, and rehearsal speed. Figures, not pass/fail timers.
+// engine step time at 10k/100k/1M devices, rehearsal speed, and load isolation (honest devices' check-in
+// latency while one device abuses the server). Figures, not pass/fail timers.
 // Options (after `npm run bench --`): --devices 1000 --seconds 10 --concurrency 32 --engine 10000,100000,1000000
-//   --rehearse 100000 --only checkin,engine,rehearsal
+//   --rehearse 100000 --only checkin,engine,rehearsal,abuse
+//   abuse: --honest 1000 --rounds 10 --round-ms 2000 --honest-concurrency 64 --slow 2000
+//     --abuse-vectors reports,labels,slow,bad-tokens (a subset runs only those attacks, to see what each costs)
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, setPriority, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { parsePlan } from '../src/engine/plan.ts';
@@ -23,7 +27,13 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     engine: { type: 'string', default: '10000,100000,1000000' },
     rehearse: { type: 'string', default: '10000,100000' },
-    only: { type: 'string', default: 'checkin,engine,rehearsal' },
+    only: { type: 'string', default: 'checkin,engine,rehearsal,abuse' },
+    honest: { type: 'string', default: '1000' },
+    rounds: { type: 'string', default: '10' },
+    'round-ms': { type: 'string', default: '2000' },
+    'honest-concurrency': { type: 'string', default: '64' },
+    slow: { type: 'string', default: '2000' },
+    'abuse-vectors': { type: 'string', default: 'reports,labels,slow,bad-tokens' },
   },
 });
 const only = new Set(values.only!.split(','));
@@ -36,6 +46,8 @@ const machine = {
   cpu: cpus()[0]?.model,
   mem_gb: Math.round(totalmem() / 2 ** 30),
 };
+// A strong token, as the server requires of an initial admin token.
+const BENCH_ADMIN = 'rfadm_bench_0123456789abcdefghijklmnopqrstuvwxyz';
 const say = (s: string) => process.stdout.write(`${s}\n`);
 const save = (name: string, data: unknown) =>
   writeFileSync(
@@ -93,10 +105,13 @@ async function benchCheckin() {
     const srv = await createServer({
       dataDir: join(dir, 'server'),
       logger: pino({ level: 'silent' }),
-      initialAdminToken: 'adm-bench',
+      initialAdminToken: BENCH_ADMIN,
+      // This bench measures raw check-in throughput: each simulated device checks in far faster than its poll
+      // interval, which the default per-device rate would (rightly) refuse.
+      limits: { checkinBurst: 1_000_000, enrollmentBurst: 1_000_000 },
     });
     const url = await srv.app.listen({ host: '127.0.0.1', port: 0 });
-    const admin = { authorization: 'Bearer adm-bench', 'content-type': 'application/json' };
+    const admin = { authorization: `Bearer ${BENCH_ADMIN}`, 'content-type': 'application/json' };
     const tok = (await (
       await fetch(`${url}/v1/admin/enroll-tokens`, {
         method: 'POST',
@@ -242,6 +257,280 @@ function benchRehearsal() {
   save('rehearsal', { rows });
 }
 
+/** Runs bench/abuse.ts in one role as a separate process; `done` resolves with its last output line (JSON). */
+function abuseRole(args: string[]) {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench', 'abuse.ts'), ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    cwd: root,
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d;
+  });
+  const done = new Promise<Record<string, unknown>>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0
+        ? resolve(JSON.parse(out.trim().split('\n').at(-1)!))
+        : reject(new Error(`bench/abuse.ts ${args[1]} exited ${code}`)),
+    );
+  });
+  return { child, done };
+}
+
+/**
+ * Load isolation: 1,000 honest devices check in at a steady pace, first alone (quiet), then while one enrolled
+ * device abuses the server (reports for transactions it was never offered, growing labels, slow connections,
+ * bad tokens). Honest p99 under abuse against quiet, what the abuser was answered and what it cost the server.
+ */
+async function benchAbuse() {
+  const n = Number(values.honest);
+  const rounds = Number(values.rounds);
+  const roundMs = Number(values['round-ms']);
+  const dir = mkdtempSync(join(tmpdir(), 'rf-bench-abuse-'));
+  const dataDir = join(dir, 'server');
+  const dbBytes = () =>
+    ['ringfence.db', 'ringfence.db-wal'].reduce((sum, f) => {
+      const p = join(dataDir, f);
+      return sum + (existsSync(p) ? statSync(p).size : 0);
+    }, 0);
+  let rssPeak = 0;
+  const sampler = setInterval(() => {
+    rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
+  }, 200);
+  const mb = (b: number) => Math.round(b / 2 ** 20);
+  try {
+    const srv = await createServer({
+      dataDir,
+      logger: pino({ level: 'silent' }),
+      initialAdminToken: BENCH_ADMIN,
+      // Every simulated device shares one loopback address here, where a real fleet has one address per device
+      // (or per site): only the per-address limits are raised, enough for the whole simulated fleet to enroll at
+      // once and for each device to hold its own connection. Every per-device limit (check-in rate, report and
+      // audit quotas, label caps) stays at its default: those are what the abuser meets.
+      limits: { enrollmentBurst: n + 100, connectionsPerIp: n + 64 },
+    });
+    const url = await srv.app.listen({ host: '127.0.0.1', port: 0 });
+    const admin = { authorization: `Bearer ${BENCH_ADMIN}`, 'content-type': 'application/json' };
+    const t0 = performance.now();
+    const tok = (await (
+      await fetch(`${url}/v1/admin/enroll-tokens`, {
+        method: 'POST',
+        headers: admin,
+        body: JSON.stringify({ uses: n + 1 }),
+      })
+    ).json()) as { token: string };
+    const enrolled: Array<{ device_id: string; device_token: string }> = [];
+    for (let i = 0; i <= n; i += 50) {
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(50, n + 1 - i) }, (_, k) =>
+          fetch(`${url}/v1/enroll`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ token: tok.token, name: i + k === n ? 'abuser' : `honest-${i + k}` }),
+          }).then((r) => r.json() as Promise<{ device_id: string; device_token: string }>),
+        ),
+      );
+      enrolled.push(...batch);
+    }
+    if (enrolled.some((d) => !d.device_token)) throw new Error('enrollment failed');
+    const abuser = enrolled[n];
+    const tokensFile = join(dir, 'tokens.json');
+    writeFileSync(tokensFile, JSON.stringify(enrolled.slice(0, n).map((d) => d.device_token)));
+    const enrollS = Math.round((performance.now() - t0) / 100) / 10;
+    say(
+      `abuse: ${n} honest devices + 1 abuser enrolled in ${enrollS}s; each phase ${rounds} rounds × ${roundMs} ms ` +
+        `(every device checks in once a round), ${values['honest-concurrency']} in flight; load generators are separate processes`,
+    );
+
+    const honestArgs = (startAt: number) => [
+      '--role',
+      'honest',
+      '--url',
+      url,
+      '--tokens',
+      tokensFile,
+      '--rounds',
+      String(rounds),
+      '--round-ms',
+      String(roundMs),
+      '--concurrency',
+      values['honest-concurrency']!,
+      '--start-at',
+      String(startAt),
+    ];
+    // Both load generators start their measured part at the same wall-clock time, after the honest warm-up
+    // round (start-up and one round of check-ins), so the abuser's first burst falls inside the measurement.
+    const lead = () => Date.now() + 2000 + roundMs;
+
+    // The server's side of each phase: CPU time of this process (the server; the load generators are
+    // elsewhere) and how long its event loop was blocked.
+    const serverSide = () => {
+      const cpu0 = process.cpuUsage();
+      const loop = monitorEventLoopDelay({ resolution: 10 });
+      loop.enable();
+      return () => {
+        loop.disable();
+        const u = process.cpuUsage(cpu0);
+        return {
+          cpu_s: Math.round((u.user + u.system) / 10_000) / 100,
+          event_loop_delay_p99_ms: Math.round(loop.percentile(99) / 1e4) / 100,
+          event_loop_delay_max_ms: Math.round(loop.max / 1e4) / 100,
+        };
+      };
+    };
+
+    // Phase 1: honest load alone.
+    rssPeak = 0;
+    let measure = serverSide();
+    const quiet = (await abuseRole(honestArgs(lead())).done) as Record<string, number>;
+    const serverQuiet = measure();
+    const rssQuiet = rssPeak;
+
+    // Phase 2: the same honest load while the abuser attacks; the abuser stops when its stdin closes.
+    const dbBefore = dbBytes();
+    rssPeak = 0;
+    const startAt = lead();
+    measure = serverSide();
+    const phaseS = (rounds * roundMs) / 1000;
+    const attack = abuseRole([
+      '--role',
+      'abuser',
+      '--url',
+      url,
+      '--token',
+      abuser.device_token,
+      '--start-at',
+      String(startAt),
+      '--seconds',
+      String(Math.ceil(phaseS + roundMs / 1000 + 30)), // hard stop, should stdin never close
+      '--address',
+      '127.0.0.1', // its requests come from the honest devices' address (one NAT): the worst case for per-IP limits
+      '--slow-address',
+      '127.0.0.2', // its slow connections from its own address, so the per-IP connection cap applies to it alone
+      '--slow',
+      values.slow!,
+      '--vectors',
+      values['abuse-vectors']!,
+    ]);
+    // A real attacker runs on its own machine; here its load generator shares the server's two cores and would
+    // otherwise take most of one (≈ 16 CPU-seconds in a 20 s phase, measured). Lowest scheduling priority gives
+    // the server and the honest devices the CPU first, while the attacker still sends as fast as it can get CPU.
+    if (attack.child.pid) setPriority(attack.child.pid, 19);
+    const honestUnderAbuse = abuseRole(honestArgs(startAt));
+    let abused: Record<string, number>;
+    try {
+      abused = (await honestUnderAbuse.done) as Record<string, number>;
+    } finally {
+      attack.child.stdin.end();
+    }
+    const attacked = (await attack.done) as {
+      requests: number;
+      reports: { sent: number; statuses: Record<string, number> };
+      labels: { sent: number; statuses: Record<string, number> };
+      bad_tokens: { sent: number; statuses: Record<string, number> };
+      slow: Record<string, unknown>;
+      cpu_s: number;
+    };
+    const serverAbuse = measure();
+    const rssAbuse = rssPeak;
+    const dbAfter = dbBytes();
+
+    const { db } = srv.ctx.store;
+    const count = async (table: 'reports' | 'audit', col: 'device_id' | 'subject', v: string) =>
+      Number(
+        (
+          await db
+            .selectFrom(table)
+            .select((eb) => eb.fn.countAll().as('n'))
+            .where(col, '=', v)
+            .executeTakeFirstOrThrow()
+        ).n,
+      );
+    const abuserReports = await count('reports', 'device_id', abuser.device_id);
+    const abuserAudit = await count('audit', 'subject', `device/${abuser.device_id}`);
+    const metricsText = await (await fetch(`${url}/metrics`)).text();
+    const counters: Record<string, number> = {};
+    for (const m of metricsText.matchAll(
+      /^ringfence_(throttled_total|reports_dropped_total)\{(?:what|reason)="([^"]+)"\} (\d+)/gm,
+    ))
+      counters[`${m[1].replace('_total', '')}.${m[2]}`] = Number(m[3]);
+    await srv.close();
+
+    const answered: Record<string, number> = {};
+    for (const k of ['reports', 'labels', 'bad_tokens'] as const)
+      for (const [status, c] of Object.entries(attacked[k].statuses))
+        answered[status] = (answered[status] ?? 0) + c;
+    const ratio = Math.round((abused.p99_ms / quiet.p99_ms) * 100) / 100;
+    const result = {
+      honest_devices: n,
+      rounds,
+      round_ms: roundMs,
+      honest_concurrency: Number(values['honest-concurrency']),
+      database: 'sqlite',
+      limits_raised: { enrollmentBurst: n + 100, connectionsPerIp: n + 64 },
+      quiet,
+      under_abuse: abused,
+      p99_ratio: ratio,
+      target: 'honest p99 under abuse <= 2 x quiet p99',
+      meets_target: ratio <= 2,
+      abuser: attacked,
+      abuser_answered: answered,
+      abuser_report_rows_stored: abuserReports,
+      abuser_reports_sent: attacked.reports.sent * 256,
+      abuser_audit_rows: abuserAudit,
+      server_counters: counters,
+      db_bytes_before_abuse: dbBefore,
+      db_growth_bytes_during_abuse: dbAfter - dbBefore,
+      server_rss_mb: { quiet_peak: mb(rssQuiet), abuse_peak: mb(rssAbuse) },
+      server_quiet: serverQuiet,
+      server_under_abuse: serverAbuse,
+    };
+    save('abuse', result);
+    const fmt = (r: Record<string, unknown>) =>
+      `p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms, max ${r.max_ms} ms (${r.requests} check-ins, statuses ${JSON.stringify(r.statuses)})`;
+    const st = (s: Record<string, number>) =>
+      Object.entries(s)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join(', ');
+    say(`  honest, quiet      : ${fmt(quiet)}`);
+    say(`  honest, under abuse: ${fmt(abused)}`);
+    const rounds99 = (r: Record<string, unknown>) =>
+      (r.per_round as Array<{ p99_ms: number }>).map((x) => Math.round(x.p99_ms)).join(' ');
+    say(`  honest p99 by round, ms — quiet: ${rounds99(quiet)}; under abuse: ${rounds99(abused)}`);
+    say(
+      `  ratio p99(abuse) / p99(quiet): ${ratio}× (target <= 2×): ${result.meets_target ? 'met' : 'NOT met'}`,
+    );
+    say(
+      `  abuser: ${attacked.requests} requests answered 429: ${answered['429'] ?? 0}, 400: ${answered['400'] ?? 0}, ` +
+        `401: ${answered['401'] ?? 0}, 200: ${answered['200'] ?? 0}, no answer: ${answered['0'] ?? 0}`,
+    );
+    say(`    256-report check-ins: ${attacked.reports.sent} (${st(attacked.reports.statuses)})`);
+    say(`    growing labels      : ${attacked.labels.sent} (${st(attacked.labels.statuses)})`);
+    say(`    bad tokens          : ${attacked.bad_tokens.sent} (${st(attacked.bad_tokens.statuses)})`);
+    say(`    slow connections    : ${JSON.stringify(attacked.slow)}`);
+    say(
+      `  abuser report rows stored: ${abuserReports} of ${result.abuser_reports_sent} sent; audit rows about it: ${abuserAudit}`,
+    );
+    say(`  server counters: ${JSON.stringify(counters)}`);
+    say(
+      `  database growth during abuse: ${Math.round((dbAfter - dbBefore) / 1024)} KiB (db + wal, ${Math.round(dbBefore / 1024)} KiB before)`,
+    );
+    say(`  server RSS peak: quiet ${mb(rssQuiet)} MB, under abuse ${mb(rssAbuse)} MB`);
+    say(
+      `  CPU seconds in the phase — quiet: server ${serverQuiet.cpu_s}, honest generator ${quiet.cpu_s}; ` +
+        `under abuse: server ${serverAbuse.cpu_s}, honest generator ${abused.cpu_s}, abuser ${attacked.cpu_s}`,
+    );
+    say(
+      `  server event-loop delay p99 / max — quiet: ${serverQuiet.event_loop_delay_p99_ms} / ${serverQuiet.event_loop_delay_max_ms} ms; ` +
+        `under abuse: ${serverAbuse.event_loop_delay_p99_ms} / ${serverAbuse.event_loop_delay_max_ms} ms`,
+    );
+  } finally {
+    clearInterval(sampler);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 say(`ringfence bench on ${machine.cpus} × ${machine.cpu}, ${machine.node}`);
 if (only.has('checkin')) await benchCheckin();
 if (only.has('engine')) {
@@ -264,4 +553,5 @@ if (only.has('engine')) {
   benchEngine();
 }
 if (only.has('rehearsal')) benchRehearsal();
+if (only.has('abuse')) await benchAbuse();
 say(`results written to ${resultsDir}`);

@@ -5,16 +5,10 @@ import { existsSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { api } from '../src/cli/client.ts';
-import { importRelease } from '../src/cli/commands/release.ts';
-import {
-  prepareDevice,
-  type SpawnedDevice,
-  startAgent,
-  stopAgents,
-  writeContent,
-} from '../src/demo/fleet.ts';
+import { type DeviceSpec, type SpawnedDevice, stopAgents } from '../src/demo/fleet.ts';
 import type { DeviceSummary } from '../src/server/routes/admin-fleet.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
+import { fleetUntil, importGoodAndBadContent, startAgentFleet } from './helpers/agent-fleet.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const PLAN = `name: e2e
@@ -37,24 +31,13 @@ describe('end to end with real agents', { timeout: 180_000 }, () => {
 
   before(async () => {
     ts = await startTestServer();
-    const tok = await api<{ token: string }>(ts.conn, 'POST', '/v1/admin/enroll-tokens', { uses: N });
-    for (let i = 0; i < N; i++) {
-      const labels: Record<string, string> = i < 2 ? { ring: 'canary', tier: 'C' } : { tier: 'B' };
-      devices.push(
-        prepareDevice(join(ts.dir, 'devices'), { name: `dev-${i}`, labels }, ts.url, tok.token, {
-          probationMs: 600,
-        }),
-      );
-    }
-    for (const d of devices) startAgent(d, { RINGFENCE_LOG_LEVEL: 'warn' });
-    await until(
-      () => api<DeviceSummary[]>(ts.conn, 'GET', '/v1/admin/devices'),
-      (l) => l.length === N,
-      90_000,
-      'enrollment',
-    );
-    await importRelease(ts.conn, 'sensor-content', '1.0.0', [writeContent(join(ts.dir, 'c1'), '1.0.0', 4)]);
-    await importRelease(ts.conn, 'sensor-content', '2.0.0', [writeContent(join(ts.dir, 'c2'), '2.0.0', 0)]);
+    const spec = (i: number): DeviceSpec => ({
+      name: `dev-${i}`,
+      labels: i < 2 ? { ring: 'canary', tier: 'C' } : { tier: 'B' },
+    });
+    devices.push(...(await startAgentFleet(ts, N, spec)));
+    await fleetUntil(ts, (l) => l.length === N, 90_000, 'enrollment');
+    await importGoodAndBadContent(ts);
     await api(ts.conn, 'POST', '/v1/admin/plans', { source: PLAN });
   });
 

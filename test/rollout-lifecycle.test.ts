@@ -2,17 +2,9 @@
 // back on their previous release, so a halt-and-rollback ends within seconds even with a 30-minute report
 // deadline; operator actions that cannot apply say so; wave counts never flip.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { api } from '../src/cli/client.ts';
-import { importRelease } from '../src/cli/commands/release.ts';
-import {
-  prepareDevice,
-  type SpawnedDevice,
-  startAgent,
-  stopAgents,
-  writeContent,
-} from '../src/demo/fleet.ts';
+import { type DeviceSpec, type SpawnedDevice, stopAgents } from '../src/demo/fleet.ts';
 import type { DeviceSummary } from '../src/server/routes/admin-fleet.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import type { AuditEntry } from '../src/store/audit.ts';
@@ -30,6 +22,7 @@ import {
   start,
   waitEnrolled,
 } from './agent-harness.ts';
+import { fleetUntil, importGoodAndBadContent, startAgentFleet } from './helpers/agent-fleet.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const PLAN = `name: lifecycle
@@ -52,31 +45,25 @@ describe('a halt-and-rollback closes on observed state', { timeout: 240_000 }, (
 
   before(async () => {
     ts = await startTestServer();
-    const tok = await api<{ token: string }>(ts.conn, 'POST', '/v1/admin/enroll-tokens', { uses: N });
-    for (let i = 0; i < N; i++) {
-      const labels: Record<string, string> = i < 2 ? { ring: 'canary' } : { ring: 'broad' };
-      devices.push(
-        prepareDevice(join(ts.dir, 'devices'), { name: `lc-${i}`, labels }, ts.url, tok.token, {
-          probationMs: 600,
-        }),
-      );
-    }
-    for (const d of devices) startAgent(d, { RINGFENCE_LOG_LEVEL: 'warn' });
-    await until(
-      () => api<DeviceSummary[]>(ts.conn, 'GET', '/v1/admin/devices'),
+    const spec = (i: number): DeviceSpec => ({
+      name: `lc-${i}`,
+      labels: i < 2 ? { ring: 'canary' } : { ring: 'broad' },
+    });
+    devices.push(...(await startAgentFleet(ts, N, spec)));
+    await fleetUntil(
+      ts,
       (l) => l.length === N && l.every((d) => d.components.length === 1),
       120_000,
       'enrollment and first check-in',
     );
-    await importRelease(ts.conn, 'sensor-content', '1.0.0', [writeContent(join(ts.dir, 'c1'), '1.0.0', 4)]);
-    await importRelease(ts.conn, 'sensor-content', '2.0.0', [writeContent(join(ts.dir, 'c2'), '2.0.0', 0)]);
+    await importGoodAndBadContent(ts);
     for (const v of ['1.0.0', '2.0.0'])
       await api(ts.conn, 'POST', `/v1/admin/releases/sensor-content@${v}/approve`, {});
     await api(ts.conn, 'POST', '/v1/admin/plans', { source: PLAN });
     // Everyone on 1.0.0 first (pinned), so the bad release has a previous release to go back to.
     await api(ts.conn, 'POST', '/v1/admin/fleet/pin', { selector: '*', release: 'sensor-content@1.0.0' });
-    await until(
-      () => api<DeviceSummary[]>(ts.conn, 'GET', '/v1/admin/devices'),
+    await fleetUntil(
+      ts,
       (l) => l.every((d) => d.components[0]?.version === '1.0.0' && d.components[0].state === 'idle'),
       120_000,
       'every device on 1.0.0',

@@ -1,28 +1,24 @@
 // The rehearsal report opens in a real browser (Chromium via playwright-core) from file://, charts and numbers render.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import type { RehearsalResult } from '../src/sim/rehearsal.ts';
+import { launchChromium, NO_CHROMIUM } from './helpers/browser.ts';
 
 const run = promisify(execFile);
-const CHROMIUM = process.env.RINGFENCE_CHROMIUM ?? '/usr/bin/chromium';
 const PLAN_FILE = new URL('../examples/plans/standard.yaml', import.meta.url).pathname;
 const CLI = new URL('../bin/ringfence.js', import.meta.url).pathname;
 
 test('the rehearsal report renders its charts and numbers in Chromium', {
-  skip: existsSync(CHROMIUM) ? false : `chromium not found at ${CHROMIUM} (apt-get install -y chromium)`,
+  skip: NO_CHROMIUM,
 }, async () => {
-  const { chromium } = await import('playwright-core');
   const dir = mkdtempSync(join(tmpdir(), 'rf-sim-report-'));
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const browser = await launchChromium();
   try {
     const out = join(dir, 'report');
     await run('node', [

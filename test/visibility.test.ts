@@ -6,9 +6,17 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { api, type Conn } from '../src/cli/client.ts';
 import { BIN } from '../src/demo/fleet.ts';
-import type { DeviceHistoryPage, RolloutDevicesPage } from '../src/server/routes/admin-history.ts';
+import type { DeviceHistoryPage, RolloutDevicesPage } from '../src/server/routes/admin-history-views.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
-import { checkin, cycle, enrollDevices, type ProtocolDevice, release } from './helpers/protocol-device.ts';
+import {
+  checkin,
+  cycle,
+  cycleUntil,
+  enrollDevices,
+  type ProtocolDevice,
+  release,
+  startRollout,
+} from './helpers/protocol-device.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const run = promisify(execFile);
@@ -28,11 +36,6 @@ waves:
 const ESC = '\u001b';
 const SERVICE_OUTPUT = `starting sensor 1.1\n${ESC}[31mERROR${ESC}[0m: listen tcp :8443: address already in use\n`;
 const LONG_OUTPUT = `${'x'.repeat(4000)}END-OF-LOG`;
-
-async function rollout(conn: Conn, ref: string): Promise<number> {
-  const r = await api<RolloutView>(conn, 'POST', '/v1/admin/rollouts', { release: ref, plan: 'vis' });
-  return r.id;
-}
 
 const status = (conn: Conn, id: number) => api<RolloutView>(conn, 'GET', `/v1/admin/rollouts/${id}`);
 
@@ -60,36 +63,24 @@ describe('per-device visibility', { timeout: 120_000 }, () => {
 
   before(async () => {
     ts = await startTestServer();
-    devs = await enrollDevices(ts.conn, [
-      { ring: 'canary' },
-      { ring: 'canary' },
-      { ring: 'main' },
-      { ring: 'main' },
-    ]);
-    failed = devs[1];
     // Every device runs sensor 0.9 (a device that does not run the component is skipped by a rollout).
-    for (const d of devs) {
-      d.version = '0.9';
-      await checkin(ts.conn, d, 'sensor');
-    }
+    devs = await enrollDevices(
+      ts.conn,
+      [{ ring: 'canary' }, { ring: 'canary' }, { ring: 'main' }, { ring: 'main' }],
+      'sensor',
+      '0.9',
+    );
+    failed = devs[1];
     await release(ts.conn, 'sensor', '1.0');
     await release(ts.conn, 'sensor', '1.1');
     await api(ts.conn, 'POST', '/v1/admin/plans', { source: PLAN });
 
     // Rollout 1: every device installs 1.0.
-    r1 = await rollout(ts.conn, 'sensor@1.0');
-    await until(
-      async () => {
-        for (const d of devs) await cycle(ts.conn, d, 'sensor');
-        return status(ts.conn, r1);
-      },
-      (v) => v.status === 'completed',
-      30_000,
-      'rollout 1 completed',
-    );
+    r1 = await startRollout(ts.conn, 'sensor@1.0', 'vis');
+    await cycleUntil(ts.conn, devs, 'sensor', r1, (v) => v.status === 'completed', 'rollout 1 completed');
 
     // Rollout 2: one canary succeeds, the other fails its health checks and rolls back by itself.
-    r2 = await rollout(ts.conn, 'sensor@1.1');
+    r2 = await startRollout(ts.conn, 'sensor@1.1', 'vis');
     await cycle(ts.conn, devs[0], 'sensor');
     const offers = await checkin(ts.conn, failed, 'sensor');
     assert.deepEqual(

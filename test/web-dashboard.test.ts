@@ -12,10 +12,10 @@ import { api } from '../src/cli/client.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { DEFAULT_WEB_DIR, webRoutes } from '../src/server/routes/web.ts';
 import { matchesFilter, overview } from '../src/web/fleet-stats.ts';
+import { launchChromium, NO_CHROMIUM } from './helpers/browser.ts';
 import { cycle, enrollDevices, type ProtocolDevice, release } from './helpers/protocol-device.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
-const CHROMIUM = process.env.RINGFENCE_CHROMIUM ?? '/usr/bin/chromium';
 const ROOT = new URL('..', import.meta.url).pathname;
 const SHOT = process.env.RINGFENCE_SCREENSHOT ?? join(tmpdir(), 'ringfence-dashboard.png');
 
@@ -98,7 +98,7 @@ describe('web dashboard (served by the server)', () => {
 });
 
 describe('web dashboard in Chromium', {
-  skip: existsSync(CHROMIUM) ? false : `chromium not found at ${CHROMIUM} (apt-get install -y chromium)`,
+  skip: NO_CHROMIUM,
 }, () => {
   let ts: TestServer;
   let browser: Browser;
@@ -147,11 +147,7 @@ describe('web dashboard in Chromium', {
       .where('id', '=', devs[5].id)
       .execute();
 
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -11,10 +11,18 @@ import type { Browser, Locator, Page } from 'playwright-core';
 import { api, type Conn } from '../src/cli/client.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { DEFAULT_WEB_DIR } from '../src/server/routes/web.ts';
-import { checkin, cycle, enrollDevices, type ProtocolDevice, release } from './helpers/protocol-device.ts';
+import { launchChromium, NO_CHROMIUM } from './helpers/browser.ts';
+import {
+  checkin,
+  cycle,
+  cycleUntil,
+  enrollDevices,
+  type ProtocolDevice,
+  release,
+  startRollout,
+} from './helpers/protocol-device.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
-const CHROMIUM = process.env.RINGFENCE_CHROMIUM ?? '/usr/bin/chromium';
 // Screenshots of the two views, for people (and docs): the rollout's failed device, and its device page.
 const SHOT_DIR = process.env.RINGFENCE_SCREENSHOT_DIR ?? tmpdir();
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -56,7 +64,7 @@ async function rawCheckin(conn: Conn, d: ProtocolDevice, body: unknown): Promise
 }
 
 describe('dashboard device pages in Chromium', {
-  skip: existsSync(CHROMIUM) ? false : `chromium not found at ${CHROMIUM} (apt-get install -y chromium)`,
+  skip: NO_CHROMIUM,
   timeout: 120_000,
 }, () => {
   let ts: TestServer;
@@ -71,43 +79,29 @@ describe('dashboard device pages in Chromium', {
     // predates these pages.
     if (!builtWithDevicePages()) execFileSync('npm', ['run', 'build:web'], { cwd: ROOT, stdio: 'pipe' });
     ts = await startTestServer();
-    devs = await enrollDevices(ts.conn, [
-      { ring: 'canary', site: 'hamburg' },
-      { ring: 'canary', site: 'berlin' },
-      { ring: 'main' },
-    ]);
-    for (const d of devs) {
-      d.version = '1';
-      await checkin(ts.conn, d, 'sensor');
-    }
+    devs = await enrollDevices(
+      ts.conn,
+      [{ ring: 'canary', site: 'hamburg' }, { ring: 'canary', site: 'berlin' }, { ring: 'main' }],
+      'sensor',
+      '1',
+    );
     await release(ts.conn, 'sensor', '1.5');
     await release(ts.conn, 'sensor', '2');
     await api(ts.conn, 'POST', '/v1/admin/plans', { source: PLAN });
 
     // An earlier rollout the failing device took part in, so its history spans two rollouts.
-    r1 = (
-      await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
-        release: 'sensor@1.5',
-        plan: 'web-devices',
-      })
-    ).id;
-    await until(
-      async () => {
-        for (const d of devs) await cycle(ts.conn, d, 'sensor');
-        return api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r1}`);
-      },
+    r1 = await startRollout(ts.conn, 'sensor@1.5', 'web-devices');
+    await cycleUntil(
+      ts.conn,
+      devs,
+      'sensor',
+      r1,
       (v) => v.waves[0].succeeded === 2 && v.status === 'baking',
-      30_000,
       'rollout 1 canaries done',
     );
     await api(ts.conn, 'POST', `/v1/admin/rollouts/${r1}/abort`, { reason: 'superseded in the test' });
 
-    r2 = (
-      await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {
-        release: 'sensor@2',
-        plan: 'web-devices',
-      })
-    ).id;
+    r2 = await startRollout(ts.conn, 'sensor@2', 'web-devices');
     await cycle(ts.conn, devs[0], 'sensor');
     const bad = devs[1];
     assert.deepEqual(
@@ -151,11 +145,7 @@ describe('dashboard device pages in Chromium', {
       'rollout 2 canaries reported',
     );
 
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

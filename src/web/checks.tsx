@@ -70,3 +70,24 @@ export function Checks({ report, all = false }: { report: ReportView; all?: bool
     </div>
   );
 }
+
+/** A table row under a device's row that holds a report's checks, across all `columns` of the table. */
+export function ChecksRow({
+  of,
+  columns,
+  report,
+  all,
+}: {
+  of: string;
+  columns: number;
+  report: ReportView;
+  all?: boolean;
+}) {
+  return (
+    <tr className="detail-row" data-checks-of={of}>
+      <td colSpan={columns}>
+        <Checks report={report} all={all} />
+      </td>
+    </tr>
+  );
+}

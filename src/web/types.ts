@@ -16,4 +16,4 @@ export type {
   ReportView,
   RolloutDevicesPage,
   RolloutDeviceView,
-} from '../server/routes/admin-history.ts';
+} from '../server/routes/admin-history-views.ts';

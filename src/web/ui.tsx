@@ -106,3 +106,56 @@ export function ConfirmDialog({ req, onClose }: { req: ConfirmRequest; onClose: 
 export function time(at: number | null): string {
   return at === null ? '—' : new Date(at).toLocaleString();
 }
+
+/** A table's header row. */
+export function TableHead({ columns }: { columns: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {columns.map((c) => (
+          <th key={c}>{c}</th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
+/**
+ * The buttons to the page before and after an offset-paged answer (`offset` is the one asked for, `size` rows
+ * a page), around "first–last of total"; `id` names the count.
+ */
+export function Pager({
+  id,
+  page,
+  shown,
+  offset,
+  size,
+  onOffset,
+  labels: [back, forward],
+}: {
+  id: string;
+  page: { offset: number; total: number; next_offset: number | null };
+  shown: number;
+  offset: number;
+  size: number;
+  onOffset: (offset: number) => void;
+  labels: [string, string];
+}) {
+  return (
+    <div className="pager">
+      <button type="button" disabled={offset === 0} onClick={() => onOffset(Math.max(0, offset - size))}>
+        {back}
+      </button>
+      <span className="muted" id={id}>
+        {shown ? `${page.offset + 1}–${page.offset + shown}` : 'none'} of {page.total}
+      </span>
+      <button
+        type="button"
+        disabled={page.next_offset === null}
+        onClick={() => onOffset(page.next_offset ?? offset)}
+      >
+        {forward}
+      </button>
+    </div>
+  );
+}

@@ -1,6 +1,8 @@
 // A device that speaks the real device protocol over HTTP, driven step by step by a test (no agent process):
 // for server-side behaviour where the test must decide exactly what each device reports and when.
 import { api, type Conn } from '../../src/cli/client.ts';
+import type { RolloutView } from '../../src/server/routes/admin-rollouts.ts';
+import { until } from './server.ts';
 
 export interface ProtocolDevice {
   id: string;
@@ -17,13 +19,14 @@ export interface Offer {
 
 /**
  * Enrolls n devices with the given labels through /v1/enroll. With `component`, each then checks in once
- * reporting it (no version yet), as a freshly started agent does: rollouts offer a component only to devices
- * that run it.
+ * reporting it at `version` (by default none yet, as a freshly started agent does): rollouts offer a component
+ * only to devices that run it.
  */
 export async function enrollDevices(
   conn: Conn,
   labels: Array<Record<string, string>>,
   component?: string,
+  version: string | null = null,
 ): Promise<ProtocolDevice[]> {
   const tok = await api<{ token: string }>(conn, 'POST', '/v1/admin/enroll-tokens', { uses: labels.length });
   const out: ProtocolDevice[] = [];
@@ -36,7 +39,7 @@ export async function enrollDevices(
       body: JSON.stringify({ token: tok.token, name, labels: l }),
     });
     const b = (await res.json()) as { device_id: string; device_token: string };
-    out.push({ id: b.device_id, token: b.device_token, name, version: null, state: 'idle' });
+    out.push({ id: b.device_id, token: b.device_token, name, version, state: 'idle' });
   }
   if (component) for (const d of out) await checkin(conn, d, component);
   return out;
@@ -90,4 +93,33 @@ export async function release(conn: Conn, component: string, version: string): P
     artifacts: [{ name: 'c.txt', ...blob }],
   });
   await api(conn, 'POST', `/v1/admin/releases/${component}@${version}/approve`, {});
+}
+
+/** Starts a rollout of `ref` (component@version) with the plan named `plan`; returns its id. */
+export async function startRollout(conn: Conn, ref: string, plan: string): Promise<number> {
+  return (await api<RolloutView>(conn, 'POST', '/v1/admin/rollouts', { release: ref, plan })).id;
+}
+
+/**
+ * Cycles every device (each installs what it is offered and reports success) until rollout `id` satisfies `ok`;
+ * returns the rollout as it then is.
+ */
+export function cycleUntil(
+  conn: Conn,
+  devs: ProtocolDevice[],
+  component: string,
+  id: number,
+  ok: (r: RolloutView) => boolean,
+  what: string,
+  ms = 30_000,
+): Promise<RolloutView> {
+  return until(
+    async () => {
+      for (const d of devs) await cycle(conn, d, component);
+      return api<RolloutView>(conn, 'GET', `/v1/admin/rollouts/${id}`);
+    },
+    ok,
+    ms,
+    what,
+  );
 }

@@ -1,24 +1,17 @@
 // `ringfence rollout devices ID` and `ringfence fleet history DEVICE`: what happened on each device.
 import type { Command } from 'commander';
-import type {
-  CheckView,
-  DeviceHistoryPage,
-  ReportView,
-  RolloutDevicesPage,
-} from '../../server/routes/admin-history.ts';
+import {
+  ASSIGNMENT_STATES,
+  type CheckView,
+  type DeviceHistoryPage,
+  type ReportView,
+  type RolloutDevicesPage,
+} from '../../server/routes/admin-history-views.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printJson, printLine, terminalSafe } from '../output.ts';
 
-const STATES = [
-  'queued',
-  'offered',
-  'succeeded',
-  'failed',
-  'skipped',
-  'reverting',
-  'unconfirmed',
-  'reverted',
-];
+/** The states `--state` accepts, as the API does. */
+const STATES: readonly string[] = ASSIGNMENT_STATES;
 /** Lines of a failing check's output shown under its device (the API keeps up to 2,000 characters; --json). */
 const OUTPUT_LINES = 8;
 /** Characters of one output line shown (its end). */

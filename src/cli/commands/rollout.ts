@@ -6,7 +6,7 @@ import { analysePlan } from '../../engine/exposure.ts';
 import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
 import type { Labels } from '../../engine/selector.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
-import type { RolloutView } from '../../server/routes/admin-rollouts.ts';
+import type { RolloutView, WaveCounts } from '../../server/routes/admin-rollouts.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
 
@@ -72,8 +72,13 @@ function printRollout(r: RolloutView): void {
   printLine(
     `exposed: ${r.exposed} devices${r.wave ? `, current wave: ${r.wave}` : ''}${r.state.emergency ? ', EMERGENCY' : ''}`,
   );
+  printWaves(r.waves);
+}
+
+/** The per-wave counts as a table, one row a wave (`rollout status`, and `rollout watch` when it ends). */
+export function printWaves(waves: WaveCounts[]): void {
   printTable(
-    r.waves.map((w) => ({ ...w, 'rolled back': w.rolled_back })),
+    waves.map((w) => ({ ...w, 'rolled back': w.rolled_back })),
     [
       'name',
       'selected',

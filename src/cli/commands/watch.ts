@@ -5,7 +5,8 @@ import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
 import type { RolloutView, WaveCounts } from '../../server/routes/admin-rollouts.ts';
 import { api, CliError, type Conn } from '../client.ts';
-import { printErrorLine, printJsonLine, printLine, printTable } from '../output.ts';
+import { printErrorLine, printJsonLine, printLine } from '../output.ts';
+import { printWaves } from './rollout.ts';
 
 /** States after which nothing more happens by itself. `halted` waits for an operator, so watching ends there too. */
 const SUCCESS = new Set(['completed']);
@@ -118,21 +119,7 @@ export function watchCommand(program: Command, conn: () => Conn): void {
           headerShown = true;
         }
         if (ended) {
-          if (!o.json)
-            printTable(
-              s.waves.map((w) => ({ ...w, 'rolled back': w.rolled_back })),
-              [
-                'name',
-                'selected',
-                'offered',
-                'succeeded',
-                'failed',
-                'rolled back',
-                'reverted',
-                'unconfirmed',
-                'skipped',
-              ],
-            );
+          if (!o.json) printWaves(s.waves);
           if (FAILURE.has(s.status)) {
             // Not an error of the command: the watch worked and the rollout ended badly. Its last line (or JSON
             // object, which carries the reason) says so; the exit code is for scripts.

@@ -111,47 +111,61 @@ const checkinAnswer = {
 } as const;
 
 /**
- * Whether the server ever offered component@version to this device: a rollout assigned it, a pin names it, or
- * (for an update applied from an offline bundle) it is an approved release. Reports for anything else are
- * acknowledged and dropped, so a device cannot fill the database with made-up transactions.
+ * What the server ever offered this device, read once per check-in (two set-based reads, not one per report): a
+ * rollout assigned the release (as its target, or as the version to revert to) or a pin names it. For an update
+ * applied from an offline bundle, an approved release also counts. Reports for anything else are acknowledged
+ * and dropped, so a device cannot fill the database with made-up transactions.
  */
-async function offered(
-  tx: Db,
-  deviceId: string,
-  r: CheckinReport,
-  cache: Map<string, boolean>,
-): Promise<boolean> {
-  const key = `${r.component}\u0000${r.version}\u0000${r.offline === true}`;
-  const hit = cache.get(key);
-  if (hit !== undefined) return hit;
-  const assigned = await tx
-    .selectFrom('assignments')
-    .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
-    .select('assignments.rollout_id')
-    .where('assignments.device_id', '=', deviceId)
-    .where('rollouts.component', '=', r.component)
-    .where((eb) =>
-      eb.or([eb('rollouts.version', '=', r.version), eb('assignments.from_version', '=', r.version)]),
-    )
-    .executeTakeFirst();
-  let ok = assigned !== undefined;
-  if (!ok) {
-    const dev = await tx.selectFrom('devices').select('pins').where('id', '=', deviceId).executeTakeFirst();
-    const pins = dev ? (JSON.parse(dev.pins) as Record<string, string>) : {};
-    ok = Object.hasOwn(pins, r.component) && pins[r.component] === r.version;
+class OfferedToDevice {
+  private known: Set<string> | null = null;
+  private readonly approved = new Map<string, boolean>();
+
+  constructor(
+    private readonly tx: Db,
+    private readonly deviceId: string,
+  ) {}
+
+  async has(r: CheckinReport): Promise<boolean> {
+    const key = `${r.component}\u0000${r.version}`;
+    if (!this.known) this.known = await this.load();
+    if (this.known.has(key)) return true;
+    if (r.offline !== true) return false;
+    let ok = this.approved.get(key);
+    if (ok === undefined) {
+      const rel = await this.tx
+        .selectFrom('releases')
+        .select('id')
+        .where('component', '=', r.component)
+        .where('version', '=', r.version)
+        .where('approved_at', 'is not', null)
+        .executeTakeFirst();
+      ok = rel !== undefined;
+      this.approved.set(key, ok);
+    }
+    return ok;
   }
-  if (!ok && r.offline === true) {
-    const rel = await tx
-      .selectFrom('releases')
-      .select('id')
-      .where('component', '=', r.component)
-      .where('version', '=', r.version)
-      .where('approved_at', 'is not', null)
+
+  private async load(): Promise<Set<string>> {
+    const known = new Set<string>();
+    const rows = await this.tx
+      .selectFrom('assignments')
+      .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+      .select(['rollouts.component', 'rollouts.version', 'assignments.from_version'])
+      .where('assignments.device_id', '=', this.deviceId)
+      .execute();
+    for (const a of rows) {
+      known.add(`${a.component}\u0000${a.version}`);
+      if (a.from_version !== null) known.add(`${a.component}\u0000${a.from_version}`);
+    }
+    const dev = await this.tx
+      .selectFrom('devices')
+      .select('pins')
+      .where('id', '=', this.deviceId)
       .executeTakeFirst();
-    ok = rel !== undefined;
+    for (const [c, v] of Object.entries(dev ? (JSON.parse(dev.pins) as Record<string, string>) : {}))
+      known.add(`${c}\u0000${v}`);
+    return known;
   }
-  cache.set(key, ok);
-  return ok;
 }
 
 /** Applies device reports to the assignments of the rollouts they belong to (idempotent by txn_id). */
@@ -177,9 +191,9 @@ function reportApplier(ctx: ServerContext) {
     now: number,
   ): Promise<number> {
     let applied = 0;
-    const seen = new Map<string, boolean>();
+    const offered = new OfferedToDevice(tx, deviceId);
     for (const r of reports ?? []) {
-      if (!(await offered(tx, deviceId, r, seen))) {
+      if (!(await offered.has(r))) {
         metrics.reportsDropped.inc({ reason: 'unoffered' });
         continue;
       }
@@ -432,20 +446,24 @@ export function deviceRoutes(app: FastifyInstance, ctx: ServerContext): void {
         body: checkinBody,
         response: { 200: checkinAnswer },
       },
+      // Limits first, before the body is read or parsed: a refused check-in costs next to nothing.
+      onRequest: async (req) => {
+        const token = bearer(req.headers.authorization);
+        const hash = token ? hashToken(token) : null;
+        // An address that keeps presenting bad tokens is refused before the database, except for tokens that
+        // recently checked in (honest devices behind the same NAT keep working).
+        if (!hash || (ctx.guards.failedAuth.exhausted(req.ip) && !ctx.guards.knownDevices.has(hash)))
+          throw failedAuth(ctx, req.ip, new HttpError(401, 'device token required'));
+        if (!ctx.guards.checkins.take(hash)) {
+          ctx.metrics.throttled.inc({ what: 'checkin' });
+          throw new HttpError(429, 'check-ins too frequent for this device; keep to the poll interval');
+        }
+      },
     },
     async (req) => {
       const end = ctx.metrics.checkinSeconds.startTimer();
       const body = req.body as CheckinBody;
-      const token = bearer(req.headers.authorization);
-      const hash = token ? hashToken(token) : null;
-      // An address that keeps presenting bad tokens is refused before the database, except for tokens that
-      // recently checked in (honest devices behind the same NAT keep working).
-      if (!hash || (ctx.guards.failedAuth.exhausted(req.ip) && !ctx.guards.knownDevices.has(hash)))
-        throw failedAuth(ctx, req.ip, new HttpError(401, 'device token required'));
-      if (!ctx.guards.checkins.take(hash)) {
-        ctx.metrics.throttled.inc({ what: 'checkin' });
-        throw new HttpError(429, 'check-ins too frequent for this device; keep to the poll interval');
-      }
+      const hash = hashToken(bearer(req.headers.authorization) ?? ''); // present: checked in onRequest
       // Concurrent check-ins share one transaction (group commit); see ../checkin.ts.
       let result: Awaited<ReturnType<typeof batcher.submit>>;
       try {

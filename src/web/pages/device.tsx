@@ -2,13 +2,15 @@
 // rollouts (newest first) with the health checks it reported, and the rollouts it is part of.
 import { Fragment, useState } from 'react';
 import { ApiError, api } from '../api.ts';
-import { Checks, visible } from '../checks.tsx';
+import { ChecksRow, visible } from '../checks.tsx';
+import { ClassCell, ReasonCell, StateCell, WaveCell } from '../device-cells.tsx';
 import { ago } from '../fleet-stats.ts';
 import { usePoll } from '../poll.ts';
 import type { DeviceHistoryPage, DeviceSummary } from '../types.ts';
-import { ErrorBanner, time } from '../ui.tsx';
+import { ErrorBanner, Pager, TableHead, time } from '../ui.tsx';
 
 const PAGE = 25;
+const HISTORY_COLUMNS = ['received', 'rollout', 'release', 'outcome', 'class', 'reason'];
 
 export function DevicePage({ id }: { id: string }) {
   const enc = encodeURIComponent(id);
@@ -137,16 +139,7 @@ export function DevicePage({ id }: { id: string }) {
       ) : (
         <>
           <table id="device-history">
-            <thead>
-              <tr>
-                <th>received</th>
-                <th>rollout</th>
-                <th>release</th>
-                <th>outcome</th>
-                <th>class</th>
-                <th>reason</th>
-              </tr>
-            </thead>
+            <TableHead columns={HISTORY_COLUMNS} />
             <tbody>
               {h.transactions.map((t) => (
                 <Fragment key={t.txn_id}>
@@ -168,60 +161,38 @@ export function DevicePage({ id }: { id: string }) {
                     <td className="mono small">
                       {visible(t.component)}@{visible(t.version)}
                     </td>
-                    <td>
-                      <span className={`state ${t.outcome}`}>{t.outcome}</span>
-                    </td>
-                    <td className={t.class ? 'bad-text' : 'muted'}>{t.class ? visible(t.class) : '—'}</td>
-                    <td className="reason">{visible(t.reason) || '—'}</td>
+                    <StateCell state={t.outcome} />
+                    <ClassCell failure={t.class} />
+                    <ReasonCell reason={t.reason} />
                   </tr>
                   {(t.checks.length > 0 || t.detail_truncated) && (
-                    <tr className="detail-row" data-checks-of={t.txn_id}>
-                      <td colSpan={6}>
-                        <Checks report={t} all={t.outcome !== 'succeeded'} />
-                      </td>
-                    </tr>
+                    <ChecksRow
+                      of={t.txn_id}
+                      columns={HISTORY_COLUMNS.length}
+                      report={t}
+                      all={t.outcome !== 'succeeded'}
+                    />
                   )}
                 </Fragment>
               ))}
             </tbody>
           </table>
-          <div className="pager">
-            <button
-              type="button"
-              disabled={offset === 0}
-              onClick={() => setOffset(Math.max(0, offset - PAGE))}
-            >
-              Newer
-            </button>
-            <span className="muted" id="device-history-count">
-              {h.transactions.length ? `${h.offset + 1}–${h.offset + h.transactions.length}` : 'none'} of{' '}
-              {h.total}
-            </span>
-            <button
-              type="button"
-              disabled={h.next_offset === null}
-              onClick={() => setOffset(h.next_offset ?? offset)}
-            >
-              Older
-            </button>
-          </div>
+          <Pager
+            id="device-history-count"
+            page={h}
+            shown={h.transactions.length}
+            offset={offset}
+            size={PAGE}
+            onOffset={setOffset}
+            labels={['Newer', 'Older']}
+          />
         </>
       )}
       {h && h.assignments.length > 0 && (
         <>
           <h2>Rollouts</h2>
           <table id="device-rollouts">
-            <thead>
-              <tr>
-                <th>#</th>
-                <th>release</th>
-                <th>wave</th>
-                <th>state</th>
-                <th>from</th>
-                <th>reason</th>
-                <th>offered</th>
-              </tr>
-            </thead>
+            <TableHead columns={['#', 'release', 'wave', 'state', 'from', 'reason', 'offered']} />
             <tbody>
               {h.assignments.map((a) => (
                 <tr key={a.id} data-rollout={a.id}>
@@ -231,14 +202,10 @@ export function DevicePage({ id }: { id: string }) {
                   <td className="mono small">
                     {visible(a.component)}@{visible(a.version)}
                   </td>
-                  <td>
-                    {a.wave.index + 1}: {a.wave.name ?? '?'}
-                  </td>
-                  <td>
-                    <span className={`state ${a.state}`}>{a.state}</span>
-                  </td>
+                  <WaveCell wave={a.wave} />
+                  <StateCell state={a.state} />
                   <td className="mono small">{visible(a.from_version) || '—'}</td>
-                  <td className="reason">{visible(a.reason) || '—'}</td>
+                  <ReasonCell reason={a.reason} />
                   <td>{time(a.offered_at)}</td>
                 </tr>
               ))}

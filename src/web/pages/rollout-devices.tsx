@@ -2,12 +2,14 @@
 // its failing health checks. Filter by state; pages of PAGE devices; each device links to its own page.
 import { Fragment, useState } from 'react';
 import { api } from '../api.ts';
-import { Checks, visible } from '../checks.tsx';
+import { ChecksRow, visible } from '../checks.tsx';
+import { ClassCell, ReasonCell, StateCell, WaveCell } from '../device-cells.tsx';
 import { usePoll } from '../poll.ts';
 import type { RolloutDevicesPage } from '../types.ts';
-import { ErrorBanner, time } from '../ui.tsx';
+import { ErrorBanner, Pager, TableHead, time } from '../ui.tsx';
 
 const PAGE = 50;
+const COLUMNS = ['device', 'wave', 'state', 'from → to', 'class', 'reason', 'reported'];
 /** The assignment states, in the order a device goes through them. */
 export const STATES = [
   'queued',
@@ -69,17 +71,7 @@ export function RolloutDevices({ id }: { id: number }) {
       ) : (
         <>
           <table id="rollout-devices">
-            <thead>
-              <tr>
-                <th>device</th>
-                <th>wave</th>
-                <th>state</th>
-                <th>from → to</th>
-                <th>class</th>
-                <th>reason</th>
-                <th>reported</th>
-              </tr>
-            </thead>
+            <TableHead columns={COLUMNS} />
             <tbody>
               {d.devices.map((x) => {
                 const failed = x.report !== null && x.report.outcome !== 'succeeded';
@@ -94,50 +86,32 @@ export function RolloutDevices({ id }: { id: number }) {
                         <a href={deviceHref(x.device_id)}>{visible(x.name)}</a>
                         {x.retired && <span className="badge muted small">retired</span>}
                       </td>
-                      <td>
-                        {x.wave.index + 1}: {x.wave.name ?? '?'}
-                      </td>
-                      <td>
-                        <span className={`state ${x.state}`}>{x.state}</span>
-                      </td>
+                      <WaveCell wave={x.wave} />
+                      <StateCell state={x.state} />
                       <td className="mono small">
                         {visible(x.from_version) || '—'} → {visible(x.to_version)}
                       </td>
-                      <td className={x.class ? 'bad-text' : 'muted'}>{x.class ? visible(x.class) : '—'}</td>
-                      <td className="reason">{visible(x.reason) || '—'}</td>
+                      <ClassCell failure={x.class} />
+                      <ReasonCell reason={x.reason} />
                       <td>{time(x.reported_at)}</td>
                     </tr>
                     {failed && x.report && (
-                      <tr className="detail-row" data-checks-of={x.name}>
-                        <td colSpan={7}>
-                          <Checks report={x.report} />
-                        </td>
-                      </tr>
+                      <ChecksRow of={x.name} columns={COLUMNS.length} report={x.report} />
                     )}
                   </Fragment>
                 );
               })}
             </tbody>
           </table>
-          <div className="pager">
-            <button
-              type="button"
-              disabled={offset === 0}
-              onClick={() => setOffset(Math.max(0, offset - PAGE))}
-            >
-              Previous
-            </button>
-            <span className="muted" id="rollout-devices-count">
-              {d.devices.length ? `${d.offset + 1}–${d.offset + d.devices.length}` : 'none'} of {d.total}
-            </span>
-            <button
-              type="button"
-              disabled={d.next_offset === null}
-              onClick={() => setOffset(d.next_offset ?? offset)}
-            >
-              Next
-            </button>
-          </div>
+          <Pager
+            id="rollout-devices-count"
+            page={d}
+            shown={d.devices.length}
+            offset={offset}
+            size={PAGE}
+            onOffset={setOffset}
+            labels={['Previous', 'Next']}
+          />
         </>
       )}
     </>
