@@ -17,7 +17,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -289,9 +289,13 @@ describe('the real server over HTTPS (ringfence server --tls-cert/--tls-key)', (
     });
   }
 
+  let port = 0;
   it('serves the API over TLS, and a real agent with `ca:` enrolls and checks in', async () => {
-    const port = await freePort();
+    port = await freePort();
     const log = join(dir, 'server.log');
+    // A short headers timeout, so the next test can show it does not cut TLS connections that are in use.
+    mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(dir, 'data', 'server.yaml'), 'limits:\n  headers_timeout_s: 1\n');
     const fd = openSync(log, 'a');
     server = spawn(
       process.execPath,
@@ -350,6 +354,29 @@ describe('the real server over HTTPS (ringfence server --tls-cert/--tls-key)', (
       'the agent enrolled and checked in over https',
     );
     assert.equal(devices[0].name, 'tls-device');
+  });
+
+  it('keeps a TLS keep-alive connection open past the headers timeout (it only bounds unfinished headers)', async () => {
+    const keepAlive = new HttpsAgent({ keepAlive: true, ca: readFileSync(join(dir, 'ca.pem')) });
+    const get = () =>
+      new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+        const req = httpsRequest({ host: '127.0.0.1', port, path: '/healthz', agent: keepAlive }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      assert.equal((await get()).status, 200);
+      // Waiting out the 1 s headers timeout is the point of this test.
+      await new Promise((r) => setTimeout(r, 2500));
+      const again = await get();
+      assert.equal(again.status, 200);
+      assert.equal(again.reused, true, 'the same TLS connection served the second request');
+    } finally {
+      keepAlive.destroy();
+    }
   });
 });
 

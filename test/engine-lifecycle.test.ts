@@ -62,14 +62,14 @@ class Harness {
 }
 
 describe('closing a failed rollout', () => {
-  it('counts a device seen back on its previous release as reverted at once; the rollout closes in that step', () => {
+  it("confirms a device's own rollback by its report, and another device by a check-in after the revert", () => {
     const h = new Harness([device('a'), device('b')]);
     h.step(); // wave starts, both offered
-    h.set('b', { version: '2', settled: false }); // b is mid-transaction on the bad release
-    h.report('a', 'rolled-back'); // a undid it by itself and is back on 1
+    h.set('b', { version: '2', settled: false, seenAt: h.now }); // b is mid-transaction on the bad release
+    h.report('a', 'rolled-back'); // a undid it by itself: its report says it is back
     let out = h.step();
     assert.equal(h.rollout.status, 'rolling-back');
-    assert.equal(h.assignments.get('a')?.state, 'reverted', 'a is observed on 1: confirmed');
+    assert.equal(h.assignments.get('a')?.state, 'reverted', 'its own rollback report confirms it');
     assert.equal(h.assignments.get('a')?.outcome, 'rolled-back', 'its own verdict is kept');
     assert.equal(h.assignments.get('b')?.state, 'reverting');
     assert.ok(
@@ -78,18 +78,38 @@ describe('closing a failed rollout', () => {
     );
     out = h.step();
     assert.equal(h.rollout.status, 'rolling-back', 'b is not back yet');
-    h.set('b', { version: '1', settled: true }); // b rolled back by itself (no report yet)
+    h.set('b', { version: '1', settled: true, seenAt: h.now }); // b checked in back on 1 (no report)
     out = h.step();
     assert.equal(h.rollout.status, 'rolled-back');
     assert.equal(out.transitions.at(-1)?.to, 'rolled-back');
     assert.doesNotMatch(h.rollout.reason ?? '', /did not confirm/);
   });
 
+  it('does not count a device that was last seen before the revert, whatever it showed then', () => {
+    // The check-in that delivered the release showed the old version; the device then crashed for good.
+    const h = new Harness([device('a', { seenAt: 0 }), device('b', { seenAt: 0 })]);
+    h.step();
+    h.report('a', 'failed'); // a refused or failed (not a rollback report): it must be seen back
+    h.step();
+    assert.equal(h.rollout.status, 'rolling-back');
+    assert.deepEqual(
+      [h.assignments.get('a')?.state, h.assignments.get('b')?.state],
+      ['reverting', 'reverting'],
+      'both show version 1 and settled, but from before the revert',
+    );
+    h.now += 31 * 60_000;
+    const out = h.step();
+    assert.equal(h.rollout.status, 'rolled-back');
+    assert.match(out.transitions.at(-1)?.why ?? '', /2 devices did not confirm/);
+  });
+
   it('counts a first install reverted when the device runs no version again', () => {
     const h = new Harness([device('a', { version: null }), device('b', { version: null })]);
     h.step();
-    h.set('a', { version: null });
-    h.report('a', 'failed');
+    h.report('a', 'rolled-back');
+    h.step();
+    assert.equal(h.assignments.get('a')?.state, 'reverted');
+    h.set('b', { version: null, settled: true, seenAt: h.now });
     h.step();
     assert.equal(h.rollout.status, 'rolled-back');
     assert.deepEqual(
@@ -98,35 +118,57 @@ describe('closing a failed rollout', () => {
     );
   });
 
-  it('waits for a device that is not seen back, until the revert deadline', () => {
+  it('waits for a device that is seen on the bad release, until the revert deadline', () => {
     const h = new Harness([device('a'), device('b')]);
     h.step();
-    h.set('b', { version: '2', settled: true }); // b switched and stays on the bad release
     h.report('a', 'failed');
+    h.step();
+    h.set('b', { version: '2', settled: true, seenAt: h.now }); // b switched and stays on the bad release
     h.step();
     assert.equal(h.assignments.get('b')?.state, 'reverting', 'b is settled, but on the bad release');
     h.now += 31 * 60_000;
     const out = h.step();
     assert.equal(h.rollout.status, 'rolled-back');
-    assert.match(out.transitions.at(-1)?.why ?? '', /1 devices did not confirm/);
+    assert.match(out.transitions.at(-1)?.why ?? '', /did not confirm/);
     assert.equal(h.assignments.get('b')?.state, 'unconfirmed');
   });
 
-  it('aborts while rolling back: stops asking for reverts, withdraws them, says how many were left', () => {
+  it('aborts while rolling back: stops asking for reverts; a later rollback asks again', () => {
     const h = new Harness([device('a'), device('b', { version: '2', settled: false })]);
     h.step();
     h.report('a', 'failed');
     h.step();
     assert.equal(h.rollout.status, 'rolling-back');
     assert.equal(eventRefusal(h.rollout.status, 'abort'), null);
-    const out = h.step([{ kind: 'abort', actor: 'ops' }]);
+    let out = h.step([{ kind: 'abort', actor: 'ops' }]);
     assert.equal(h.rollout.status, 'aborted');
-    assert.match(h.rollout.reason ?? '', /revert abandoned by ops \(1 devices had not confirmed/);
+    assert.match(h.rollout.reason ?? '', /revert abandoned by ops \(2 devices had not confirmed/);
     assert.deepEqual(
-      out.commands.filter((c) => c.kind === 'withdraw').map((c) => c.deviceId),
-      ['b'],
+      out.commands
+        .filter((c) => c.kind === 'withdraw')
+        .map((c) => c.deviceId)
+        .sort(),
+      ['a', 'b'],
     );
     assert.equal(h.assignments.get('b')?.state, 'unconfirmed');
+    out = h.step([{ kind: 'rollback', actor: 'ops' }]);
+    assert.equal(h.rollout.status, 'rolling-back');
+    assert.deepEqual(
+      out.commands
+        .filter((c) => c.kind === 'revert')
+        .map((c) => c.deviceId)
+        .sort(),
+      ['a', 'b'],
+      'the abandoned reverts are ordered again',
+    );
+  });
+
+  it('counts a device that never reported before the deadline as failed', () => {
+    const h = new Harness([device('a'), device('b')]);
+    h.step();
+    h.now += 31 * 60_000;
+    h.step();
+    assert.equal(h.assignments.get('a')?.outcome, 'failed');
   });
 
   it('names the state when an operator action cannot apply', () => {

@@ -69,6 +69,24 @@ describe('rollout guards', () => {
     await api(ts.conn, 'POST', `/v1/admin/rollouts/${r.id}/abort`, {});
   });
 
+  it('measures a rollout against the devices that run its component, not the whole fleet', async () => {
+    // 2 of the 20 devices that run app are 10 %, over a 9 % cap; of all 24 devices they would be 8.3 %.
+    await api(ts.conn, 'POST', '/v1/admin/plans', {
+      source:
+        'name: two\nfirst_wave_cap: 9%\nwaves:\n  - name: two\n    size: 2\n  - name: rest\n    size: 100%\n',
+    });
+    await assert.rejects(
+      api(ts.conn, 'POST', '/v1/admin/rollouts', { release: 'app@1', plan: 'two' }),
+      /409 first wave "two" exposes 10\.0% of the fleet, over the 9% cap/,
+    );
+    const d = await api<{ fleet: number; runs_component: number }>(ts.conn, 'POST', '/v1/admin/rollouts', {
+      release: 'app@1',
+      plan: 'two',
+      dry_run: true,
+    });
+    assert.deepEqual([d.fleet, d.runs_component], [24, 20]);
+  });
+
   it('refuses a selector that matches no device, unless allowed', async () => {
     for (const route of ['hold', 'unhold', 'channel', 'defer']) {
       const body = { selector: 'evn=prod', channel: 'early', until: null };

@@ -114,7 +114,8 @@ describe('device text in the CLI is escaped for the terminal', { timeout: 60_000
           state: 'idle',
           health: '{}',
           quarantined: '[]',
-        } as never)
+          updated_at: Date.now(),
+        })
         .execute();
   });
   after(async () => {

@@ -290,6 +290,30 @@ describe('what one device can do to the server', () => {
     assert.equal(other.status, 200);
   });
 
+  it('cannot invent components: names are plain, and at most 64 are kept per device', async () => {
+    const odd = await req(ts, 'POST', '/v1/checkin', {
+      token: devs[1].token,
+      body: body([{ name: '../x\u001b', version: null, state: 'idle' }]),
+    });
+    assert.equal(odd.status, 400);
+    let refused = 0;
+    for (let round = 0; round < 3 && refused === 0; round++) {
+      const components = Array.from({ length: 30 }, (_, i) => ({
+        name: `c${round}-${i}`,
+        version: null,
+        state: 'idle',
+      }));
+      const r = await req(ts, 'POST', '/v1/checkin', { token: devs[1].token, body: body(components) });
+      if (r.status === 400) {
+        refused++;
+        assert.match(String(r.body?.message), /at most 64 components per device/);
+      } else assert.equal(r.status, 200);
+    }
+    assert.equal(refused, 1, 'the third batch of 30 new names would pass 64');
+    const d = await api<{ components: unknown[] }>(ts.conn, 'GET', `/v1/admin/devices/${devs[1].id}`);
+    assert.ok(d.components.length <= 64);
+  });
+
   it('answers 400 to deeply nested health and report detail', async () => {
     for (const b of [
       `{"components":[{"name":"app","state":"idle","health":${deep(100_000)}}]}`,
@@ -427,6 +451,13 @@ describe('enrollment, names, blobs and retirement', () => {
       200,
     );
     assert.equal((await req(ts, 'GET', '/v1/admin/devices')).status, 200, 'the real admin token still works');
+    // A device the server has not seen since it started (new, or after a restart) is not locked out either.
+    const [fresh] = await enrollDevices(ts.conn, [{}]);
+    assert.equal(
+      (await req(ts, 'POST', '/v1/checkin', { token: fresh.token, body: { components: [] } })).status,
+      200,
+      'a valid token always passes',
+    );
   });
 });
 

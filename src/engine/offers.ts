@@ -71,7 +71,9 @@ export function expireOffers(ctx: OfferContext, wave: readonly Assignment[]): Of
       }
     }
     const due = from + limit;
-    if (now >= due) out.changed.push({ ...a, state: 'failed', reportedAt: now, reason: NO_REPORT });
+    // No report in time is a failure of the release on that device (outcome too: the wave's counts see it).
+    if (now >= due)
+      out.changed.push({ ...a, state: 'failed', outcome: 'failed', reportedAt: now, reason: NO_REPORT });
     else out.wakeAt = earlier(out.wakeAt, due);
   }
   return out;

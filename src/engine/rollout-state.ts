@@ -85,6 +85,8 @@ export interface DeviceView {
    * the view does not track it (the simulator): then only reports confirm a revert.
    */
   settled?: boolean;
+  /** When the server last heard from the device (its last check-in); with `settled` and `version`. */
+  seenAt?: number;
   /** The device reports this component (false: it does not run it, so it is never offered). Undefined = yes. */
   hasComponent?: boolean;
 }
@@ -164,9 +166,20 @@ export function applyReport(
   return null;
 }
 
-/** True when the device is observed back on the version the rollout reverts it to (or on none, after a first install). */
+/**
+ * True when a check-in received after the revert was ordered shows the device back on the version the rollout
+ * reverts it to (or on none, after a first install) with no transaction open. Only a later check-in counts: the
+ * check-in that delivered the release still showed the old version while the device was about to install it.
+ */
 export function observedReverted(a: Assignment, d: DeviceView | undefined): boolean {
-  return d !== undefined && d.settled === true && d.version === a.fromVersion;
+  return (
+    d !== undefined &&
+    d.settled === true &&
+    d.seenAt !== undefined &&
+    a.offeredAt !== null &&
+    d.seenAt > a.offeredAt &&
+    d.version === a.fromVersion
+  );
 }
 
 /**

@@ -204,6 +204,7 @@ class Stepper {
           ...a,
           wave: this.r.wave,
           state: 'queued',
+          outcome: null,
           offeredAt: null,
           reportedAt: null,
           reason: null,
@@ -234,7 +235,13 @@ class Stepper {
     this.dropQueued('rollout rolled back');
     let pending = 0;
     for (const a of [...this.asg.values()]) {
-      if (a.state === 'offered' || a.state === 'succeeded' || a.state === 'failed') {
+      // `unconfirmed` too: a rollback after an abandoned revert (abort while rolling back) asks again.
+      if (
+        a.state === 'offered' ||
+        a.state === 'succeeded' ||
+        a.state === 'failed' ||
+        a.state === 'unconfirmed'
+      ) {
         // A device another active rollout of this component owns now (after this one completed) is left to
         // it: reverting it here would put it in two rollouts at once with conflicting orders.
         if (this.devById.get(a.deviceId)?.busy) {
@@ -247,8 +254,8 @@ class Stepper {
           component: this.r.component,
           version: a.fromVersion,
         });
-        // A device seen back on its previous release (it rolled back by itself) needs no confirmation.
-        if (observedReverted(a, this.devById.get(a.deviceId))) {
+        // A device that reported rolling the release back by itself is back already: its report confirms it.
+        if (a.outcome === 'rolled-back') {
           this.set({ ...a, state: 'reverted', reason: why, reportedAt: this.now });
           continue;
         }

@@ -90,7 +90,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     bodyLimit: 1024 * 1024,
     ...timeoutOptions(limits, opts.tls),
   }) as unknown as FastifyInstance;
-  guardEdges(app, limits, (what) => metrics.throttled.inc({ what }));
+  guardEdges(app, limits, opts.tls !== undefined, (what) => metrics.throttled.inc({ what }));
   const routes: RouteDoc[] = [];
   app.addHook('onRoute', (r) => {
     if (r.schema && !(r.schema as { hide?: boolean }).hide)

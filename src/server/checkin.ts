@@ -62,6 +62,8 @@ interface Pending {
 }
 
 const MAX_BATCH = 256;
+/** Components the server keeps per device (the agent reports at most 64 per check-in as well). */
+const MAX_COMPONENTS = 64;
 
 export class CheckinBatcher {
   private queue: Pending[] = [];
@@ -163,6 +165,9 @@ export class CheckinBatcher {
         .where('device_id', 'in', ids)
         .execute();
       const known = new Map(compRows.map((c) => [`${c.device_id}\u0000${c.component}`, c]));
+      // Components stored per device are bounded: a device cannot grow the table by inventing names.
+      const stored = new Map<string, number>();
+      for (const c of compRows) stored.set(c.device_id, (stored.get(c.device_id) ?? 0) + 1);
       const desiredRows = await tx
         .selectFrom('desired')
         .select(['device_id', 'component', 'version'])
@@ -172,10 +177,22 @@ export class CheckinBatcher {
       // Only what changed is written: a steady-state check-in costs one shared last-seen update.
       const compUpserts = new Map<string, Record<string, unknown>>();
       const refused = new Map<Pending, Error>();
+      const added = new Set<string>();
       const { detailMaxBytes } = this.ctx.guards.limits;
       for (const p of batch) {
         const dev = byHash.get(p.tokenHash);
         if (!dev) continue;
+        const fresh = new Set(
+          p.body.components
+            .map((c) => `${dev.id}\u0000${c.name}`)
+            .filter((k) => !known.has(k) && !added.has(k)),
+        );
+        if ((stored.get(dev.id) ?? 0) + fresh.size > MAX_COMPONENTS) {
+          refused.set(p, new HttpError(400, `at most ${MAX_COMPONENTS} components per device`));
+          continue;
+        }
+        stored.set(dev.id, (stored.get(dev.id) ?? 0) + fresh.size);
+        for (const k of fresh) added.add(k);
         // The device's own labels are replaced by what it says now; its enrollment labels always win.
         let labels = dev.labels;
         try {
@@ -242,6 +259,14 @@ export class CheckinBatcher {
           .execute();
       }
       await tx.updateTable('devices').set({ last_seen_at: now }).where('id', 'in', ids).execute();
+      // A rollout that is rolling back confirms reverts by what devices show at check-in: let it look again
+      // (the driver throttles such steps; no rollout rolling back, no row touched).
+      await tx
+        .updateTable('rollouts')
+        .set({ dirty: 1 })
+        .where('status', '=', 'rolling-back')
+        .where('dirty', '=', 0)
+        .execute();
 
       for (const p of batch) {
         const dev = byHash.get(p.tokenHash);

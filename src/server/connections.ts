@@ -21,12 +21,19 @@ export function timeoutOptions(
     connectionTimeout: l.idleTimeoutS * 1000,
     keepAliveTimeout: Math.min(l.idleTimeoutS, 65) * 1000,
     requestTimeout: request,
-    ...(tls ? { https: { ...node, cert: tls.cert, key: tls.key } } : { http: node }),
+    ...(tls
+      ? { https: { ...node, handshakeTimeout: node.headersTimeout, cert: tls.cert, key: tls.key } }
+      : { http: node }),
   };
 }
 
 /** Installs the connection cap, origin-form-only targets and the depth-checked JSON parser. */
-export function guardEdges(app: FastifyInstance, l: ServerLimits, onRefused: (why: string) => void): void {
+export function guardEdges(
+  app: FastifyInstance,
+  l: ServerLimits,
+  tls: boolean,
+  onRefused: (why: string) => void,
+): void {
   const server = app.server;
   const open = new Map<string, number>();
   const headersMs = Math.min(l.headersTimeoutS, l.requestTimeoutS) * 1000;
@@ -44,6 +51,19 @@ export function guardEdges(app: FastifyInstance, l: ServerLimits, onRefused: (wh
     req.once('end', () => clearTimeout(whole));
     req.once('close', () => clearTimeout(whole));
   });
+  /** Slow-loris: a connection whose first request headers do not arrive in time is closed. */
+  const headersDue = (sock: Socket) => {
+    const t = setTimeout(() => {
+      onRefused('headers-timeout');
+      sock.destroy();
+    }, headersMs);
+    t.unref();
+    headerTimers.set(sock, t);
+    sock.once('close', () => clearTimeout(t));
+  };
+  // With TLS, requests arrive on the TLS socket (the one `request` sees), so its timer starts once the handshake
+  // is done; the handshake itself is bounded by the server's handshakeTimeout (timeoutOptions).
+  if (tls) server.on('secureConnection', headersDue);
   server.on('connection', (sock: Socket) => {
     const ip = sock.remoteAddress ?? '?';
     const n = (open.get(ip) ?? 0) + 1;
@@ -53,15 +73,8 @@ export function guardEdges(app: FastifyInstance, l: ServerLimits, onRefused: (wh
       return;
     }
     open.set(ip, n);
-    // Slow-loris: a connection whose first request headers do not arrive in time is closed.
-    const headers = setTimeout(() => {
-      onRefused('headers-timeout');
-      sock.destroy();
-    }, headersMs);
-    headers.unref();
-    headerTimers.set(sock, headers);
+    if (!tls) headersDue(sock);
     sock.once('close', () => {
-      clearTimeout(headers);
       const left = (open.get(ip) ?? 1) - 1;
       if (left <= 0) open.delete(ip);
       else open.set(ip, left);

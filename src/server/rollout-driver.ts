@@ -35,7 +35,7 @@ export async function deviceViews(
 ): Promise<DeviceView[]> {
   let dq = db
     .selectFrom('devices')
-    .select(['id', 'labels', 'held', 'pins', 'deferred_until'])
+    .select(['id', 'labels', 'held', 'pins', 'deferred_until', 'last_seen_at'])
     .where('retired_at', 'is', null);
   if (channel) dq = dq.where('channel', '=', channel);
   const [devices, comps, busyRows] = await Promise.all([
@@ -70,6 +70,7 @@ export async function deviceViews(
       version: version.get(d.id) ?? null,
       deferredUntil: d.deferred_until,
       settled: settled.has(d.id),
+      seenAt: d.last_seen_at,
       hasComponent: version.has(d.id),
     };
   });

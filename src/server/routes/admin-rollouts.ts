@@ -37,7 +37,7 @@ export interface RolloutView {
 /**
  * One wave's counts. Each means one thing and never goes down as the rollout moves on (a revert does not turn a
  * failure into something else): `offered` devices were sent the release; of those, `succeeded`, `failed` (the
- * device reported a failure or a refusal, including `rolled_back`) and `rolled_back` (the device undid it by
+ * device reported a failure or a refusal, or did not report before the deadline; including `rolled_back`) and `rolled_back` (the device undid it by
  * itself) are the devices' own verdicts; `reverted` were put back by the rollout and confirmed; `unconfirmed`
  * were told to revert and did not confirm before the deadline; `skipped` were selected but never offered.
  */
@@ -154,8 +154,8 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       const { component, version } = parseRef(body.release);
       // Everything that could refuse the new rollout is checked before anything changes (supersede aborts).
       const planned = JSON.parse((await startable(db, component, version, body.plan)).plan.plan) as Plan;
-      if (body.dry_run) return dryRun(db, planned, component, body.channel ?? null);
-      await refuseWide(db, planned, body.channel ?? null, body.allow_wide === true);
+      if (body.dry_run) return dryRun(db, planned, component, body.channel ?? null, ctx.clock());
+      await refuseWide(db, planned, { component, channel: body.channel ?? null }, body.allow_wide === true);
       if (body.channel === 'general') {
         // Promotion: the general channel gets a release only after it completed on the early channel.
         const early = await db
@@ -325,25 +325,41 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
 }
 
 /** The labels of the live fleet (retired devices excluded), for a channel or for every device. */
-async function liveFleet(db: Db, channel: string | null): Promise<Labels[]> {
-  let q = db.selectFrom('devices').select('labels').where('retired_at', 'is', null);
-  if (channel) q = q.where('channel', '=', channel);
-  return (await q.execute()).map((d) => JSON.parse(d.labels) as Labels);
+/**
+ * The labels of the live fleet a plan is measured against (retired devices excluded): for a rollout, the devices
+ * of its channel that run its component (the only ones it can offer); for a plan alone, every device.
+ */
+async function liveFleet(
+  db: Db,
+  target: { component: string; channel: string | null } | null,
+): Promise<Labels[]> {
+  if (target) {
+    const views = await deviceViews(db, target.component, -1, target.channel);
+    return views.filter((v) => v.hasComponent !== false).map((v) => v.labels);
+  }
+  const rows = await db.selectFrom('devices').select('labels').where('retired_at', 'is', null).execute();
+  return rows.map((d) => JSON.parse(d.labels) as Labels);
 }
 
 /** Refuses (409) a plan whose first wave is over its cap against the live fleet, unless allowed (audited). */
-async function refuseWide(db: Db, plan: Plan, channel: string | null, allowWide: boolean): Promise<void> {
-  const a = analysePlan(plan, await liveFleet(db, channel), { allowWide });
+async function refuseWide(
+  db: Db,
+  plan: Plan,
+  target: { component: string; channel: string | null } | null,
+  allowWide: boolean,
+): Promise<void> {
+  const a = analysePlan(plan, await liveFleet(db, target), { allowWide });
   if (a.problems.length) throw new HttpError(409, a.problems.join('; '));
 }
 
 /** What a rollout would do now, wave by wave, without starting it: who is selected, who is left out and why. */
-async function dryRun(db: Db, plan: Plan, component: string, channel: string | null) {
+async function dryRun(db: Db, plan: Plan, component: string, channel: string | null, now: number) {
   const views = await deviceViews(db, component, -1, channel);
   const taken = new Set<string>();
+  const running = views.filter((v) => v.hasComponent !== false);
   const analysis = analysePlan(
     plan,
-    views.map((v) => v.labels),
+    running.map((v) => v.labels),
     {},
   );
   const waves = plan.waves.map((w) => {
@@ -358,7 +374,7 @@ async function dryRun(db: Db, plan: Plan, component: string, channel: string | n
     }
     for (const d of chosen) {
       taken.add(d.id);
-      if ((d.deferredUntil ?? 0) > Date.now()) excluded.deferred++; // selected, but offered only after the deferral
+      if ((d.deferredUntil ?? 0) > now) excluded.deferred++; // selected, but offered only after the deferral
     }
     for (const d of without) taken.add(d.id);
     return { wave: w.name, selected: chosen.length, excluded };
@@ -368,6 +384,7 @@ async function dryRun(db: Db, plan: Plan, component: string, channel: string | n
     plan: plan.name,
     component,
     fleet: views.length,
+    runs_component: running.length,
     waves,
     problems: analysis.problems,
   };
@@ -437,8 +454,10 @@ export async function rolloutView(ctx: ServerContext, id: number): Promise<Rollo
     const offered = Number(c.offered);
     w.offered += offered;
     exposed += offered;
-    if (c.state === 'skipped' && offered === 0) w.skipped += n;
-    else w.selected += n;
+    // A skipped device that was offered before (retired, or left to a newer rollout) was selected.
+    const neverOffered = c.state === 'skipped' ? n - offered : 0;
+    w.skipped += neverOffered;
+    w.selected += n - neverOffered;
     if (c.outcome === 'succeeded') w.succeeded += n;
     if (c.outcome === 'failed' || c.outcome === 'rolled-back') w.failed += n;
     if (c.outcome === 'rolled-back') w.rolled_back += n;
