@@ -1,9 +1,10 @@
 // The `file` apply backend: one file (a configuration or content/definition file) replaced atomically by
 // rename. Versions are kept beside it in .<name>.rf/<version>, so the previous one can be put back.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
+  constants,
   copyFileSync,
   existsSync,
   fsyncSync,
@@ -64,9 +65,14 @@ export class FileBackend implements Backend {
   async activate(version: string): Promise<void> {
     const src = within(this.store, version);
     if (!existsSync(src)) throw new Error(`release ${version} is not staged`);
-    const tmp = join(dirname(this.target), `.${basename(this.target)}.${process.pid}.rf-tmp`);
+    // An unpredictable name, created exclusively: the target's folder may be writable by others, and a name they
+    // could guess (and pre-create as a symlink) would redirect this write.
+    const tmp = join(
+      dirname(this.target),
+      `.${basename(this.target)}.${randomBytes(8).toString('hex')}.rf-tmp`,
+    );
     try {
-      copyFileSync(src, tmp);
+      copyFileSync(src, tmp, constants.COPYFILE_EXCL);
       chmodSync(tmp, effectiveMode(statSync(src).mode & 0o777)); // never more than 0o755
       const fd = openSync(tmp, 'r');
       try {
