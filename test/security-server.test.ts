@@ -130,6 +130,13 @@ describe('admin routes are authenticated by route, whatever the URL spelling', (
       assert.equal(r.status, 400, `limit=${q} answered ${r.status}`);
     }
     assert.equal((await req(ts, 'GET', '/v1/admin/audit?subject=a&subject=b')).status, 400);
+    // One check for every route: numbers in the path and query must be usable (coercion makes Infinity and 1e20).
+    for (const path of [
+      '/v1/admin/rollouts/1e400',
+      '/v1/admin/rollouts/1e400/devices',
+      '/v1/admin/devices/x/history?offset=1e20',
+    ])
+      assert.equal((await req(ts, 'GET', path)).status, 400, path);
     const all = await req(ts, 'GET', '/v1/admin/audit?limit=1000');
     assert.equal(all.status, 200);
     const r = await req(ts, 'POST', '/v1/admin/plans', { raw: deep(100_000) });

@@ -8,7 +8,7 @@ const KEY = 'admin_token_hash';
 const CACHE_MS = 2000;
 
 /** Refuses tokens an attacker could guess: at least 32 characters, and not a short pattern repeated. */
-export function weakTokenReason(token: string): string | null {
+function weakTokenReason(token: string): string | null {
   if (token.length < 32) return `is ${token.length} characters; at least 32 are required`;
   if (new Set(token).size < 12) return 'repeats too few different characters to be random';
   if (/\s/.test(token)) return 'contains white space';

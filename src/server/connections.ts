@@ -87,6 +87,22 @@ export function guardEdges(
     if (!req.raw.url?.startsWith('/')) throw new HttpError(400, 'request target must be a path');
   });
 
+  // Schema coercion turns "1e400" into Infinity and "1e20" into an integer no query can use, and both pass
+  // `type: integer` (and `maximum`, measured): numbers in the path and query must be finite safe integers or
+  // plain fractions, for every route at once.
+  app.addHook('preHandler', async (req) => {
+    for (const [where, values] of [
+      ['path', req.params],
+      ['query', req.query],
+    ] as const)
+      for (const [k, v] of Object.entries((values ?? {}) as Record<string, unknown>))
+        if (
+          typeof v === 'number' &&
+          (!Number.isFinite(v) || (Number.isInteger(v) && !Number.isSafeInteger(v)))
+        )
+          throw new HttpError(400, `${where} ${k}: ${v} is not a usable number`);
+  });
+
   const parse = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     if (jsonDepthExceeds(body as string, l.jsonMaxDepth)) {

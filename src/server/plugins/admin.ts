@@ -10,13 +10,13 @@ import { adminRolloutRoutes } from '../routes/admin-rollouts.ts';
 import { bearer } from '../tokens.ts';
 
 /** The decorator that marks the admin scope; see assertAdminScope. */
-export const ADMIN_SCOPE = 'ringfenceAdminScope';
+const ADMIN_SCOPE = 'ringfenceAdminScope';
 
 /**
  * Checks the bearer token in the Authorization header (never a cookie: a cross-site page cannot set that header,
  * so it cannot act). A browser request from another origin is refused outright as well.
  */
-export async function authenticateAdmin(ctx: ServerContext, req: FastifyRequest): Promise<void> {
+async function authenticateAdmin(ctx: ServerContext, req: FastifyRequest): Promise<void> {
   const origin = req.headers.origin;
   if (origin !== undefined && hostOf(origin) !== req.headers.host)
     throw new HttpError(403, 'cross-origin admin requests are refused');

@@ -13,10 +13,10 @@ import { boundedDetail } from '../limits.ts';
 import { bearer, hashToken, newToken } from '../tokens.ts';
 
 /** Printable text only: device-chosen strings end up in operators' terminals and pages. */
-export const PRINTABLE = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
+const PRINTABLE = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
 const LABEL_KEY = '^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$';
 
-export const labelsSchema = {
+const labelsSchema = {
   type: 'object',
   propertyNames: { pattern: LABEL_KEY },
   additionalProperties: { type: 'string', maxLength: 256, pattern: PRINTABLE },
