@@ -20,8 +20,8 @@ import {
   step,
 } from '../src/engine/rollout.ts';
 import { matches, parseSelector } from '../src/engine/selector.ts';
-import { appendAudit, verifyAudit } from '../src/store/audit.ts';
-import { openStore } from '../src/store/database.ts';
+import { appendAudit, verifyAudit } from '../src/server/db/audit.ts';
+import { openStore } from '../src/server/db/database.ts';
 
 const UNIT = 60_000;
 const SELECTORS = [

@@ -9,7 +9,7 @@ import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { writeContent } from '../src/demo/fleet.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
-import { verifyAudit } from '../src/store/audit.ts';
+import { verifyAudit } from '../src/server/db/audit.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const run = promisify(execFile);

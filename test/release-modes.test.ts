@@ -229,7 +229,7 @@ describe('release modes: a keyed server, devices with a pinned root', { timeout:
     const branch = join(ts.dir, 'branch');
     const imp = await cli(['bundle', 'import', bundle, '--data', branch, '--root', rootFile, '--json']);
     assert.equal(imp.code, 0, imp.out);
-    const { openStore } = await import('../src/store/database.ts');
+    const { openStore } = await import('../src/server/db/database.ts');
     const store = await openStore({ dataDir: branch });
     try {
       const row = await store.db

@@ -27,7 +27,7 @@ import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { BIN } from '../src/demo/fleet.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
-import { openStore } from '../src/store/database.ts';
+import { openStore } from '../src/server/db/database.ts';
 import { type BundleManifest, exportBundle, unpack } from '../src/trust/bundle.ts';
 import { hashedTargetPath } from '../src/trust/export.ts';
 import { generateKey, type KeyFile, readKeyFile, readRoleKeys, signerOf } from '../src/trust/keys.ts';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import { BlobStore } from '../src/store/blobs.ts';
+import { BlobStore } from '../src/server/blobs.ts';
 import { type OfferedArtifact, verifyRelease } from '../src/trust/device-verifier.ts';
 import { exportTree } from '../src/trust/export.ts';
 import { generateKey, readKeyFile } from '../src/trust/keys.ts';

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Metadata, MetadataKind, Timestamp } from '@tufjs/models';
-import type { BlobStore } from '../src/store/blobs.ts';
+import type { BlobStore } from '../src/server/blobs.ts';
 import type { VerifyResult } from '../src/trust/device-verifier.ts';
 import { exportTree, hashedTargetPath } from '../src/trust/export.ts';
 import { generateKey, readKeyFile, readRoleKeys, signerOf } from '../src/trust/keys.ts';

@@ -9,7 +9,7 @@ import { Updater } from 'tuf-js';
 import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
-import { BlobStore } from '../src/store/blobs.ts';
+import { BlobStore } from '../src/server/blobs.ts';
 import { exportTree } from '../src/trust/export.ts';
 import { Repository } from '../src/trust/repository.ts';
 import { serveStatic } from '../src/trust/static-server.ts';

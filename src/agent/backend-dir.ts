@@ -13,7 +13,7 @@ import {
 } from 'node:fs';
 import { chmod, copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fsyncDir } from '../store/atomic-file.ts';
+import { fsyncDir } from '../files/atomic-file.ts';
 import type { Backend } from './backend.ts';
 import { effectiveMode, within } from './offer.ts';
 

@@ -3,7 +3,7 @@
 // into <path>/releases/<version>/, then each step runs with a timeout; a failing or hanging step fails.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import type { Backend } from './backend.ts';
 import { DirBackend } from './backend-dir.ts';
 import { runCommand } from './command.ts';

@@ -17,7 +17,7 @@ import {
   statSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { fsyncDir } from '../store/atomic-file.ts';
+import { fsyncDir } from '../files/atomic-file.ts';
 import type { Backend } from './backend.ts';
 import { effectiveMode, within } from './offer.ts';
 

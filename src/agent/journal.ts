@@ -2,7 +2,7 @@
 // *before* the step it records takes effect, so recovery after a crash knows exactly where it stood.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
 
 export type Phase =
   | 'downloading'

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import type { BundleRelease } from '../trust/bundle.ts';
 import type { AgentConfig } from './config.ts';
 import type { Journal } from './journal.ts';

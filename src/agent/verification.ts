@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import type { AgentConfig } from './config.ts';
 import { download, type ObtainedFile, type Offered, type ServerIdentity } from './download.ts';
 import { StepError } from './step-error.ts';

@@ -1,6 +1,6 @@
 // The admin token: created on first start (shown once), stored only as a hash, rotated on demand.
-import { appendAudit } from '../store/audit.ts';
-import type { Store } from '../store/database.ts';
+import { appendAudit } from './db/audit.ts';
+import type { Store } from './db/database.ts';
 import { hashToken, newToken, tokenMatches } from './tokens.ts';
 
 const KEY = 'admin_token_hash';

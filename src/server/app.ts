@@ -2,8 +2,8 @@
 import { join } from 'node:path';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
-import { BlobStore } from '../store/blobs.ts';
-import { openStore } from '../store/database.ts';
+import { BlobStore } from './blobs.ts';
+import { openStore } from './db/database.ts';
 import { VERSION } from '../version.ts';
 import { AdminToken } from './admin-token.ts';
 import { guardEdges, timeoutOptions } from './connections.ts';

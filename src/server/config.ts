@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { parseValidatedYaml } from '../config/validated-yaml.ts';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.ts';
 
 const positive = (max: number) => z.number().int().min(1).max(max);

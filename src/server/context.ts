@@ -1,7 +1,7 @@
 // What every route handler gets: the store, blob store, engine driver, clock and metrics.
 import type { Logger } from 'pino';
-import type { BlobStore } from '../store/blobs.ts';
-import type { Store } from '../store/database.ts';
+import type { BlobStore } from './blobs.ts';
+import type { Store } from './db/database.ts';
 import type { AdminToken } from './admin-token.ts';
 import type { Guards } from './limits.ts';
 import type { Metrics } from './metrics.ts';

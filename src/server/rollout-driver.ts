@@ -13,8 +13,8 @@ import {
   type StepOutput,
   step,
 } from '../engine/rollout.ts';
-import { appendAudit } from '../store/audit.ts';
-import type { Db, Store } from '../store/database.ts';
+import { appendAudit } from './db/audit.ts';
+import type { Db, Store } from './db/database.ts';
 
 const CHUNK = 400;
 

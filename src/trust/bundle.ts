@@ -29,8 +29,8 @@ import {
 import { dirname, join, resolve } from 'node:path';
 import { Metadata, MetadataKind } from '@tufjs/models';
 import { badMode } from '../protocol/names.ts';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
-import type { BlobStore } from '../store/blobs.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
+import type { BlobStore } from '../server/blobs.ts';
 import { verifyRelease } from './device-verifier.ts';
 import { exportTree } from './export.ts';
 import type { Repository } from './repository.ts';

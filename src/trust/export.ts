@@ -3,8 +3,8 @@
 // so any plain HTTP server or mirror can serve it and devices verify it as if it came from the server.
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, posix, resolve } from 'node:path';
-import { fsyncDir, writeFileAtomicSync } from '../store/atomic-file.ts';
-import type { BlobStore } from '../store/blobs.ts';
+import { fsyncDir, writeFileAtomicSync } from '../files/atomic-file.ts';
+import type { BlobStore } from '../server/blobs.ts';
 import type { Repository } from './repository.ts';
 
 export interface ExportResult {

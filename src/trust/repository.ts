@@ -17,7 +17,7 @@ import {
 } from '@tufjs/models';
 // Role is not re-exported by the package index.
 import { Role } from '@tufjs/models/dist/role.js';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import {
   generateKey,
   type KeyFile,

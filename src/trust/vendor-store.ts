@@ -18,7 +18,7 @@ import {
   type Targets,
   type Timestamp,
 } from '@tufjs/models';
-import { writeFileAtomicSync } from '../store/atomic-file.ts';
+import { writeFileAtomicSync } from '../files/atomic-file.ts';
 
 export const VENDOR_FILE = /^(\d+\.)?(root|timestamp|snapshot|targets)\.json$/;
 export const VENDOR_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;

@@ -2,7 +2,7 @@
 export type { DeviceSummary } from '../server/routes/admin-fleet.ts';
 export type { ReleaseView } from '../server/routes/admin-releases.ts';
 export type { RolloutView } from '../server/routes/admin-rollouts.ts';
-export type { AuditEntry } from '../store/audit.ts';
+export type { AuditEntry } from '../server/db/audit.ts';
 
 export interface AuditVerify {
   entries: number;

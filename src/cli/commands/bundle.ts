@@ -3,8 +3,8 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { appendAudit } from '../../store/audit.ts';
-import { BlobStore } from '../../store/blobs.ts';
+import { appendAudit } from '../../server/db/audit.ts';
+import { BlobStore } from '../../server/blobs.ts';
 import { type BundleRelease, exportBundle, importBundle } from '../../trust/bundle.ts';
 import { Repository } from '../../trust/repository.ts';
 import { CliError } from '../client.ts';
@@ -21,7 +21,7 @@ export async function registerBundleReleases(
   opts: { databaseUrl?: string; file: string; dryRun?: boolean; now?: number },
 ): Promise<string[]> {
   // Loaded on demand: the database drivers are not needed by the rest of the CLI.
-  const { openStore } = await import('../../store/database.ts');
+  const { openStore } = await import('../../server/db/database.ts');
   const store = await openStore({ dataDir, url: opts.databaseUrl });
   const added: string[] = [];
   try {
@@ -77,7 +77,7 @@ async function blobReferenced(
   sha256: string,
 ): Promise<boolean> {
   if (!/^[0-9a-f]{64}$/.test(sha256)) return true;
-  const { openStore } = await import('../../store/database.ts');
+  const { openStore } = await import('../../server/db/database.ts');
   const store = await openStore({ dataDir, url: databaseUrl });
   try {
     const row = await store.db

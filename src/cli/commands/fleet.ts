@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
-import type { AuditEntry } from '../../store/audit.ts';
+import type { AuditEntry } from '../../server/db/audit.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { ago, printJson, printLine, printTable } from '../output.ts';
 

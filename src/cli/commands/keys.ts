@@ -1,7 +1,7 @@
 // `ringfence keys init | rotate-root | show`: the organisation's TUF keys and root metadata.
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { ensurePrivateDir } from '../../store/atomic-file.ts';
+import { ensurePrivateDir } from '../../files/atomic-file.ts';
 import { generateKey, readRoleKeys, tightenKeyDir, writeKeyFile } from '../../trust/keys.ts';
 import { Repository } from '../../trust/repository.ts';
 import { CliError } from '../client.ts';

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { BlobStore } from '../../store/blobs.ts';
+import { BlobStore } from '../../server/blobs.ts';
 import { exportTree } from '../../trust/export.ts';
 import { Repository } from '../../trust/repository.ts';
 import { serveStatic } from '../../trust/static-server.ts';
@@ -39,7 +39,7 @@ export function repoCommands(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (o: { data: string; database?: string; dryRun?: boolean; json?: boolean }) => {
       // Loaded on demand: the database drivers are not needed by the rest of the CLI.
-      const { openStore } = await import('../../store/database.ts');
+      const { openStore } = await import('../../server/db/database.ts');
       const { collectGarbage } = await import('../../trust/gc.ts');
       const store = await openStore({ dataDir: o.data, url: o.database ?? process.env.RINGFENCE_DATABASE });
       try {

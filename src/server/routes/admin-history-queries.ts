@@ -2,8 +2,8 @@
 // answers (admin-history-views.ts): a rollout's devices with the report each sent, and a device's reports across
 // rollouts, each linked to the rollout it belongs to.
 import type { Plan } from '../../engine/plan.ts';
-import type { Db } from '../../store/database.ts';
-import type { ReportTable } from '../../store/schema.ts';
+import type { Db } from '../db/database.ts';
+import type { ReportTable } from '../db/schema.ts';
 import { HttpError } from '../context.ts';
 import {
   type DeviceHistoryPage,

@@ -4,7 +4,7 @@
 //
 // Nothing here needs the server at run time: the CLI and the dashboard take the shapes (and states) from here.
 import type { AssignmentState } from '../../engine/rollout-state.ts';
-import type { ReportTable } from '../../store/schema.ts';
+import type { ReportTable } from '../db/schema.ts';
 
 /** Characters of a check's output kept in an answer (the tail: errors are usually at the end). */
 export const CHECK_OUTPUT_MAX = 2000;

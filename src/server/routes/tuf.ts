@@ -3,7 +3,7 @@
 // everything here is signed and devices verify it themselves, exactly as from any plain mirror.
 import { posix } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { appendAudit } from '../../store/audit.ts';
+import { appendAudit } from '../db/audit.ts';
 import { Repository, releaseTargets } from '../../trust/repository.ts';
 import {
   readVendorFile,

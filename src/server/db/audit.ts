@@ -1,6 +1,19 @@
 // Append-only, hash-chained audit log: each entry's hash covers the previous hash, so any edit breaks the chain.
 import { createHash } from 'node:crypto';
+import type { Generated } from 'kysely';
 import type { Db } from './database.ts';
+
+/** Table `audit`. */
+export interface AuditTable {
+  seq: Generated<number>;
+  at: number;
+  actor: string;
+  action: string;
+  subject: string;
+  detail: string; // JSON
+  prev_hash: string;
+  hash: string;
+}
 
 export interface AuditEntry {
   seq: number;

@@ -11,7 +11,7 @@ import {
   type PermissionLog,
   stderrPermissionLog,
   tightenMode,
-} from './atomic-file.ts';
+} from '../files/atomic-file.ts';
 
 export const SHA256_RE = /^[0-9a-f]{64}$/;
 

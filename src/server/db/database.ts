@@ -4,8 +4,13 @@ import { join } from 'node:path';
 import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
-import { tightenKeyDir } from '../trust/keys.ts';
-import { ensurePrivateDir, ensurePrivateFile, type PermissionLog, tightenMode } from './atomic-file.ts';
+import {
+  ensurePrivateDir,
+  ensurePrivateFile,
+  type PermissionLog,
+  tightenMode,
+} from '../../files/atomic-file.ts';
+import { tightenKeyDir } from '../../trust/keys.ts';
 import { type Dialect, migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
 

@@ -1,0 +1,42 @@
+// The database as Kysely sees it: one module per table (its row type, mappers and queries), composed here.
+// Times are integer milliseconds since the epoch; JSON is stored as text so SQLite and PostgreSQL agree.
+
+import type { AssignmentTable } from './assignments.ts';
+import type { AuditTable } from './audit.ts';
+import type { DesiredTable } from './desired.ts';
+import type { DeviceComponentTable } from './device-components.ts';
+import type { DeviceTable } from './devices.ts';
+import type { EnrollTokenTable } from './enroll-tokens.ts';
+import type { MetaTable } from './meta.ts';
+import type { PlanTable } from './plans.ts';
+import type { ReleaseTable } from './releases.ts';
+import type { ReportTable } from './reports.ts';
+import type { RolloutTable } from './rollouts.ts';
+
+export type {
+  AssignmentTable,
+  AuditTable,
+  DesiredTable,
+  DeviceComponentTable,
+  DeviceTable,
+  EnrollTokenTable,
+  MetaTable,
+  PlanTable,
+  ReleaseTable,
+  ReportTable,
+  RolloutTable,
+};
+
+export interface Database {
+  meta: MetaTable;
+  releases: ReleaseTable;
+  devices: DeviceTable;
+  device_components: DeviceComponentTable;
+  enroll_tokens: EnrollTokenTable;
+  plans: PlanTable;
+  rollouts: RolloutTable;
+  assignments: AssignmentTable;
+  desired: DesiredTable;
+  reports: ReportTable;
+  audit: AuditTable;
+}
