@@ -8,8 +8,8 @@ import { promisify } from 'node:util';
 import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { writeContent } from '../src/demo/fleet.ts';
-import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { verifyAudit } from '../src/server/db/audit.ts';
+import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const run = promisify(execFile);

@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { api } from '../src/cli/client.ts';
-import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import type { AuditEntry } from '../src/server/db/audit.ts';
+import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { enrollDevices, release } from './helpers/protocol-device.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 

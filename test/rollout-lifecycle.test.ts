@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { api } from '../src/cli/client.ts';
 import { type DeviceSpec, type SpawnedDevice, stopAgents } from '../src/demo/fleet.ts';
+import type { AuditEntry } from '../src/server/db/audit.ts';
 import type { DeviceSummary } from '../src/server/routes/admin-fleet.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
-import type { AuditEntry } from '../src/server/db/audit.ts';
 import {
   activeRelease,
   enrollToken,

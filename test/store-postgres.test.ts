@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { api } from '../src/cli/client.ts';
-import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { openStore } from '../src/server/db/database.ts';
+import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { type PgCluster, pgBinDir, startPostgres } from './helpers/postgres.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 

@@ -16,9 +16,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { api } from '../src/cli/client.ts';
-import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
 import { listAudit } from '../src/server/db/audit.ts';
 import { openStore } from '../src/server/db/database.ts';
+import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
 import { Repository } from '../src/trust/repository.ts';
 import { startTestServer } from './helpers/server.ts';
 

@@ -2,12 +2,12 @@
 import { join } from 'node:path';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
-import { BlobStore } from './blobs.ts';
-import { openStore } from './db/database.ts';
 import { VERSION } from '../version.ts';
 import { AdminToken } from './admin-token.ts';
+import { BlobStore } from './blobs.ts';
 import { guardEdges, timeoutOptions } from './connections.ts';
 import { HttpError, type ServerContext } from './context.ts';
+import { openStore } from './db/database.ts';
 import { DEFAULT_LIMITS, Guards, type ServerLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import { openApiDocument, type RouteDoc } from './openapi.ts';

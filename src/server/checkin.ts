@@ -1,8 +1,9 @@
 // Check-ins in batches: concurrent check-ins that arrive together are handled in one database transaction
 // with set-based reads and writes (group commit). Under load this turns N small transactions into one, which
 // is what keeps check-in latency flat as fleets grow; with one device at a time it is a batch of one.
-import type { Db } from './db/database.ts';
+
 import { HttpError, type ServerContext } from './context.ts';
+import type { Db } from './db/database.ts';
 import { effectiveLabels } from './labels.ts';
 import { boundedDetail } from './limits.ts';
 

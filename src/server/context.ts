@@ -1,8 +1,8 @@
 // What every route handler gets: the store, blob store, engine driver, clock and metrics.
 import type { Logger } from 'pino';
+import type { AdminToken } from './admin-token.ts';
 import type { BlobStore } from './blobs.ts';
 import type { Store } from './db/database.ts';
-import type { AdminToken } from './admin-token.ts';
 import type { Guards } from './limits.ts';
 import type { Metrics } from './metrics.ts';
 import type { RolloutDriver } from './rollout-driver.ts';

@@ -28,8 +28,8 @@ import {
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Metadata, MetadataKind } from '@tufjs/models';
-import { badMode } from '../protocol/names.ts';
 import { writeFileAtomicSync } from '../files/atomic-file.ts';
+import { badMode } from '../protocol/names.ts';
 import type { BlobStore } from '../server/blobs.ts';
 import { verifyRelease } from './device-verifier.ts';
 import { exportTree } from './export.ts';

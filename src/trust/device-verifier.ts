@@ -10,8 +10,8 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type Fetcher, Updater } from 'tuf-js';
 import { within } from '../agent/offer.ts';
-import { badMode, DEFAULT_MODE, octal } from '../protocol/names.ts';
 import { writeFileAtomicSync } from '../files/atomic-file.ts';
+import { badMode, DEFAULT_MODE, octal } from '../protocol/names.ts';
 import { MirrorFetcher } from './fetcher.ts';
 import { targetPath } from './repository.ts';
 

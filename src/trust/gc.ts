@@ -3,8 +3,8 @@
 // metadata first, so no device is ever offered a blob that is gone) and blobs no kept release uses are deleted.
 import { readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { appendAudit } from '../server/db/audit.ts';
 import type { BlobStore } from '../server/blobs.ts';
+import { appendAudit } from '../server/db/audit.ts';
 import type { Db } from '../server/db/database.ts';
 import { Repository, targetPath } from './repository.ts';
 

@@ -1,8 +1,9 @@
 // The API's shapes, taken from the server's route modules as types only (nothing of the server is bundled).
+
+export type { AuditEntry } from '../server/db/audit.ts';
 export type { DeviceSummary } from '../server/routes/admin-fleet.ts';
 export type { ReleaseView } from '../server/routes/admin-releases.ts';
 export type { RolloutView } from '../server/routes/admin-rollouts.ts';
-export type { AuditEntry } from '../server/db/audit.ts';
 
 export interface AuditVerify {
   entries: number;

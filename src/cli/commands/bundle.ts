@@ -3,8 +3,8 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { appendAudit } from '../../server/db/audit.ts';
 import { BlobStore } from '../../server/blobs.ts';
+import { appendAudit } from '../../server/db/audit.ts';
 import { type BundleRelease, exportBundle, importBundle } from '../../trust/bundle.ts';
 import { Repository } from '../../trust/repository.ts';
 import { CliError } from '../client.ts';

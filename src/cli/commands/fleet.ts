@@ -1,8 +1,8 @@
 // `ringfence fleet …` and `ringfence audit …`.
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import type { AuditEntry } from '../../server/db/audit.ts';
+import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { ago, printJson, printLine, printTable } from '../output.ts';
 

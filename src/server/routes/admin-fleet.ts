@@ -3,9 +3,9 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { ACTIVE } from '../../engine/rollout.ts';
 import { matches, parseSelector } from '../../engine/selector.ts';
+import { HttpError, type ServerContext } from '../context.ts';
 import { appendAudit, listAudit, verifyAudit } from '../db/audit.ts';
 import type { Db } from '../db/database.ts';
-import { HttpError, type ServerContext } from '../context.ts';
 import { hashToken, newToken } from '../tokens.ts';
 import { parseRef } from './admin-releases.ts';
 

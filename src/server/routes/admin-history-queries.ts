@@ -2,9 +2,9 @@
 // answers (admin-history-views.ts): a rollout's devices with the report each sent, and a device's reports across
 // rollouts, each linked to the rollout it belongs to.
 import type { Plan } from '../../engine/plan.ts';
+import { HttpError } from '../context.ts';
 import type { Db } from '../db/database.ts';
 import type { ReportTable } from '../db/schema.ts';
-import { HttpError } from '../context.ts';
 import {
   type DeviceHistoryPage,
   type HistoryEntry,

@@ -3,9 +3,9 @@
 import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { ArtifactNames, badArtifactName, MAX_ARTIFACTS, NAME_RE } from '../../protocol/names.ts';
-import { appendAudit } from '../db/audit.ts';
 import { publishRelease } from '../../trust/repository.ts';
 import { HttpError, type ServerContext } from '../context.ts';
+import { appendAudit } from '../db/audit.ts';
 
 const NAME = NAME_RE.source;
 

@@ -12,9 +12,9 @@ import {
 } from '../../engine/rollout.ts';
 import { type Labels, matches, parseSelector } from '../../engine/selector.ts';
 import { selectWaveDevices } from '../../engine/wave-selection.ts';
+import { HttpError, type ServerContext } from '../context.ts';
 import { appendAudit } from '../db/audit.ts';
 import type { Db } from '../db/database.ts';
-import { HttpError, type ServerContext } from '../context.ts';
 import { deviceViews } from '../rollout-driver.ts';
 import { parseRef } from './admin-releases.ts';
 

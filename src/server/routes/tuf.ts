@@ -3,7 +3,6 @@
 // everything here is signed and devices verify it themselves, exactly as from any plain mirror.
 import { posix } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { appendAudit } from '../db/audit.ts';
 import { Repository, releaseTargets } from '../../trust/repository.ts';
 import {
   readVendorFile,
@@ -14,6 +13,7 @@ import {
   type VendorStoreResult,
 } from '../../trust/vendor-store.ts';
 import { HttpError, type ServerContext } from '../context.ts';
+import { appendAudit } from '../db/audit.ts';
 
 export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
   // Releases approved before `keys init` ran are signed in once the keys exist.
