@@ -1,23 +1,13 @@
 // `npm run build:agent`: the device build, dist/ringfence-agent.mjs: one plain-JS ESM file with every
 // dependency inside, run by plain node (no tsx, no TypeScript transform, no node_modules on the device).
-// The server is left out: `daemons.ts` loads it on demand for `ringfence server`, which a device never runs.
+// The server and the CLI are not in it because nothing under src/agent/ imports them
+// (test/architecture-layers.test.ts), so no plugin is needed to cut them out.
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { build, type Plugin } from 'esbuild';
+import { build } from 'esbuild';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const AGENT_BUNDLE = `${ROOT}dist/ringfence-agent.mjs`;
-
-const noServer: Plugin = {
-  name: 'no-server',
-  setup(b) {
-    b.onResolve({ filter: /\/server\/app\.ts$/ }, () => ({ path: 'server', namespace: 'no-server' }));
-    b.onLoad({ filter: /.*/, namespace: 'no-server' }, () => ({
-      contents: `export function createServer() { throw new Error('the device build has no server: use bin/ringfence.js server'); }`,
-      loader: 'js',
-    }));
-  },
-};
 
 export async function buildAgent(opts: { quiet?: boolean } = {}): Promise<string> {
   await build({
@@ -31,7 +21,6 @@ export async function buildAgent(opts: { quiet?: boolean } = {}): Promise<string
     minifyWhitespace: true,
     minifySyntax: true,
     legalComments: 'none',
-    plugins: [noServer],
     logLevel: opts.quiet ? 'error' : 'warning',
     banner: {
       // CommonJS dependencies (pino, commander) call require() for node built-ins.

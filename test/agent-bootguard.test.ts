@@ -1,7 +1,7 @@
 // The crash-loop case and local control: a release that keeps killing the machine during probation is
 // rolled back by `agent boot-guard` before the service starts again; local hold/pin/rollback win, with no server.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import {
   activeRelease,
   enrollToken,
@@ -19,7 +19,9 @@ import {
   start,
   waitEnrolled,
 } from './agent-harness.ts';
-import { sleep, startTestServer, type TestServer, until } from './helpers/server.ts';
+import { checkinsSeen } from './helpers/agent-fleet.ts';
+import { guardProcesses, killTracked } from './helpers/processes.ts';
+import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 describe('boot guard and local control', () => {
   let ts: TestServer;
@@ -29,6 +31,7 @@ describe('boot guard and local control', () => {
     content = await publishReleases(ts);
   });
   after(() => ts.close());
+  afterEach(() => killTracked()); // passed or failed, no agent outlives its test
 
   it('a crash loop during probation is rolled back by the boot guard after max_attempts, quarantined, reported', async () => {
     const d = seededDevice(ts, content, 'loop', await enrollToken(ts, 1));
@@ -79,11 +82,11 @@ describe('boot guard and local control', () => {
           .where('device_id', '=', id)
           .executeTakeFirst(),
       (c) => !!c && JSON.parse(c.quarantined).includes(GOOD),
-      10_000,
+      120_000,
       'server sees quarantine',
     );
     assert.equal(dev?.version, OLD);
-    await sleep(1000); // several check-ins, each still offering GOOD
+    await checkinsSeen(ts, d); // several check-ins, each still offering GOOD
     assert.equal(activeRelease(d), OLD);
     assert.equal(journalOf(d).txn, null);
     await kill(d);
@@ -96,7 +99,7 @@ describe('boot guard and local control', () => {
     start(d);
     const id = await waitEnrolled(ts, d);
     await pin(ts, d, GOOD);
-    await sleep(1200);
+    await checkinsSeen(ts, d); // several check-ins, each offering GOOD
     assert.equal(activeRelease(d), OLD, 'a local pin wins over a server pin');
     assert.equal(journalOf(d).txn, null);
     // Check-ins report the local pin as the component's state: the server counts it as held on the device.
@@ -140,10 +143,10 @@ describe('boot guard and local control', () => {
     await until(
       async () => (await report(ts, id, GOOD)).map((x) => JSON.parse(x.detail).class as string),
       (classes) => classes.includes('operator'),
-      10_000,
+      120_000,
       'operator rollback reported',
     );
-    await sleep(1000);
+    await checkinsSeen(ts, d);
     assert.equal(activeRelease(d), OLD, 'a local hold wins: the server still asks for GOOD');
     await kill(d);
 
@@ -153,7 +156,7 @@ describe('boot guard and local control', () => {
     await until(
       async () => journalOf(d).current,
       (v) => v === GOOD,
-      15_000,
+      120_000,
       're-applied after unhold and cleared quarantine',
     );
     await kill(d);
@@ -164,3 +167,6 @@ describe('boot guard and local control', () => {
     assert.notEqual(r.code, 0);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

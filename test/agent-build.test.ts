@@ -3,15 +3,15 @@
 // checking in and applying a verified release. Guards the bundle (lazy-loaded TUF code, node:http transport,
 // server left out) against breaking silently.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildAgent } from '../scripts/build-agent.ts';
-import { json, request, text } from '../src/agent/http.ts';
 import { api } from '../src/cli/client.ts';
-import { Repository } from '../src/trust/repository.ts';
+import { json, request, text } from '../src/net/http.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
 import {
   activeRelease,
   enrollToken,
@@ -24,26 +24,27 @@ import {
   settled,
   waitEnrolled,
 } from './agent-harness.ts';
+import { guardProcesses, killProcess, spawnGroup } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
-describe('device build: dist/ringfence-agent.mjs', { timeout: 60_000 }, () => {
+describe('device build: dist/ringfence-agent.mjs', { timeout: 300_000 }, () => {
   let bundle: string;
   let ts: TestServer;
   let content: string;
   let proc: ChildProcess | undefined;
 
   const run = (args: string[]) => {
-    const r = spawnSync(process.execPath, [bundle, ...args], { encoding: 'utf8', timeout: 15_000 });
+    const r = spawnSync(process.execPath, [bundle, ...args], { encoding: 'utf8', timeout: 120_000 });
     return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
   };
 
   before(async () => {
     [bundle, ts] = await Promise.all([buildAgent({ quiet: true }), startTestServer()]);
-    Repository.init(join(ts.dir, 'server'), { rootKeys: 1, rootThreshold: 1 });
+    TufRepository.init(join(ts.dir, 'server'), { rootKeys: 1, rootThreshold: 1 });
     content = await publishReleases(ts, [OLD, GOOD]);
   });
   after(async () => {
-    if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+    await killProcess(proc);
     await ts?.close();
   });
 
@@ -75,7 +76,7 @@ describe('device build: dist/ringfence-agent.mjs', { timeout: 60_000 }, () => {
     assert.notEqual(r.code, 0, 'an unknown command fails');
 
     const log = openSync(join(d.dir, 'agent.log'), 'a');
-    proc = spawn(process.execPath, [bundle, '--config', d.config], {
+    proc = spawnGroup(process.execPath, [bundle, '--config', d.config], {
       stdio: ['ignore', log, log],
       env: { ...process.env, RINGFENCE_LOG_LEVEL: 'info' },
     });
@@ -89,7 +90,7 @@ describe('device build: dist/ringfence-agent.mjs', { timeout: 60_000 }, () => {
           `/v1/admin/devices/${d.name}`,
         ),
       (v) => v.components.length > 0,
-      10_000,
+      120_000,
       'first check-in',
     );
     assert.equal(dev.components[0].version, OLD);
@@ -154,3 +155,6 @@ describe('device build: dist/ringfence-agent.mjs', { timeout: 60_000 }, () => {
     }
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

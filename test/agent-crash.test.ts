@@ -2,7 +2,7 @@
 // restart. The component must always be whole (old or new release, never in between) and end consistent
 // with its health result, with the server told exactly once.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import {
   assertWhole,
   BAD,
@@ -20,6 +20,7 @@ import {
   start,
   waitEnrolled,
 } from './agent-harness.ts';
+import { allSettled, guardProcesses, killTracked } from './helpers/processes.ts';
 import { sleep, startTestServer, type TestServer } from './helpers/server.ts';
 
 const GOOD_POINTS = ['downloaded', 'staged', 'activating', 'probation', 'before-commit'];
@@ -42,6 +43,7 @@ describe('agent crash safety (SIGKILL)', () => {
     );
     await ts.close();
   });
+  afterEach(() => killTracked()); // passed or failed, no agent outlives its test
 
   const scenarios = [
     ...GOOD_POINTS.map((p) => ({ point: p, version: GOOD })),
@@ -52,7 +54,7 @@ describe('agent crash safety (SIGKILL)', () => {
     const token = await enrollToken(ts, scenarios.length);
     // Two at a time: the machine has two cores, and each scenario runs two agent processes in turn.
     for (let i = 0; i < scenarios.length; i += 2) {
-      await Promise.all(
+      await allSettled(
         scenarios.slice(i, i + 2).map(async ({ point, version }) => {
           const d = seededDevice(ts, content, `crash-${point}-${version}`, token);
           start(d, point);
@@ -91,7 +93,7 @@ describe('agent crash safety (SIGKILL)', () => {
     const devices = 10;
     const killsEach = 5;
     const token = await enrollToken(ts, devices);
-    await Promise.all(
+    await allSettled(
       Array.from({ length: devices }, async (_, n) => {
         const version = n % 2 === 0 ? BAD : GOOD;
         const d = seededDevice(ts, content, `random-${n}`, token, { probationMs: 1500 });
@@ -108,7 +110,7 @@ describe('agent crash safety (SIGKILL)', () => {
           assertWhole(d, content, [OLD, version]);
           start(d);
         }
-        const j = await settled(ts, d, id, version, 30_000);
+        const j = await settled(ts, d, id, version, 120_000);
         await kill(d);
         const running = assertWhole(d, content, [OLD, version]);
         assert.equal(j.current, running, `${d.name}: journal and disk agree`);
@@ -129,3 +131,6 @@ describe('agent crash safety (SIGKILL)', () => {
     assert.ok(randomKills >= 50, `${randomKills} random kills`);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -2,7 +2,7 @@
 // pre-installed release whose real agent processes are started, paused, SIGKILLed and restarted.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -23,7 +23,11 @@ import type { ComponentJournal, Report } from '../src/agent/journal.ts';
 import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { BIN, prepareDevice, type SpawnedDevice, startAgent, writeContent } from '../src/demo/fleet.ts';
+import { killProcess, spawnGroup, track } from './helpers/processes.ts';
 import { type TestServer, until } from './helpers/server.ts';
+
+// Ceiling for waits on a real agent: generous, because a loaded machine is slow, and a wait ends at its event.
+const AGENT_WAIT_MS = 120_000;
 
 export const OLD = '1.0.0';
 export const GOOD = '1.1.0';
@@ -91,23 +95,19 @@ export function journalOf(d: SpawnedDevice): ComponentJournal {
 /** Starts the agent, optionally paused at a crash point; clears a stale paused-at marker first. */
 export function start(d: SpawnedDevice, pauseAt?: string): ChildProcess {
   rmSync(join(d.dir, 'state', 'paused-at'), { force: true });
-  return startAgent(d, pauseAt ? { RINGFENCE_TEST_PAUSE_AT: pauseAt } : {});
+  return track(startAgent(d, pauseAt ? { RINGFENCE_TEST_PAUSE_AT: pauseAt } : {}));
 }
 
+/** SIGKILLs the device's agent (the machine dies) and waits until it has exited. */
 export async function kill(d: SpawnedDevice): Promise<void> {
-  const p = d.proc;
-  if (!p || p.exitCode !== null || p.signalCode !== null) return;
-  await new Promise<void>((res) => {
-    p.once('exit', () => res());
-    p.kill('SIGKILL');
-  });
+  await killProcess(d.proc);
 }
 
 export async function waitEnrolled(ts: TestServer, d: SpawnedDevice): Promise<string> {
   const dev = await until(
     () => api<{ id: string }>(ts.conn, 'GET', `/v1/admin/devices/${d.name}`).catch(() => null),
     (v) => !!v,
-    20_000,
+    AGENT_WAIT_MS,
     `${d.name} enrolled`,
   );
   return dev!.id;
@@ -129,7 +129,7 @@ export function activeRelease(d: SpawnedDevice): string | undefined {
 export async function onVersion(
   d: SpawnedDevice,
   version: string,
-  ms = 20_000,
+  ms = AGENT_WAIT_MS,
   what = `${d.name} on ${version}`,
 ): Promise<ComponentJournal> {
   return until(
@@ -158,7 +158,7 @@ export async function pausedAt(d: SpawnedDevice, point: string): Promise<void> {
   await until(
     async () => (existsSync(f) ? readFileSync(f, 'utf8') : null),
     (v) => v === point,
-    20_000,
+    AGENT_WAIT_MS,
     `${d.name} paused at ${point}`,
   );
 }
@@ -197,7 +197,7 @@ export async function settled(
   d: SpawnedDevice,
   deviceId: string,
   version: string,
-  ms = 20_000,
+  ms = AGENT_WAIT_MS,
 ) {
   await until(
     async () => {
@@ -213,7 +213,7 @@ export async function settled(
 }
 
 export function ringfence(args: string[]): { code: number; out: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: AGENT_WAIT_MS });
   return { code: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
 }
 
@@ -304,7 +304,7 @@ export async function startFakeServer(
 export function spawnAgent(config: string, log: string, env: Record<string, string> = {}): ChildProcess {
   const fd = openSync(log, 'a');
   try {
-    return spawn(process.execPath, [BIN, 'agent', '--config', config], {
+    return spawnGroup(process.execPath, [BIN, 'agent', '--config', config], {
       stdio: ['ignore', fd, fd],
       env: { ...process.env, RINGFENCE_LOG_LEVEL: 'info', ...env },
     });
@@ -313,11 +313,7 @@ export function spawnAgent(config: string, log: string, env: Record<string, stri
   }
 }
 
-/** SIGKILLs a process (if still running) and waits for it to exit. */
+/** SIGKILLs a process (and its process group, if it leads one) and waits for it to exit. */
 export async function stopProcess(p: ChildProcess | null | undefined): Promise<void> {
-  if (!p || p.exitCode !== null || p.signalCode !== null) return;
-  await new Promise<void>((res) => {
-    p.once('exit', () => res());
-    p.kill('SIGKILL');
-  });
+  await killProcess(p);
 }

@@ -1,6 +1,6 @@
 // Device-side health checks against real things: an HTTP server, TCP ports, files and shell commands.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,9 +8,21 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadAgentConfig } from '../src/agent/config.ts';
 import { runCheck } from '../src/agent/health.ts';
+import { until } from './helpers/server.ts';
+
+/** Whether a process is alive and not a zombie (a killed child waiting to be reaped is gone for good). */
+function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]);
+  } catch {
+    return false;
+  }
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const base = { timeout: 1000, interval: 100, retries: 0 };
+// A generous timeout for the checks that are not about timing out: a busy machine must not fail them.
+const base = { timeout: 10_000, interval: 100, retries: 0 };
 
 describe('health checks', () => {
   let dir: string;
@@ -50,7 +62,10 @@ describe('health checks', () => {
     const hang = await run({ ...base, name: 'h', http: `${url}/hang`, status: 200, timeout: 300 });
     assert.equal(hang.ok, false);
     assert.match(hang.output, /timed out after 300 ms/);
-    assert.ok(hang.durationMs >= 300 && hang.durationMs < 2000, `${hang.durationMs} ms`);
+    assert.ok(
+      hang.durationMs >= 300 && hang.durationMs < 20_000,
+      `${hang.durationMs} ms: cut at the timeout`,
+    );
   });
 
   it('tcp: an open port passes, a closed one fails', async () => {
@@ -76,11 +91,26 @@ describe('health checks', () => {
   });
 
   it('exec: a hanging check fails by timeout (its children killed), a missing command fails', async () => {
+    // The timeout leaves a busy machine seconds to start the shell and print its first line; the hung child
+    // (sleep 30) records its pid so the test can see it killed, not merely abandoned.
+    const pidFile = join(dir, 'hung.pid');
     const t0 = Date.now();
-    const hang = await run({ ...base, name: 'hang', exec: 'echo starting; sleep 30', timeout: 400 });
+    const hang = await run({
+      ...base,
+      name: 'hang',
+      exec: `echo starting; sleep 30 & echo $! > ${pidFile}; wait`,
+      timeout: 4000,
+    });
     assert.equal(hang.ok, false);
-    assert.match(hang.output, /starting[\s\S]*timed out after 400 ms/);
-    assert.ok(Date.now() - t0 < 3000, 'did not wait for the hung command');
+    assert.match(hang.output, /starting[\s\S]*timed out after 4000 ms/);
+    assert.ok(Date.now() - t0 < 25_000, 'did not wait for the hung command');
+    const hungPid = Number(readFileSync(pidFile, 'utf8'));
+    await until(
+      async () => processAlive(hungPid),
+      (up) => !up,
+      60_000,
+      'the hung check child killed',
+    );
     const missing = await run({ ...base, name: 'missing', exec: '/nonexistent/self-test --probe' });
     assert.equal(missing.ok, false);
     assert.match(missing.output, /exit 127 \(command not found\)/);

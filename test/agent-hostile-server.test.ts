@@ -38,8 +38,9 @@ import {
   reportableVersion,
   within,
 } from '../src/agent/offer.ts';
-import { Repository } from '../src/trust/repository.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
 import { type FakeServer, ringfence, spawnAgent, startFakeServer, stopProcess } from './agent-harness.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { until } from './helpers/server.ts';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -278,7 +279,7 @@ for (const mode of ['sha256-only', 'pinned root'] as const) {
     before(async () => {
       base = mkdtempSync(join(tmpdir(), 'rf-hostile-'));
       org = mkdtempSync(join(tmpdir(), 'rf-hostile-org-'));
-      const repo = mode === 'pinned root' ? Repository.init(org).repo : null;
+      const repo = mode === 'pinned root' ? TufRepository.init(org).repo : null;
       // The blob is served: without validation an agent would download it and write it where the offer says.
       fake = await startFakeServer({
         blobs: new Map<string, Buffer | ((res: ServerResponse) => void)>([
@@ -380,7 +381,7 @@ for (const mode of ['sha256-only', 'pinned root'] as const) {
         await until(
           async () => fake.reports.filter((r) => r.version === '1.1.0' && r.outcome === 'succeeded'),
           (rows) => rows.length === 1,
-          30_000,
+          120_000,
           'the success report',
         );
         // The sentinels around the device are still untouched.
@@ -558,3 +559,6 @@ describe('offer validator and within() (unit, property-based)', () => {
     assert.equal(offersByComponent(undefined, [COMPONENT]).size, 0);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

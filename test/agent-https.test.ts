@@ -4,7 +4,7 @@
 // without `ca:` (system CAs only) or with another CA it refuses the connection and says why in its log.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   closeSync,
@@ -25,8 +25,9 @@ import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import type { ComponentJournal } from '../src/agent/journal.ts';
 import { BIN } from '../src/demo/fleet.ts';
-import { publishRelease, Repository } from '../src/trust/repository.ts';
+import { publishRelease, TufRepository } from '../src/trust/signer/tuf-repository.ts';
 import { type FakeServer, ringfence, spawnAgent, startFakeServer, stopProcess } from './agent-harness.ts';
+import { guardProcesses, spawnGroup } from './helpers/processes.ts';
 import { until } from './helpers/server.ts';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -103,7 +104,7 @@ function makeCertificates(dir: string): void {
 
 describe('agent over HTTPS with a private CA', { timeout: 300_000 }, () => {
   let dir: string;
-  let repo: Repository;
+  let repo: TufRepository;
   const fakes: FakeServer[] = [];
   const agents: ChildProcess[] = [];
   const blobs = new Map([[sha(CONTENT), CONTENT]]);
@@ -142,7 +143,7 @@ describe('agent over HTTPS with a private CA', { timeout: 300_000 }, () => {
     dir = mkdtempSync(join(tmpdir(), 'rf-https-'));
     makeCertificates(dir);
     const org = join(dir, 'org');
-    repo = Repository.init(org).repo;
+    repo = TufRepository.init(org).repo;
     await publishRelease(
       org,
       {
@@ -202,7 +203,7 @@ describe('agent over HTTPS with a private CA', { timeout: 300_000 }, () => {
     await until(
       async () => fake.reports.filter((r) => r.version === '1.1.0' && r.outcome === 'succeeded'),
       (r) => r.length === 1,
-      30_000,
+      120_000,
       'the success report over https',
     );
     const id = JSON.parse(readFileSync(join(d.dir, 'state', 'identity.json'), 'utf8'));
@@ -297,7 +298,7 @@ describe('the real server over HTTPS (ringfence server --tls-cert/--tls-key)', (
     mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 });
     writeFileSync(join(dir, 'data', 'server.yaml'), 'limits:\n  headers_timeout_s: 1\n');
     const fd = openSync(log, 'a');
-    server = spawn(
+    server = spawnGroup(
       process.execPath,
       [
         BIN,
@@ -387,3 +388,6 @@ async function freePort(): Promise<number> {
   await new Promise((r) => s.close(r));
   return port;
 }
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -63,7 +63,7 @@ describe('batched check-ins', () => {
     const r = await until(
       () => api<RolloutView[]>(ts.conn, 'GET', '/v1/admin/rollouts'),
       (l) => l[0].status === 'completed',
-      10_000,
+      120_000,
       'completion',
     );
     assert.equal(r[0].waves[0].succeeded, 20);

@@ -1,6 +1,6 @@
 // The CLI and the server as real processes: one-line errors, --json, admin token shown once, graceful SIGTERM.
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { BIN } from '../src/demo/fleet.ts';
+import { guardProcesses, killProcess, spawnGroup } from './helpers/processes.ts';
 import { until } from './helpers/server.ts';
 
 const run = promisify(execFile);
@@ -32,7 +33,7 @@ async function cli(args: string[], env: Record<string, string> = {}) {
 }
 
 function startServer(dir: string, port: number): Promise<{ proc: ChildProcess; stderr: () => string }> {
-  const proc = spawn(process.execPath, [BIN, 'server', '--data', dir, '--port', String(port)], {
+  const proc = spawnGroup(process.execPath, [BIN, 'server', '--data', dir, '--port', String(port)], {
     env: { ...process.env, RINGFENCE_LOG_LEVEL: 'info' },
   });
   let err = '';
@@ -49,7 +50,7 @@ function startServer(dir: string, port: number): Promise<{ proc: ChildProcess; s
   });
 }
 
-describe('CLI against a server process', { timeout: 60_000 }, () => {
+describe('CLI against a server process', { timeout: 300_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'rf-cli-'));
   let port: number;
   let env: Record<string, string>;
@@ -62,14 +63,14 @@ describe('CLI against a server process', { timeout: 60_000 }, () => {
     const token = await until(
       async () => /admin token \(shown once[^:]*\): (\S+)/.exec(server.stderr())?.[1],
       (t) => t !== undefined,
-      20_000,
+      120_000,
       'the admin token on stderr',
     ).catch(() => undefined);
     assert.ok(token, 'admin token printed on first start');
     env = { RINGFENCE_SERVER: `http://127.0.0.1:${port}`, RINGFENCE_TOKEN: token };
   });
-  after(() => {
-    server.proc.kill('SIGKILL');
+  after(async () => {
+    await killProcess(server.proc);
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -172,7 +173,7 @@ describe('CLI against a server process', { timeout: 60_000 }, () => {
   });
 });
 
-describe('ringfence demo', { timeout: 150_000 }, () => {
+describe('ringfence demo', { timeout: 400_000 }, () => {
   it('confines a bad release to the first wave and rolls every exposed device back', async () => {
     const r = await cli(['demo', '--devices', '12', '--json']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -205,3 +206,6 @@ describe('server configuration file', () => {
     }
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

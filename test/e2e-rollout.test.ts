@@ -8,7 +8,8 @@ import { api } from '../src/cli/client.ts';
 import { type DeviceSpec, type SpawnedDevice, stopAgents } from '../src/demo/fleet.ts';
 import type { DeviceSummary } from '../src/server/routes/admin-fleet.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
-import { fleetUntil, importGoodAndBadContent, startAgentFleet } from './helpers/agent-fleet.ts';
+import { checkinsSeen, fleetUntil, importGoodAndBadContent, startAgentFleet } from './helpers/agent-fleet.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const PLAN = `name: e2e
@@ -24,7 +25,7 @@ waves:
     max_failures: 1
 `;
 
-describe('end to end with real agents', { timeout: 180_000 }, () => {
+describe('end to end with real agents', { timeout: 400_000 }, () => {
   let ts: TestServer;
   const devices: SpawnedDevice[] = [];
   const N = 6;
@@ -100,8 +101,8 @@ describe('end to end with real agents', { timeout: 180_000 }, () => {
     assert.equal(end.state.haltedAtWave, 0);
     assert.equal(end.exposed, 2);
     assert.equal(end.waves[1].selected, 0);
-    // Give any stray offer time to arrive, then check the devices themselves.
-    await new Promise((res) => setTimeout(res, 1500));
+    // Give any stray offer time to arrive (two more check-ins from every device), then check the devices.
+    await Promise.all(devices.map((d) => checkinsSeen(ts, d, 2)));
     for (const d of devices) {
       assert.equal(active(d), '1.0.0', `${d.name} must be back on / still on 1.0.0`);
       const sawBad = existsSync(join(d.appDir, 'releases', '2.0.0'));
@@ -113,3 +114,6 @@ describe('end to end with real agents', { timeout: 180_000 }, () => {
     assert.ok(audit.ok && audit.entries > 10);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -10,6 +10,7 @@ import { importRelease } from '../src/cli/commands/release.ts';
 import { writeContent } from '../src/demo/fleet.ts';
 import { verifyAudit } from '../src/server/db/audit.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const run = promisify(execFile);
@@ -62,7 +63,7 @@ const succeeded = () => ({
   ],
 });
 
-describe('rollout retry over the API and the CLI', { timeout: 60_000 }, () => {
+describe('rollout retry over the API and the CLI', { timeout: 300_000 }, () => {
   let ts: TestServer;
   const devs: Device[] = [];
 
@@ -100,7 +101,7 @@ describe('rollout retry over the API and the CLI', { timeout: 60_000 }, () => {
       await until(
         () => checkin(ts, d, { components: [{ name: 'sensor-content', version: '1.0.0', state: 'idle' }] }),
         (c) => c.desired.some((x) => x.version === '2.0.0'),
-        10_000,
+        120_000,
         'offer',
       );
     const [a, b, c] = devs;
@@ -110,7 +111,7 @@ describe('rollout retry over the API and the CLI', { timeout: 60_000 }, () => {
     const halted = await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r.id}`),
       (v) => v.status === 'halted',
-      10_000,
+      120_000,
       'halt',
     );
     assert.match(halted.state.reason ?? '', /over the failure budget/);
@@ -132,7 +133,7 @@ describe('rollout retry over the API and the CLI', { timeout: 60_000 }, () => {
     const end = await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r.id}`),
       (v) => v.status === 'completed',
-      10_000,
+      120_000,
       'completion',
     );
     assert.equal(end.status, 'completed');
@@ -146,3 +147,6 @@ describe('rollout retry over the API and the CLI', { timeout: 60_000 }, () => {
     await assert.rejects(api(ts.conn, 'POST', '/v1/admin/rollouts/99999/retry', {}), /404/);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -35,14 +35,14 @@ describe('fleet controls', () => {
     await until(
       () => checkin(ts.conn, devs[0], 'dfr'),
       (o) => o.length === 1,
-      10_000,
+      120_000,
       'offer after deferral',
     );
     await cycle(ts.conn, devs[0], 'dfr');
     const end = await until(
       () => status(r.id),
       (v) => v.status === 'completed',
-      10_000,
+      120_000,
       'completion',
     );
     assert.equal(end.waves[0].failed, 0);
@@ -71,7 +71,7 @@ describe('fleet controls', () => {
     await until(
       () => status(early.id),
       (v) => v.status === 'completed',
-      10_000,
+      120_000,
       'early completion',
     );
     const general = await api<RolloutView>(ts.conn, 'POST', '/v1/admin/rollouts', {

@@ -17,6 +17,7 @@ import {
   isDeviceTarget,
   startFuzzWorld,
 } from './helpers/fuzz.ts';
+import { guardProcesses } from './helpers/processes.ts';
 
 const FIXED_SEED = Number(process.env.FUZZ_SEED ?? 20261130);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 20_000);
@@ -86,3 +87,6 @@ describe('HTTP API fuzz', { timeout: 900_000 }, () => {
     assert.equal(((await res.json()) as { ok: boolean }).ok, true);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -2,7 +2,7 @@
 // real agent processes in a temporary folder, and must exit 0. Variables a block exports reach the next one
 // (as in one shell). Also `rollout watch` against a real server: one JSON object per change, exit 1 on a halt.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { api } from '../src/cli/client.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
+import { guardProcesses, killProcess, signal, spawnGroup } from './helpers/processes.ts';
 import { cycle, enrollDevices, release } from './helpers/protocol-device.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
@@ -43,13 +44,13 @@ interface Run {
 /** Runs a child to its end (or kills its process group at the timeout); background children keep running. */
 function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnGroup(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => {
+    child.stdout?.on('data', (d) => {
       stdout += d;
     });
-    child.stderr.on('data', (d) => {
+    child.stderr?.on('data', (d) => {
       stderr += d;
     });
     let done = false;
@@ -61,7 +62,7 @@ function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs
     };
     const timer = setTimeout(() => {
       stderr += `\n[test] timed out after ${timeoutMs} ms`;
-      child.kill('SIGKILL');
+      signal(child, 'SIGKILL');
     }, timeoutMs);
     child.on('close', (code, signal) => finish(code, signal));
     // A background process that kept our pipes open must not hold the block: its exit is enough.
@@ -116,7 +117,7 @@ describe('README.md', () => {
     assert.match(md, /^npm test$/m);
   });
 
-  it('the tour runs as written: every runnable block exits 0, in order', { timeout: 240_000 }, async () => {
+  it('the tour runs as written: every runnable block exits 0, in order', { timeout: 480_000 }, async () => {
     const blocks = runnableBlocks(readFileSync(join(ROOT, 'README.md'), 'utf8'));
     assert.ok(blocks.length >= 6, `${blocks.length} runnable blocks`);
     const lab = join(home, 'lab');
@@ -175,7 +176,7 @@ describe('rollout watch', () => {
   let ts: TestServer;
   const children: ChildProcess[] = [];
   after(async () => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const c of children) await killProcess(c);
     await ts?.close();
   });
 
@@ -199,7 +200,7 @@ describe('rollout watch', () => {
       release: 'wcomp@1.0.0',
       plan: 'watched',
     });
-    const child = spawn(
+    const child = spawnGroup(
       process.execPath,
       [CLI, 'rollout', 'watch', String(r.id), '--json', '--interval', '100ms'],
       {
@@ -210,17 +211,17 @@ describe('rollout watch', () => {
     children.push(child);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => {
+    child.stdout?.on('data', (d) => {
       stdout += d;
     });
-    child.stderr.on('data', (d) => {
+    child.stderr?.on('data', (d) => {
       stderr += d;
     });
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     await until(
       async () => stdout,
       (s) => s.includes('\n'),
-      30_000,
+      120_000,
       'the first line of rollout watch',
     );
     // The first wave's device succeeds (stop at its report: the next wave may start at once) …
@@ -230,7 +231,7 @@ describe('rollout watch', () => {
         return false;
       },
       Boolean,
-      30_000,
+      120_000,
       'the first wave',
     );
     // … then the second wave's devices fail, which halts the rollout.
@@ -240,7 +241,7 @@ describe('rollout watch', () => {
         return (await api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r.id}`)).status;
       },
       (st) => st === 'halted',
-      30_000,
+      120_000,
       'the halt',
     );
     const code = await exited;
@@ -269,8 +270,11 @@ describe('rollout watch', () => {
   });
 
   it('exits 1 at once for a rollout that does not exist', async () => {
-    const r = await runChild(process.execPath, [CLI, 'rollout', 'watch', '999'], cliEnv(), 30_000);
+    const r = await runChild(process.execPath, [CLI, 'rollout', 'watch', '999'], cliEnv(), 120_000);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^ringfence: GET \/v1\/admin\/rollouts\/999: 404/m);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

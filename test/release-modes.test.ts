@@ -21,8 +21,9 @@ import { FileBackend } from '../src/agent/backend-file.ts';
 import { checkOffer } from '../src/agent/offer.ts';
 import { api } from '../src/cli/client.ts';
 import { BIN, type SpawnedDevice, stopAgents } from '../src/demo/fleet.ts';
+import { decode, encode } from '../src/server/db/json.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
-import { Repository } from '../src/trust/repository.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
 import {
   activeRelease,
   enrollToken,
@@ -38,6 +39,7 @@ import {
   start,
   waitEnrolled,
 } from './agent-harness.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const COMPONENT = 'sensor-content';
@@ -113,9 +115,9 @@ function execCheckDevice(
   });
 }
 
-describe('release modes: a keyed server, devices with a pinned root', { timeout: 240_000 }, () => {
+describe('release modes: a keyed server, devices with a pinned root', { timeout: 480_000 }, () => {
   let ts: TestServer;
-  let repo: Repository;
+  let repo: TufRepository;
   let content: string;
   let token: string;
   let env: Record<string, string>;
@@ -127,7 +129,7 @@ describe('release modes: a keyed server, devices with a pinned root', { timeout:
 
   before(async () => {
     ts = await startTestServer();
-    repo = Repository.init(join(ts.dir, 'server')).repo;
+    repo = TufRepository.init(join(ts.dir, 'server')).repo;
     content = await publishReleases(ts, [OLD]);
     token = await enrollToken(ts, 10);
     env = { RINGFENCE_SERVER: ts.url, RINGFENCE_TOKEN: ts.conn.token };
@@ -186,7 +188,7 @@ describe('release modes: a keyed server, devices with a pinned root', { timeout:
     await until(
       async () => existsSync(join(online.dir, 'state', 'tuf-root.json')),
       Boolean,
-      20_000,
+      120_000,
       'the device pinned the root',
     );
     await pin(ts, online, V);
@@ -198,7 +200,7 @@ describe('release modes: a keyed server, devices with a pinned root', { timeout:
     const rows = await until(
       () => report(ts, onlineId, V),
       (r) => r.length > 0,
-      20_000,
+      120_000,
       'the success report',
     );
     assert.deepEqual(
@@ -238,7 +240,7 @@ describe('release modes: a keyed server, devices with a pinned root', { timeout:
         .where('component', '=', COMPONENT)
         .where('version', '=', V)
         .executeTakeFirstOrThrow();
-      const arts = JSON.parse(row.artifacts) as Array<{ name: string; mode?: number }>;
+      const arts = decode(row.artifacts);
       assert.deepEqual(
         Object.fromEntries(arts.map((a) => [a.name, a.mode])),
         Object.fromEntries(FILES.map((f) => [f.name, f.want])),
@@ -261,12 +263,10 @@ describe('release modes: a keyed server, devices with a pinned root', { timeout:
       .where('component', '=', COMPONENT)
       .where('version', '=', LIE)
       .executeTakeFirstOrThrow();
-    const arts = (JSON.parse(row.artifacts) as Array<{ name: string; mode?: number }>).map((a) =>
-      a.name === 'data.txt' ? { ...a, mode: 0o755 } : a,
-    );
+    const arts = decode(row.artifacts).map((a) => (a.name === 'data.txt' ? { ...a, mode: 0o755 } : a));
     await ts.srv.ctx.store.db
       .updateTable('releases')
-      .set({ artifacts: JSON.stringify(arts) })
+      .set({ artifacts: encode(arts) })
       .where('id', '=', row.id)
       .execute();
     const since = Date.now();
@@ -287,7 +287,7 @@ describe('release modes: a keyed server, devices with a pinned root', { timeout:
   });
 });
 
-describe('release modes: a server without keys (sha256 only)', { timeout: 180_000 }, () => {
+describe('release modes: a server without keys (sha256 only)', { timeout: 400_000 }, () => {
   let ts: TestServer;
   let content: string;
   let token: string;
@@ -345,7 +345,7 @@ describe('release modes: a server without keys (sha256 only)', { timeout: 180_00
     const rows = await until(
       () => report(ts, id, OLDSTYLE),
       (r) => r.length > 0,
-      20_000,
+      120_000,
       'the rollback report',
     );
     assert.equal(rows[0].outcome, 'rolled-back');
@@ -353,7 +353,7 @@ describe('release modes: a server without keys (sha256 only)', { timeout: 180_00
   });
 });
 
-describe('release modes: validation and the file backend', { timeout: 60_000 }, () => {
+describe('release modes: validation and the file backend', { timeout: 300_000 }, () => {
   it('offers: mode is optional, an integer 0..0o777; anything else is refused as an invalid offer', () => {
     const art = { name: 'a.sh', sha256: 'a'.repeat(64), length: 1 };
     const offer = (mode: unknown) =>
@@ -414,3 +414,6 @@ describe('release modes: validation and the file backend', { timeout: 60_000 }, 
     assert.equal(modeOf(target), 0o644);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

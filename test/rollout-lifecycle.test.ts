@@ -23,6 +23,7 @@ import {
   waitEnrolled,
 } from './agent-harness.ts';
 import { fleetUntil, importGoodAndBadContent, startAgentFleet } from './helpers/agent-fleet.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const PLAN = `name: lifecycle
@@ -38,7 +39,7 @@ waves:
     size: 100%
 `;
 
-describe('a halt-and-rollback closes on observed state', { timeout: 240_000 }, () => {
+describe('a halt-and-rollback closes on observed state', { timeout: 480_000 }, () => {
   let ts: TestServer;
   const devices: SpawnedDevice[] = [];
   const N = 4;
@@ -142,7 +143,7 @@ describe('a halt-and-rollback closes on observed state', { timeout: 240_000 }, (
   });
 });
 
-describe('a crash loop under a supervisor closes the rollout too', { timeout: 240_000 }, () => {
+describe('a crash loop under a supervisor closes the rollout too', { timeout: 480_000 }, () => {
   let ts: TestServer;
   let d: SpawnedDevice;
   before(async () => {
@@ -161,7 +162,7 @@ describe('a crash loop under a supervisor closes the rollout too', { timeout: 24
     await until(
       () => api<DeviceSummary>(ts.conn, 'GET', `/v1/admin/devices/${id}`),
       (v) => v.components[0]?.version === OLD,
-      30_000,
+      120_000,
       'the device reporting its component',
     );
     await api(ts.conn, 'POST', '/v1/admin/plans', {
@@ -201,3 +202,6 @@ describe('a crash loop under a supervisor closes the rollout too', { timeout: 24
     );
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -2,7 +2,7 @@
 // hostile YAML (billion laughs, deep nesting, huge documents), and who else on the machine can read the data
 // folder (database, blobs, signing keys) whatever order the commands ran in.
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -23,7 +23,9 @@ import { printTable, terminalSafe } from '../src/cli/output.ts';
 import { parseValidatedYaml, YAML_LIMITS, YamlError } from '../src/config/validated-yaml.ts';
 import { BIN } from '../src/demo/fleet.ts';
 import { PlanError, parsePlan } from '../src/engine/plan.ts';
+import { encode } from '../src/server/db/json.ts';
 import { billionLaughs } from './helpers/fuzz.ts';
+import { guardProcesses, killProcess, spawnGroup } from './helpers/processes.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 /** A plan head followed by the alias bomb. */
@@ -53,7 +55,7 @@ async function cli(args: string[], env: Record<string, string> = {}) {
 const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/;
 
 // ---------------------------------------------------------------------------------------------------------
-describe('device text in the CLI is escaped for the terminal', { timeout: 60_000 }, () => {
+describe('device text in the CLI is escaped for the terminal', { timeout: 300_000 }, () => {
   // A device (or a compromised server) chooses these: set the window title, clear the screen, move the cursor
   // up and overwrite the previous line, a C1 CSI, a fake extra table row, a right-to-left override.
   const NAME = 'evil\u001b]0;pwned\u0007\u001b[2J\u001b[1A\rok-device';
@@ -96,7 +98,7 @@ describe('device text in the CLI is escaped for the terminal', { timeout: 60_000
     // Whatever the protocol let through, the stored row now holds the hostile text.
     await ts.srv.ctx.store.db
       .updateTable('devices')
-      .set({ name: NAME, labels: JSON.stringify({ site: LABEL }), agent_version: AGENT })
+      .set({ name: NAME, labels: encode({ site: LABEL }), agent_version: AGENT })
       .where('id', '=', dev.device_id)
       .execute();
     const comps = await ts.srv.ctx.store.db
@@ -112,8 +114,8 @@ describe('device text in the CLI is escaped for the terminal', { timeout: 60_000
           component: COMPONENT,
           version: '1\u001b[0m',
           state: 'idle',
-          health: '{}',
-          quarantined: '[]',
+          health: encode({}),
+          quarantined: encode([]),
           updated_at: Date.now(),
         })
         .execute();
@@ -194,7 +196,7 @@ describe('device text in the CLI is escaped for the terminal', { timeout: 60_000
 
 // ---------------------------------------------------------------------------------------------------------
 
-describe('hostile YAML is refused by the one YAML parser', { timeout: 60_000 }, () => {
+describe('hostile YAML is refused by the one YAML parser', { timeout: 300_000 }, () => {
   const any = z.object({}).passthrough();
   const refused = (text: string, re: RegExp, file = 'evil.yaml') => {
     const t0 = performance.now();
@@ -330,7 +332,7 @@ interface ServerProc {
 
 function startServerProc(data: string): Promise<ServerProc> {
   // `exec` keeps one process: the pid is node's, so killing it stops the server.
-  const proc = spawn(
+  const proc = spawnGroup(
     '/bin/sh',
     ['-c', 'umask 000 && exec "$0" "$@"', process.execPath, BIN, 'server', '--data', data, '--port', '0'],
     { env: { ...process.env, RINGFENCE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
@@ -346,7 +348,7 @@ function startServerProc(data: string): Promise<ServerProc> {
   proc.once('exit', () => {
     for (const w of [...waiters]) w();
   });
-  const waitFor = (re: RegExp, ms = 30_000) =>
+  const waitFor = (re: RegExp, ms = 120_000) =>
     new Promise<RegExpExecArray>((resolve, reject) => {
       const timer = setTimeout(() => {
         waiters.delete(check);
@@ -382,10 +384,7 @@ async function adminToken(s: ServerProc): Promise<string> {
 
 /** Stops a server process and waits for it to be gone. */
 async function stopServer(s: ServerProc | undefined): Promise<void> {
-  if (!s || s.proc.exitCode !== null || s.proc.signalCode !== null) return;
-  const gone = new Promise((r) => s.proc.once('exit', r));
-  s.proc.kill('SIGKILL');
-  await gone;
+  await killProcess(s?.proc);
 }
 
 /** `ringfence keys init` under umask 000. */
@@ -441,7 +440,7 @@ function assertPrivate(data: string, opts: { running: boolean; blobs?: string[] 
   assert.deepEqual(problems, []);
 }
 
-describe('the data folder is private whatever order the commands run in', { timeout: 120_000 }, () => {
+describe('the data folder is private whatever order the commands run in', { timeout: 300_000 }, () => {
   const root = mkdtempSync(join(tmpdir(), 'rf-perm-'));
   const servers: ServerProc[] = [];
   after(async () => {
@@ -524,3 +523,6 @@ describe('the data folder is private whatever order the commands run in', { time
     assert.doesNotThrow(() => JSON.parse(k.stdout), '--json output stays clean');
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -406,7 +406,7 @@ describe('enrollment, names, blobs and retirement', () => {
     await until(
       () => checkin(ts.conn, devs[0], 'ok'),
       (o) => o.length === 1,
-      20_000,
+      120_000,
       'offer',
     );
     const r = await api<{ left_rollouts: number }>(

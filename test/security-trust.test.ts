@@ -28,10 +28,12 @@ import { importRelease } from '../src/cli/commands/release.ts';
 import { BIN } from '../src/demo/fleet.ts';
 import { openStore } from '../src/server/db/database.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
-import { type BundleManifest, exportBundle, unpack } from '../src/trust/bundle.ts';
-import { hashedTargetPath } from '../src/trust/export.ts';
-import { generateKey, type KeyFile, readKeyFile, readRoleKeys, signerOf } from '../src/trust/keys.ts';
-import { Repository, tufExpires } from '../src/trust/repository.ts';
+import { exportBundle } from '../src/trust/ops/bundle-export.ts';
+import { hashedTargetPath } from '../src/trust/ops/export.ts';
+import { generateKey, type KeyFile, readKeyFile, readRoleKeys, signerOf } from '../src/trust/signer/keys.ts';
+import { TufRepository, tufExpires } from '../src/trust/signer/tuf-repository.ts';
+import { type BundleManifest, unpack } from '../src/trust/verifier/bundle-reader.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 const DAY = 86_400_000;
@@ -79,12 +81,12 @@ function treeOf(dir: string, skip: (rel: string) => boolean = () => false): Reco
 
 /** A vendor's TUF repository (its own keys, unrelated to the organisation's). */
 function vendorRepo(dir: string, opts: { rootKeys?: number; rootThreshold?: number } = {}) {
-  const repo = Repository.init(dir, opts).repo;
+  const repo = TufRepository.init(dir, opts).repo;
   return { repo, root: join(repo.metadataDir, '1.root.json') };
 }
 
 /** The vendor signs `<component>/<version>/<file>` for every file of a folder into its targets. */
-async function vendorSigns(vendor: Repository, component: string, version: string, dir: string) {
+async function vendorSigns(vendor: TufRepository, component: string, version: string, dir: string) {
   await vendor.addTargets(
     readdirSync(dir)
       .sort()
@@ -175,7 +177,7 @@ async function putVendor(ts: TestServer, vendor: string, files: Record<string, B
   return { status: res.status, body: (await res.json()) as Record<string, unknown> & { message?: string } };
 }
 
-describe('security: trust', { timeout: 240_000 }, () => {
+describe('security: trust', { timeout: 480_000 }, () => {
   it('vendor metadata is stored only when it verifies against the vendor root the server pinned (no poisoning; rotation followed)', async (t) => {
     const ts = await startTestServer();
     t.after(() => ts.close());
@@ -391,7 +393,7 @@ describe('security: trust', { timeout: 240_000 }, () => {
   it('prototype keys in target and metadata lookups answer 404, never 500', async (t) => {
     const ts = await startTestServer();
     t.after(() => ts.close());
-    Repository.init(ts.srv.ctx.dataDir);
+    TufRepository.init(ts.srv.ctx.dataDir);
     const hex = 'a'.repeat(64);
     const keys = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__'];
     const paths = [
@@ -424,7 +426,7 @@ describe('security: trust', { timeout: 240_000 }, () => {
     const ts = await startTestServer();
     t.after(() => ts.close());
     const data = ts.srv.ctx.dataDir;
-    const repo = Repository.init(data).repo;
+    const repo = TufRepository.init(data).repo;
     const orgRoot = join(repo.metadataDir, '1.root.json');
     const src = join(ts.dir, 'app-1.0.0');
     mkdirSync(src);
@@ -710,3 +712,6 @@ describe('security: trust', { timeout: 240_000 }, () => {
     );
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

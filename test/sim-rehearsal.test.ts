@@ -11,6 +11,7 @@ import { parseFault } from '../src/sim/faults.ts';
 import { generateFleet } from '../src/sim/fleet.ts';
 import { createRng } from '../src/sim/prng.ts';
 import { type RehearsalResult, rehearse } from '../src/sim/rehearsal.ts';
+import { guardProcesses } from './helpers/processes.ts';
 
 const run = promisify(execFile);
 const PLAN_FILE = new URL('../examples/plans/standard.yaml', import.meta.url).pathname;
@@ -247,3 +248,6 @@ test('CLI: --from-server rehearses over the live fleet of a real server', async 
     await s.close();
   }
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

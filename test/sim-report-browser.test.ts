@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import type { RehearsalResult } from '../src/sim/rehearsal.ts';
 import { launchChromium, NO_CHROMIUM } from './helpers/browser.ts';
+import { guardProcesses } from './helpers/processes.ts';
 
 const run = promisify(execFile);
 const PLAN_FILE = new URL('../examples/plans/standard.yaml', import.meta.url).pathname;
@@ -81,3 +82,6 @@ test('the rehearsal report renders its charts and numbers in Chromium', {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

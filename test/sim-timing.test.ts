@@ -12,6 +12,7 @@ import { generateFleet } from '../src/sim/fleet.ts';
 import { createRng } from '../src/sim/prng.ts';
 import { type RehearsalResult, rehearse } from '../src/sim/rehearsal.ts';
 import { resolveTiming, timeToReport, timingWarnings } from '../src/sim/timing.ts';
+import { guardProcesses } from './helpers/processes.ts';
 
 const run = promisify(execFile);
 const CLI = new URL('../bin/ringfence.js', import.meta.url).pathname;
@@ -195,3 +196,6 @@ test('devices report right after their transaction, as the agent does, not a who
   assert.equal(r.end_state, 'completed', `${r.end_state}: ${r.reason}`);
   assert.equal(total(r, 'failed'), 0);
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -6,11 +6,12 @@ import { api } from '../src/cli/client.ts';
 import { openStore } from '../src/server/db/database.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { type PgCluster, pgBinDir, startPostgres } from './helpers/postgres.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
 const skip = pgBinDir() ? false : 'PostgreSQL is not installed (CI installs it)';
 
-describe('PostgreSQL dialect', { skip, timeout: 120_000 }, () => {
+describe('PostgreSQL dialect', { skip, timeout: 300_000 }, () => {
   let pg: PgCluster;
   let ts: TestServer;
 
@@ -87,7 +88,7 @@ describe('PostgreSQL dialect', { skip, timeout: 120_000 }, () => {
     const mid = await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${ro.id}`),
       (r) => r.wave === 'rest',
-      20_000,
+      120_000,
       'second wave',
     );
     assert.equal(mid.waves[0].succeeded, 1);
@@ -101,7 +102,7 @@ describe('PostgreSQL dialect', { skip, timeout: 120_000 }, () => {
     const end = await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${ro.id}`),
       (r) => r.status === 'completed',
-      20_000,
+      120_000,
       'completion',
     );
     assert.equal(end.exposed, 4);
@@ -109,3 +110,6 @@ describe('PostgreSQL dialect', { skip, timeout: 120_000 }, () => {
     assert.ok(audit.ok);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

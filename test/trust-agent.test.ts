@@ -14,10 +14,10 @@ import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { type SpawnedDevice, stopAgents, writeContent } from '../src/demo/fleet.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
-import { exportBundle } from '../src/trust/bundle.ts';
-import { exportTree } from '../src/trust/export.ts';
-import { Repository } from '../src/trust/repository.ts';
-import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
+import { exportBundle } from '../src/trust/ops/bundle-export.ts';
+import { exportTree } from '../src/trust/ops/export.ts';
+import { type StaticServer, serveStatic } from '../src/trust/ops/static-server.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
 import {
   activeRelease,
   enrollToken,
@@ -33,14 +33,15 @@ import {
   start,
   waitEnrolled,
 } from './agent-harness.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 import { type AttackContext, attack, MIRROR_ATTACKS, resetMirror } from './trust-harness.ts';
 
 const NEXT = '1.3.0';
 
-describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
+describe('trust: attacks against a real agent', { timeout: 400_000 }, () => {
   let ts: TestServer;
-  let repo: Repository;
+  let repo: TufRepository;
   let mirrorSrv: StaticServer;
   let ctx: AttackContext;
   let content: string;
@@ -63,7 +64,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
             .where('id', '=', deviceId)
             .executeTakeFirstOrThrow(),
         (r) => r.last_seen_at > since,
-        20_000,
+        120_000,
         'a check-in',
       );
     }
@@ -81,7 +82,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     const got = await until(
       () => refusals(ts, id, version, since),
       (rows) => rows.some((r) => r.class === cls),
-      30_000,
+      120_000,
       `${d.name} refuses ${version} [${cls}]`,
     );
     const row = got.find((r) => r.class === cls)!;
@@ -109,7 +110,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
 
   before(async () => {
     ts = await startTestServer();
-    repo = Repository.init(join(ts.dir, 'server'), { rootKeys: 3, rootThreshold: 2 }).repo;
+    repo = TufRepository.init(join(ts.dir, 'server'), { rootKeys: 3, rootThreshold: 2 }).repo;
     content = await publishReleases(ts, [OLD, GOOD]);
     const oldTree = join(ts.dir, 'old-tree');
     await exportTree(repo, ts.srv.ctx.blobs, oldTree);
@@ -146,12 +147,12 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     for (const d of devices) {
       const file = join(d.dir, 'state', 'tuf-root.json');
       // The server records the device before the agent has read the enrollment response.
-      await until(async () => existsSync(file), Boolean, 10_000, `${d.name} pinned the root`);
+      await until(async () => existsSync(file), Boolean, 120_000, `${d.name} pinned the root`);
       const pinned = JSON.parse(readFileSync(file, 'utf8'));
       assert.deepEqual(pinned, JSON.parse(repo.file('root.json')!.toString()));
     }
     await pin(ts, viaMirror, GOOD);
-    await onVersion(viaMirror, GOOD, 30_000, 'mirror device on GOOD');
+    await onVersion(viaMirror, GOOD, 120_000, 'mirror device on GOOD');
     assert.equal(activeRelease(viaMirror), GOOD);
     // The device's trusted metadata was committed (root first, timestamp last) by the verifier.
     assert.ok(existsSync(join(viaMirror.dir, 'state', 'tuf', 'timestamp.json')));
@@ -206,7 +207,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
       const view = await until(
         () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r.id}`),
         (v) => v.waves[0].failed === 1,
-        20_000,
+        120_000,
         'the wave counts the refusal as failed',
       );
       assert.equal(view.waves[0].succeeded, 0);
@@ -243,7 +244,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
 
   it('after the attacks the honest mirror still works: the device moves on to the signed release', async () => {
     await pin(ts, viaMirror, NEXT);
-    await onVersion(viaMirror, NEXT, 30_000, 'mirror device on NEXT');
+    await onVersion(viaMirror, NEXT, 120_000, 'mirror device on NEXT');
     assert.equal(activeRelease(viaMirror), NEXT);
   });
 
@@ -271,13 +272,13 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     // Copied in under a temporary name and renamed, as an operator's script (or a USB automount) would.
     copyFileSync(bundle, join(inbox, '.next.rfb.copying'));
     renameSync(join(inbox, '.next.rfb.copying'), join(inbox, 'next.rfb'));
-    await onVersion(d, NEXT, 30_000, 'offline device applied the bundle');
+    await onVersion(d, NEXT, 120_000, 'offline device applied the bundle');
     assert.equal(activeRelease(d), NEXT);
     // The agent moves the bundle after the switch it journals, so wait for that too (not just the version).
     await until(
       async () => existsSync(join(inbox, 'done', 'next.rfb')),
       (moved) => moved,
-      10_000,
+      120_000,
       'the bundle was moved to done/',
     );
     const outbox = JSON.parse(readFileSync(join(d.dir, 'state', 'outbox.json'), 'utf8')) as Report[];
@@ -303,7 +304,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
           .where('device_id', '=', id)
           .where('version', '=', NEXT)
           .execute();
-      await until(rows, (r) => r.length >= 1, 20_000, 'the offline report arrives');
+      await until(rows, (r) => r.length >= 1, 120_000, 'the offline report arrives');
       await checkedInTwice(id);
       const got = await rows();
       assert.equal(got.length, 1, 'exactly once');
@@ -347,7 +348,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
     assert.equal(activeRelease(d), OLD);
 
     // A bundle signed by another organisation's keys is refused by the TUF check.
-    const other = Repository.init(join(ts.dir, 'other-org'), {}).repo;
+    const other = TufRepository.init(join(ts.dir, 'other-org'), {}).repo;
     await other.addTargets(
       Object.entries(repo.targets().signed.targets)
         .filter(([p]) => p.startsWith(`sensor-content/${NEXT}/`))
@@ -392,7 +393,7 @@ describe('trust: attacks against a real agent', { timeout: 170_000 }, () => {
   });
 });
 
-describe('trust: a server without keys', { timeout: 60_000 }, () => {
+describe('trust: a server without keys', { timeout: 300_000 }, () => {
   let ts: TestServer;
   const devices: SpawnedDevice[] = [];
   after(async () => {
@@ -415,19 +416,19 @@ describe('trust: a server without keys', { timeout: 60_000 }, () => {
           `/v1/admin/devices/${d.name}`,
         )
       ).components[0]?.health.trust;
-    await until(trustOf, (t) => t === 'unverified', 10_000, 'trust reported unverified');
+    await until(trustOf, (t) => t === 'unverified', 120_000, 'trust reported unverified');
     await pin(ts, d, GOOD);
     await until(
       async () => journalOf(d).current,
       (v) => v === GOOD,
-      20_000,
+      120_000,
       'installed on sha256',
     );
     assert.match(readFileSync(join(d.dir, 'agent.log'), 'utf8'), /no TUF root pinned/);
     assert.equal(existsSync(join(d.dir, 'state', 'tuf-root.json')), false);
     // `keys init` on the server: the device pins the root at its next check-in and verifies from then on.
-    const repo = Repository.init(join(ts.dir, 'server')).repo;
-    await until(trustOf, (t) => t === 'verified', 10_000, 'trust reported verified');
+    const repo = TufRepository.init(join(ts.dir, 'server')).repo;
+    await until(trustOf, (t) => t === 'verified', 120_000, 'trust reported verified');
     assert.deepEqual(
       JSON.parse(readFileSync(join(d.dir, 'state', 'tuf-root.json'), 'utf8')),
       JSON.parse(repo.file('root.json')!.toString()),
@@ -444,10 +445,13 @@ describe('trust: a server without keys', { timeout: 60_000 }, () => {
           .where('outcome', '=', 'refused')
           .execute(),
       (r) => r.length > 0,
-      20_000,
+      120_000,
       'refusal of an unsigned release',
     );
     assert.equal(JSON.parse(row[0].detail).class, 'unapproved');
     assert.equal(journalOf(d).current, GOOD);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

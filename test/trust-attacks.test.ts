@@ -8,16 +8,16 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { BlobStore } from '../src/server/blobs.ts';
-import { type OfferedArtifact, verifyRelease } from '../src/trust/device-verifier.ts';
-import { exportTree } from '../src/trust/export.ts';
-import { generateKey, readKeyFile } from '../src/trust/keys.ts';
-import { Repository } from '../src/trust/repository.ts';
-import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
+import { exportTree } from '../src/trust/ops/export.ts';
+import { type StaticServer, serveStatic } from '../src/trust/ops/static-server.ts';
+import { generateKey, readKeyFile } from '../src/trust/signer/keys.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
+import { type OfferedArtifact, verifyRelease } from '../src/trust/verifier/device-verifier.ts';
 import { type AttackContext, attack, forgeRootWithOneKey, refused, resetMirror } from './trust-harness.ts';
 
 let dir: string;
 let data: string;
-let repo: Repository;
+let repo: TufRepository;
 let blobs: BlobStore;
 let mirror: string;
 let srv: StaticServer;
@@ -75,7 +75,7 @@ async function underAttack(name: string, extra = {}) {
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'rf-attack-'));
   data = join(dir, 'data');
-  repo = Repository.init(data, { rootKeys: 3, rootThreshold: 2 }).repo;
+  repo = TufRepository.init(data, { rootKeys: 3, rootThreshold: 2 }).repo;
   blobs = new BlobStore(join(data, 'blobs'));
   good = await addRelease('app', '1.0.0', 'good release one');
   snapshotV1 = join(dir, 'old-tree');

@@ -19,7 +19,8 @@ import { api } from '../src/cli/client.ts';
 import { listAudit } from '../src/server/db/audit.ts';
 import { openStore } from '../src/server/db/database.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
-import { Repository } from '../src/trust/repository.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer } from './helpers/server.ts';
 
 const run = promisify(execFile);
@@ -117,7 +118,7 @@ test('keys init via the CLI, vendor-verified import, approval, bundle export and
     assert.match(prov.vendor_key_id, /^[0-9a-f]{64}$/);
 
     assert.equal((await rf(['release', 'approve', 'sensor@7'], env)).code, 0);
-    const repo = Repository.open(data)!;
+    const repo = TufRepository.open(data)!;
     assert.ok(repo.targets().signed.targets['sensor/7/a.bin']);
 
     // repo export
@@ -179,3 +180,6 @@ test('keys init via the CLI, vendor-verified import, approval, bundle export and
     await ts.close();
   }
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

@@ -6,15 +6,15 @@ import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Metadata, MetadataKind, Timestamp } from '@tufjs/models';
 import type { BlobStore } from '../src/server/blobs.ts';
-import type { VerifyResult } from '../src/trust/device-verifier.ts';
-import { exportTree, hashedTargetPath } from '../src/trust/export.ts';
-import { generateKey, readKeyFile, readRoleKeys, signerOf } from '../src/trust/keys.ts';
-import { type Repository, tufExpires } from '../src/trust/repository.ts';
+import { exportTree, hashedTargetPath } from '../src/trust/ops/export.ts';
+import { generateKey, readKeyFile, readRoleKeys, signerOf } from '../src/trust/signer/keys.ts';
+import { type TufRepository, tufExpires } from '../src/trust/signer/tuf-repository.ts';
+import type { VerifyResult } from '../src/trust/verifier/device-verifier.ts';
 
 export const DAY = 86_400_000;
 
 export interface AttackContext {
-  repo: Repository;
+  repo: TufRepository;
   blobs: BlobStore;
   /** The mirror folder devices fetch from. */
   mirror: string;

@@ -10,9 +10,9 @@ import { api } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { BlobStore } from '../src/server/blobs.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
-import { exportTree } from '../src/trust/export.ts';
-import { Repository } from '../src/trust/repository.ts';
-import { serveStatic } from '../src/trust/static-server.ts';
+import { exportTree } from '../src/trust/ops/export.ts';
+import { serveStatic } from '../src/trust/ops/static-server.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
 import { startTestServer } from './helpers/server.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'rf-trust-'));
@@ -20,7 +20,7 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'rf-trust-'));
 test('keys init: 3-of-5 root, online keys, private keys 0600, root v1 signed by the threshold', () => {
   const dir = tmp();
   try {
-    const { repo, root } = Repository.init(dir, { rootKeys: 5, rootThreshold: 3 });
+    const { repo, root } = TufRepository.init(dir, { rootKeys: 5, rootThreshold: 3 });
     assert.equal(root.signed.version, 1);
     assert.equal(root.signed.roles.root.threshold, 3);
     assert.equal(root.signed.roles.root.keyIDs.length, 5);
@@ -35,7 +35,7 @@ test('keys init: 3-of-5 root, online keys, private keys 0600, root v1 signed by 
       'root.json',
       'timestamp.json',
     ]);
-    assert.throws(() => Repository.init(dir), /already holds a TUF root/);
+    assert.throws(() => TufRepository.init(dir), /already holds a TUF root/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -44,7 +44,7 @@ test('keys init: 3-of-5 root, online keys, private keys 0600, root v1 signed by 
 test('approval signs the release into targets; /v1/tuf serves it; tuf-js verifies from the server', async () => {
   const ts = await startTestServer();
   try {
-    Repository.init(join(ts.dir, 'server'));
+    TufRepository.init(join(ts.dir, 'server'));
     const src = join(ts.dir, 'src');
     mkdirSync(src);
     writeFileSync(join(src, 'app.bin'), 'hello release 1');
@@ -53,7 +53,7 @@ test('approval signs the release into targets; /v1/tuf serves it; tuf-js verifie
     await api(ts.conn, 'POST', '/v1/admin/releases/app@1.0.0/approve', {});
     const after = await (await fetch(`${ts.url}/v1/tuf/timestamp.json`)).json();
     assert.equal(after.signed.version, before.signed.version + 1);
-    const repo = Repository.open(join(ts.dir, 'server'))!;
+    const repo = TufRepository.open(join(ts.dir, 'server'))!;
     const t = repo.targets().signed.targets['app/1.0.0/app.bin'];
     assert.ok(t, 'target listed');
     assert.deepEqual(t.custom, { component: 'app', version: '1.0.0', name: 'app.bin', mode: 0o644 });
@@ -86,7 +86,7 @@ test('repo export: a plain static HTTP server serves the tree; an unmodified tuf
   const dir = tmp();
   try {
     const data = join(dir, 'data');
-    const { repo } = Repository.init(data);
+    const { repo } = TufRepository.init(data);
     const blobs = new BlobStore(join(data, 'blobs'));
     const content = Buffer.from('x'.repeat(100_000));
     const { Readable } = await import('node:stream');
@@ -134,7 +134,7 @@ test('repo gc: keeps releases a device uses and the newest; withdraws the rest f
   const ts = await startTestServer();
   try {
     const data = join(ts.dir, 'server');
-    Repository.init(data);
+    TufRepository.init(data);
     const src = join(ts.dir, 'src');
     mkdirSync(src);
     for (const v of ['1', '2', '3']) {
@@ -157,13 +157,13 @@ test('repo gc: keeps releases a device uses and the newest; withdraws the rest f
       body: JSON.stringify({ components: [{ name: 'app', version: '1', state: 'idle' }] }),
     });
     assert.equal(ci.status, 200);
-    const { collectGarbage } = await import('../src/trust/gc.ts');
+    const { collectGarbage } = await import('../src/server/services/release-gc.ts');
     const r = await collectGarbage(ts.srv.ctx.store.db, ts.srv.ctx.blobs, data);
     assert.deepEqual(r.dropped, ['app@2']);
     assert.deepEqual(r.kept.sort(), ['app@1', 'app@3']);
     assert.equal(r.blobs_freed, 1);
     assert.equal(r.bytes_freed, 'app version 2 '.length * 100);
-    const repo = Repository.open(data)!;
+    const repo = TufRepository.open(data)!;
     assert.deepEqual(Object.keys(repo.targets().signed.targets).sort(), ['app/1/app.bin', 'app/3/app.bin']);
     const rels = await api<ReleaseView[]>(ts.conn, 'GET', '/v1/admin/releases');
     assert.deepEqual(rels.map((x) => x.version).sort(), ['1', '3']);
@@ -188,7 +188,7 @@ test('without keys (keys init never run) approval still works, unsigned, and /v1
     assert.equal(r.status, 404);
     assert.match((await r.json()).message, /keys init/);
     // Keys created later: the approved release is signed in when the server next starts.
-    Repository.init(join(ts.dir, 'server'));
+    TufRepository.init(join(ts.dir, 'server'));
     await ts.srv.app.close();
     await ts.srv.ctx.store.close();
     const { createServer } = await import('../src/server/app.ts');
@@ -199,7 +199,7 @@ test('without keys (keys init never run) approval still works, unsigned, and /v1
       tickMs: 50,
     });
     try {
-      const repo = Repository.open(join(ts.dir, 'server'))!;
+      const repo = TufRepository.open(join(ts.dir, 'server'))!;
       assert.ok(repo.targets().signed.targets['x/1/x.bin'], 'signed in at start');
     } finally {
       await again.close();

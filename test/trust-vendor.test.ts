@@ -14,10 +14,10 @@ import type { Report } from '../src/agent/journal.ts';
 import { api } from '../src/cli/client.ts';
 import { BIN, type SpawnedDevice, stopAgents, writeContent } from '../src/demo/fleet.ts';
 import type { ReleaseView } from '../src/server/routes/admin-releases.ts';
-import { unpack } from '../src/trust/bundle.ts';
-import { generateKey, signerOf } from '../src/trust/keys.ts';
-import { Repository } from '../src/trust/repository.ts';
-import { type StaticServer, serveStatic } from '../src/trust/static-server.ts';
+import { type StaticServer, serveStatic } from '../src/trust/ops/static-server.ts';
+import { generateKey, signerOf } from '../src/trust/signer/keys.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
+import { unpack } from '../src/trust/verifier/bundle-reader.ts';
 import {
   activeRelease,
   enrollToken,
@@ -31,14 +31,15 @@ import {
   start,
   waitEnrolled,
 } from './agent-harness.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 import { DAY, signTimestamp } from './trust-harness.ts';
 
 const C = 'sensor-content';
 
-describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () => {
+describe('trust: vendor + organisation dual control', { timeout: 300_000 }, () => {
   let ts: TestServer;
-  let vendor: Repository; // the vendor's own TUF repository and keys
+  let vendor: TufRepository; // the vendor's own TUF repository and keys
   let vendorRoot: string;
   let vendorSrv: StaticServer;
   let content: string;
@@ -68,7 +69,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
       execFile(
         process.execPath,
         [BIN, ...args],
-        { env: { ...process.env, ...env }, timeout: 30_000 },
+        { env: { ...process.env, ...env }, timeout: 120_000 },
         (err, stdout, stderr) =>
           res({
             code: err ? ((err as { code?: number }).code ?? -1) : 0,
@@ -134,7 +135,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     until(
       async () => (await refusals(ts, deviceId, version, since)).find((r) => r.class === cls),
       Boolean,
-      20_000,
+      120_000,
       `refusal of ${version} [${cls}]`,
     );
 
@@ -147,8 +148,8 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
   before(async () => {
     ts = await startTestServer();
     env = { RINGFENCE_SERVER: ts.url, RINGFENCE_TOKEN: ts.conn.token };
-    Repository.init(ts.srv.ctx.dataDir); // the organisation's keys
-    vendor = Repository.init(join(ts.dir, 'vendor')).repo; // the vendor's, unrelated
+    TufRepository.init(ts.srv.ctx.dataDir); // the organisation's keys
+    vendor = TufRepository.init(join(ts.dir, 'vendor')).repo; // the vendor's, unrelated
     vendorRoot = join(vendor.metadataDir, '1.root.json');
     vendorSrv = await serveStatic(vendor.metadataDir);
     content = await publishReleases(ts, [OLD]);
@@ -273,7 +274,7 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     cpSync(serverVendorDir(), backup, { recursive: true });
     // Whoever controls the server replaces the vendor's metadata with metadata listing the right hashes, signed by
     // keys the device does not pin.
-    const impostor = Repository.init(join(ts.dir, 'impostor')).repo;
+    const impostor = TufRepository.init(join(ts.dir, 'impostor')).repo;
     const entries = [];
     for (const f of readdirSync(join(content, '1.5.0')).sort()) {
       const h = await hashFile(join(content, '1.5.0', f));
@@ -493,3 +494,6 @@ describe('trust: vendor + organisation dual control', { timeout: 90_000 }, () =>
     assert.deepEqual(outboxOf(off), [['1.6.0', 'refused', 'vendor-unavailable', true]]);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

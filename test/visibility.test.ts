@@ -6,8 +6,9 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { api, type Conn } from '../src/cli/client.ts';
 import { BIN } from '../src/demo/fleet.ts';
-import type { DeviceHistoryPage, RolloutDevicesPage } from '../src/server/routes/admin-history-views.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
+import type { DeviceHistoryPage, RolloutDevicesPage } from '../src/server/services/history-views.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import {
   checkin,
   cycle,
@@ -54,7 +55,7 @@ async function enrollNamed(conn: Conn, token: string, name: string): Promise<str
   return ((await res.json()) as { device_id: string }).device_id;
 }
 
-describe('per-device visibility', { timeout: 120_000 }, () => {
+describe('per-device visibility', { timeout: 300_000 }, () => {
   let ts: TestServer;
   let devs: ProtocolDevice[];
   let r1: number;
@@ -116,7 +117,7 @@ describe('per-device visibility', { timeout: 120_000 }, () => {
         return status(ts.conn, r2);
       },
       (v) => v.waves[1].offered === 2 && v.waves[1].succeeded === 1,
-      30_000,
+      120_000,
       'main wave of rollout 2 offered',
     );
   });
@@ -422,3 +423,6 @@ describe('per-device visibility', { timeout: 120_000 }, () => {
     assert.match(twin.stderr, /404 no device no-such-device/);
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

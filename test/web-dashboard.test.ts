@@ -13,6 +13,7 @@ import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { DEFAULT_WEB_DIR, webRoutes } from '../src/server/routes/web.ts';
 import { matchesFilter, overview } from '../src/web/fleet-stats.ts';
 import { launchChromium, NO_CHROMIUM } from './helpers/browser.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import { cycle, enrollDevices, type ProtocolDevice, release } from './helpers/protocol-device.ts';
 import { startTestServer, type TestServer, until } from './helpers/server.ts';
 
@@ -136,7 +137,7 @@ describe('web dashboard in Chromium', {
     await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${rolloutId}`),
       (v) => v.status === 'baking' && v.waves[0].succeeded === 2,
-      10_000,
+      120_000,
       'canary wave done and baking',
     );
     await api(ts.conn, 'POST', '/v1/admin/fleet/hold', { selector: 'tier=A', reason: 'quarter end' });
@@ -221,7 +222,7 @@ describe('web dashboard in Chromium', {
 
     assert.equal(await page.locator('#btn-resume').isDisabled(), true);
     await page.locator('#btn-pause').click();
-    await page.locator('#rollout-status', { hasText: 'paused' }).waitFor({ timeout: 5000 });
+    await page.locator('#rollout-status', { hasText: 'paused' }).waitFor({ timeout: 60_000 });
     const server = await api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${rolloutId}`);
     assert.equal(server.status, 'paused', 'the server agrees');
     assert.equal(await page.locator('#btn-resume').isEnabled(), true);
@@ -251,10 +252,13 @@ describe('web dashboard in Chromium', {
     // A token revoked under a running page (here: replaced in the tab) sends the operator back to sign in.
     await page.evaluate(() => sessionStorage.setItem('ringfence.adminToken', 'rfadm_stale'));
     await page.getByRole('link', { name: 'Overview' }).click();
-    await page.locator('#login-error').waitFor({ timeout: 5000 });
+    await page.locator('#login-error').waitFor({ timeout: 60_000 });
     assert.match(await text(page, '#login-error'), /refused/);
 
     assert.deepEqual(errors, []);
     await page.close();
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

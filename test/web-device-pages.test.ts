@@ -12,6 +12,7 @@ import { api, type Conn } from '../src/cli/client.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { DEFAULT_WEB_DIR } from '../src/server/routes/web.ts';
 import { launchChromium, NO_CHROMIUM } from './helpers/browser.ts';
+import { guardProcesses } from './helpers/processes.ts';
 import {
   checkin,
   cycle,
@@ -65,7 +66,7 @@ async function rawCheckin(conn: Conn, d: ProtocolDevice, body: unknown): Promise
 
 describe('dashboard device pages in Chromium', {
   skip: NO_CHROMIUM,
-  timeout: 120_000,
+  timeout: 300_000,
 }, () => {
   let ts: TestServer;
   let browser: Browser;
@@ -141,7 +142,7 @@ describe('dashboard device pages in Chromium', {
     await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${r2}`),
       (v) => v.waves[0].failed === 1 && v.waves[0].succeeded === 1,
-      10_000,
+      120_000,
       'rollout 2 canaries reported',
     );
 
@@ -182,7 +183,7 @@ describe('dashboard device pages in Chromium', {
     await until(
       () => page.locator('#rollout-devices tbody tr[data-device]').count(),
       (n) => n === 1,
-      5000,
+      120_000,
       'the state filter',
     );
     const bad = devs[1];
@@ -253,3 +254,6 @@ describe('dashboard device pages in Chromium', {
     await page.close();
   });
 });
+
+// Last of the file's top-level hooks: no child of this file may outlive its tests.
+guardProcesses();

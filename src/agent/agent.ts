@@ -4,12 +4,14 @@
 // to recover) are the pure functions in transaction.ts.
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { json, request, trustCa } from '../net/http.ts';
+import { componentState } from '../protocol/component-state.ts';
+import type { CheckinRequest, ComponentReport } from '../protocol/device.ts';
 import { VERSION } from '../version.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import type { Offered, ServerIdentity } from './download.ts';
-import { json, request, trustCa } from './http.ts';
 import { type ComponentJournal, Journal } from './journal.ts';
-import { LocalControl } from './local-control.ts';
+import { type AgentStatus, LocalControl } from './local-control.ts';
 import { checkOffer, offersByComponent, reportableVersion, show } from './offer.ts';
 import { type BundleOutcome, OfflineBundles } from './offline.ts';
 import { backoff } from './retry.ts';
@@ -157,13 +159,17 @@ export class Agent {
     const server = this.cfg.server ?? id.server;
     const outbox = this.journal.outbox().slice(0, REPORTS_PER_CHECKIN);
     const trust = this.verification.trustMode();
-    const components = this.cfg.components.map((c) => {
+    const components = this.cfg.components.map((c): ComponentReport => {
       const j = this.journal.read(c.name);
       return {
         name: c.name,
         version: j.current,
-        // A local hold or pin: the server counts both as held on the device, and shows which.
-        state: j.txn ? j.txn.phase : j.hold ? 'held' : j.pin ? 'pinned' : 'idle',
+        // The open transaction's phase, apart from the local hold and pin (the server counts both as held);
+        // `state` is the older one-word form, for servers before these fields.
+        phase: j.txn ? j.txn.phase : null,
+        hold: j.hold,
+        pin: j.pin,
+        state: componentState({ phase: j.txn?.phase ?? null, hold: j.hold, pinned: j.pin !== null }),
         // `trust` lets operators see devices that still install on sha256 alone.
         health: {
           ...(j.lastHealth ? { ok: j.lastHealth.ok, at: j.lastHealth.at } : {}),
@@ -173,11 +179,17 @@ export class Agent {
         quarantined: j.quarantined,
       };
     });
+    const up: CheckinRequest = {
+      labels: this.cfg.labels,
+      agent_version: VERSION,
+      components,
+      reports: outbox,
+    };
     const res = await request(new URL('/v1/checkin', server), {
       timeoutMs: EXCHANGE_MS,
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${id.device_token}` },
-      body: JSON.stringify({ labels: this.cfg.labels, agent_version: VERSION, components, reports: outbox }),
+      body: JSON.stringify(up),
     });
     const body = answer(await json<unknown>(res, MAX_ANSWER_BYTES));
     if (res.status >= 300) throw new Error(`check-in refused: HTTP ${res.status} ${message(body)}`);
@@ -294,7 +306,7 @@ export class Agent {
   }
 
   /** Digest of the local state, for `agent status`. */
-  status(): Record<string, unknown> {
+  status(): AgentStatus {
     return this.control.status();
   }
 }

@@ -1,9 +1,9 @@
 // Health checks defined on the device. A check that fails, hangs past its timeout or cannot start is a failure.
 import { readFileSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
+import { request, text } from '../net/http.ts';
 import { runCommand } from './command.ts';
 import type { ComponentConfig, HealthCheckConfig } from './config.ts';
-import { request, text } from './http.ts';
 import type { HealthResult } from './journal.ts';
 
 type Outcome = { ok: boolean; output: string };

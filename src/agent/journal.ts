@@ -3,6 +3,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../files/atomic-file.ts';
+import type { Report as WireReport } from '../protocol/device.ts';
+import type { TransactionFailureClass as FailureClass } from '../protocol/failure-class.ts';
 
 export type Phase =
   | 'downloading'
@@ -12,16 +14,8 @@ export type Phase =
   | 'committed'
   | 'rolling-back'
   | 'rolled-back';
-export type FailureClass =
-  | 'download'
-  | 'verify'
-  | 'stage'
-  | 'activate'
-  | 'health'
-  | 'timeout'
-  | 'crash-loop'
-  | 'operator'
-  | 'invalid'; // a malformed or hostile offer (offer.ts), refused before anything touches the filesystem
+// A transaction's failure class and the report are the device protocol's own types (src/protocol/).
+export type { TransactionFailureClass as FailureClass } from '../protocol/failure-class.ts';
 
 export interface Transaction {
   id: string;
@@ -55,18 +49,8 @@ export interface HealthResult {
   output: string;
 }
 
-export interface Report {
-  txn_id: string;
-  component: string;
-  version: string;
-  from_version: string | null;
-  outcome: 'succeeded' | 'failed' | 'rolled-back' | 'refused';
-  class?: string;
-  reason?: string;
-  detail?: Record<string, unknown>;
-  at: number;
-  offline?: boolean;
-}
+/** A report as the agent keeps it in its outbox: the wire report, always with its origin and time. */
+export type Report = WireReport & { from_version: string | null; at: number };
 
 /** Reports kept while the server does not acknowledge them (see Journal.enqueue). */
 export const MAX_OUTBOX = 1000;

@@ -4,9 +4,17 @@ import { randomUUID } from 'node:crypto';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import type { ComponentJournal, Journal } from './journal.ts';
 import { badName } from './offer.ts';
-import { begin, fail } from './transaction.ts';
+import { beginUndo, fail, isOpen } from './transaction.ts';
 import type { TransactionRunner } from './transaction-runner.ts';
 import type { Verification } from './verification.ts';
+
+/** What `agent status` shows: identity, trust mode, reports waiting, and each component's journal and active release. */
+export interface AgentStatus {
+  identity: string | null;
+  trust: 'verified' | 'unverified';
+  outbox: number;
+  components: Array<ComponentJournal & { active: string | null }>;
+}
 
 export class LocalControl {
   constructor(
@@ -30,18 +38,9 @@ export class LocalControl {
   async localRollback(name: string): Promise<ComponentJournal> {
     const comp = this.comp(name);
     const j = this.journal.read(name);
-    if (j.txn)
-      return this.runner.rollback(comp, fail(j, 'operator', 'rolled back on the device by an operator'));
-    if (!j.current || !j.previous) throw new Error(`${name}: no previous release to roll back to`);
-    const txn = begin(j, `txn-${randomUUID()}`, j.current, Date.now());
-    // Model it as a transaction from `previous` to `current` that failed, so rollback() undoes it.
-    const undo: ComponentJournal = {
-      ...txn,
-      current: j.previous,
-      previous: null,
-      txn: { ...txn.txn!, from: j.previous, phase: 'probation' },
-    };
-    const failed = fail(undo, 'operator', 'rolled back on the device by an operator');
+    const why = 'rolled back on the device by an operator';
+    if (isOpen(j)) return this.runner.rollback(comp, fail(j, 'operator', why));
+    const failed = beginUndo(j, `txn-${randomUUID()}`, Date.now(), why);
     this.journal.write(failed); // a crash from here on recovers into the rollback, never a re-commit
     return this.runner.rollback(comp, failed);
   }
@@ -66,7 +65,7 @@ export class LocalControl {
   }
 
   /** Digest of the local state, for `agent status`. */
-  status(): Record<string, unknown> {
+  status(): AgentStatus {
     return {
       identity: this.journal.identity()?.device_id ?? null,
       trust: this.verification.trustMode(),

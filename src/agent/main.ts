@@ -1,11 +1,10 @@
-// Entry point of the device build (dist/ringfence-agent.mjs, `npm run build:agent`): only the `agent`
-// commands of the CLI, wired exactly as `ringfence agent …`, so the daemon and the local controls cannot drift
-// apart. `ringfence-agent --config F` runs the daemon; `ringfence-agent status --config F` and the other
-// subcommands control it, with no server.
+// Entry point of the device build (dist/ringfence-agent.mjs, `npm run build:agent`): the agent's commands
+// (commands.ts), the very ones the CLI mounts as `ringfence agent …`, so the daemon and the local controls cannot
+// drift apart. Nothing of the CLI or the server is loaded. `ringfence-agent --config F` runs the daemon;
+// `ringfence-agent status --config F` and the other subcommands control it, with no server.
 import { Command, CommanderError } from 'commander';
-import { CliError } from '../cli/client.ts';
-import { agentCommand } from '../cli/commands/daemons.ts';
 import { VERSION } from '../version.ts';
+import { agentCommand } from './commands.ts';
 
 const program = new Command('ringfence-agent')
   .version(VERSION, '-V, --cli-version', 'print the Ringfence version')
@@ -20,8 +19,7 @@ try {
   if (e instanceof CommanderError) {
     process.exitCode = e.exitCode;
   } else {
-    const msg = e instanceof CliError ? e.message : (e as Error).message;
-    process.stderr.write(`ringfence-agent: ${msg}\n`);
+    process.stderr.write(`ringfence-agent: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exitCode = 1;
   }
 }

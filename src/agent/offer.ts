@@ -3,7 +3,7 @@
 // and over plain HTTP anyone in the middle can forge an offer (sha256-only mode). `within()` is the defence in
 // depth every path built from an offer goes through, so a value that slipped past validation still cannot
 // leave its folder.
-import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { within as pathWithin, UnsafePathError } from '../files/within.ts';
 import {
   ArtifactNames,
   badArtifactName,
@@ -165,13 +165,9 @@ export function offersByComponent(
  * blob cache file) goes through here.
  */
 export function within(base: string, ...parts: string[]): string {
-  const b = resolve(base);
-  for (const p of parts)
-    if (typeof p !== 'string' || p.includes('\0'))
-      throw new StepError('invalid', `unsafe path ${show(p)} under ${b}`);
-  const full = resolve(b, ...parts);
-  const rel = relative(b, full);
-  if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel))
-    throw new StepError('invalid', `unsafe path ${show(parts.join('/'))}: resolves outside ${b}`);
-  return full;
+  try {
+    return pathWithin(base, ...parts);
+  } catch (e) {
+    throw e instanceof UnsafePathError ? new StepError('invalid', e.message) : e;
+  }
 }

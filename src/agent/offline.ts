@@ -6,7 +6,7 @@ import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { writeFileAtomicSync } from '../files/atomic-file.ts';
-import type { BundleRelease } from '../trust/bundle.ts';
+import type { BundleRelease } from '../trust/verifier/bundle-reader.ts';
 import type { AgentConfig } from './config.ts';
 import type { Journal } from './journal.ts';
 import { checkOffer, show } from './offer.ts';
@@ -53,7 +53,7 @@ export class OfflineBundles {
       );
     const work = join(this.cfg.state_dir, `bundle-${randomUUID().slice(0, 8)}`);
     try {
-      const { unpack } = await import('../trust/bundle.ts');
+      const { unpack } = await import('../trust/verifier/bundle-reader.ts');
       const manifest = unpack(file, work);
       // The manifest is as untrusted as a server's answer: every release for a configured component is checked
       // like an offer (offer.ts) before it is picked, verified or staged.

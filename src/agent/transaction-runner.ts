@@ -9,11 +9,25 @@ import { type Backend, makeBackend } from './backend.ts';
 import { runCommand } from './command.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import { probation } from './health.ts';
-import type { ComponentJournal, FailureClass, Journal, Report } from './journal.ts';
+import type { ComponentJournal, FailureClass, HealthResult, Journal, Report } from './journal.ts';
 import { badName, reportableVersion } from './offer.ts';
 import { sleep } from './retry.ts';
 import { StepError } from './step-error.ts';
-import { advance, begin, commit, fail, recover, rolledBack } from './transaction.ts';
+import {
+  activating,
+  begin,
+  close,
+  commit,
+  discard,
+  fail,
+  isOpen,
+  type OpenJournal,
+  probation as probationPhase,
+  recover,
+  rolledBack,
+  rollingBack,
+  staged,
+} from './transaction.ts';
 
 /** The environment of a component's hooks, health checks and exec backend. */
 function componentEnv(comp: ComponentConfig): Record<string, string> {
@@ -61,14 +75,14 @@ export class TransactionRunner {
       const { journal, action } = recover(this.journal.read(comp.name), comp.max_attempts, by);
       this.journal.write(journal); // the attempt is counted before anything else can crash
       done.push({ component: comp.name, action: action.kind });
-      if (action.kind === 'none') continue;
+      if (action.kind === 'none' || !isOpen(journal)) continue;
       this.log.warn(
         { component: comp.name, txn: journal.txn, action, by },
         'recovering interrupted transaction',
       );
       if (action.kind === 'discard') {
         this.backend(comp.name).prune([journal.current, journal.previous]);
-        this.journal.write({ ...journal, txn: null });
+        this.journal.write(discard(journal));
       } else if (action.kind === 'probation') {
         // The boot guard only counts and rolls back; judging health again is the agent's job, after the service started.
         if (by === 'agent') await this.activateAndProbe(comp, journal);
@@ -93,13 +107,22 @@ export class TransactionRunner {
       this.refuse(comp, reportableVersion(version), 'invalid', `invalid offer: ${bad}`, offline);
       throw new StepError('invalid', `invalid offer: ${bad}`);
     }
-    let j = begin(this.journal.read(comp.name), `txn-${randomUUID()}`, version, Date.now());
-    if (offline) j = { ...j, txn: { ...j.txn!, offline: true } };
+    const j = begin(this.journal.read(comp.name), `txn-${randomUUID()}`, version, Date.now(), offline);
     this.journal.write(j);
-    this.log.info({ component: comp.name, version, txn: j.txn?.id, offline }, 'transaction started');
-    const staging = join(this.cfg.state_dir, 'downloads', `verified-${j.txn!.id}`);
+    this.log.info({ component: comp.name, version, txn: j.txn.id, offline }, 'transaction started');
+    return this.activateAndProbe(comp, await this.stage(comp, j, obtain));
+  }
+
+  /** downloading → staged: obtains the verified files and stages them; on failure journals the refusal and throws. */
+  private async stage(
+    comp: ComponentConfig,
+    started: OpenJournal,
+    obtain: (txn: string) => Promise<Array<{ name: string; path: string }>>,
+  ): Promise<OpenJournal> {
+    const { id, version, offline = false } = started.txn;
+    const staging = join(this.cfg.state_dir, 'downloads', `verified-${id}`);
     try {
-      const files = await obtain(j.txn!.id);
+      const files = await obtain(id);
       await this.crashPoint('downloaded');
       try {
         await this.backend(comp.name).stage(version, files);
@@ -107,18 +130,18 @@ export class TransactionRunner {
         // An unsafe path caught by within() keeps its class `invalid`; anything else is a staging failure.
         throw e instanceof StepError ? e : new StepError('stage', (e as Error).message);
       }
-      j = { ...advance(j, 'staged'), refused: null };
+      const j = { ...staged(started), refused: null };
       this.journal.write(j);
       await this.crashPoint('staged');
+      return j;
     } catch (e) {
       const err = e instanceof StepError ? e : new StepError('download', (e as Error).message);
       // Nothing was switched: the running release was never touched. Retry later unless content was bad.
-      this.recordRefusal(comp, { ...j, txn: null }, j.txn!.id, version, err, offline);
+      this.recordRefusal(comp, discard(started), id, version, err, offline);
       throw err;
     } finally {
       rmSync(staging, { recursive: true, force: true });
     }
-    return this.activateAndProbe(comp, j);
   }
 
   /**
@@ -200,59 +223,56 @@ export class TransactionRunner {
     if (!r.ok) throw new Error(`${name} hook failed: ${r.output.trim().split('\n').slice(-2).join(' / ')}`);
   }
 
-  private async activateAndProbe(
-    comp: ComponentConfig,
-    journal: ComponentJournal,
-  ): Promise<ComponentJournal> {
-    let j = advance(journal, 'activating');
+  /** → activating → probation → committed, or rolled back at the first failure. */
+  private async activateAndProbe(comp: ComponentConfig, journal: OpenJournal): Promise<ComponentJournal> {
+    const j = activating(journal);
     this.journal.write(j);
     await this.crashPoint('activating');
     try {
-      await this.hook(comp, 'before_activate', j.txn!.version);
-      await this.backend(comp.name).activate(j.txn!.version); // the single atomic switch
-      await this.hook(comp, 'after_activate', j.txn!.version);
+      await this.hook(comp, 'before_activate', j.txn.version);
+      await this.backend(comp.name).activate(j.txn.version); // the single atomic switch
+      await this.hook(comp, 'after_activate', j.txn.version);
     } catch (e) {
       return this.rollback(comp, fail(j, 'activate', (e as Error).message));
     }
-    j = advance(j, 'probation');
-    this.journal.write(j);
+    return this.probe(comp, j);
+  }
+
+  /** activating → probation: runs the health checks; commits when they pass, rolls back when they do not. */
+  private async probe(comp: ComponentConfig, switched: OpenJournal): Promise<ComponentJournal> {
+    const p = probationPhase(switched);
+    this.journal.write(p);
     await this.crashPoint('probation');
     const result = await probation(comp, componentEnv(comp), sleep);
-    j = { ...j, lastHealth: { ok: result.ok, at: Date.now(), checks: result.checks } };
-    if (!result.ok) {
-      const bad = result.checks.filter((c) => !c.ok);
-      const cls: FailureClass = bad.some((c) => c.output.includes('timed out')) ? 'timeout' : 'health';
-      return this.rollback(
-        comp,
-        fail(j, cls, bad.map((c) => `${c.name}: ${c.output.trim().split('\n').pop()}`).join('; ')),
-      );
-    }
+    const j = { ...p, lastHealth: { ok: result.ok, at: Date.now(), checks: result.checks } };
+    if (!result.ok) return this.rollback(comp, healthFailure(j, result.checks));
     await this.crashPoint('before-commit');
     try {
-      await this.backend(comp.name).commit(j.txn!.version);
+      await this.backend(comp.name).commit(j.txn.version);
     } catch (e) {
       return this.rollback(comp, fail(j, 'activate', (e as Error).message));
     }
-    j = commit(j);
-    this.journal.write(j); // the commit point of the bookkeeping; the switch already happened
-    this.log.info({ component: comp.name, version: j.current }, 'committed');
-    return this.finish(comp, j);
+    const committed = commit(j);
+    this.journal.write(committed); // the commit point of the bookkeeping; the switch already happened
+    this.log.info({ component: comp.name, version: committed.current }, 'committed');
+    return this.finish(comp, committed);
   }
 
   /** Switches back to the release that ran before, quarantines the failed one and reports it. */
-  async rollback(comp: ComponentConfig, journal: ComponentJournal): Promise<ComponentJournal> {
-    let j = advance(journal, 'rolling-back');
-    this.journal.write(j);
+  async rollback(comp: ComponentConfig, failed: OpenJournal): Promise<ComponentJournal> {
+    const back = rollingBack(failed);
+    this.journal.write(back);
     await this.crashPoint('rolling-back');
-    await this.backend(comp.name).rollback(j.txn!.from);
-    j = rolledBack(j);
+    await this.backend(comp.name).rollback(back.txn.from);
+    const j = rolledBack(back);
     this.journal.write(j);
+    const t = j.txn;
     this.log.warn(
-      { component: comp.name, version: j.txn!.version, back_to: j.txn!.from, failure: j.txn!.failure },
+      { component: comp.name, version: t.version, back_to: t.from, failure: t.failure },
       'rolled back',
     );
     try {
-      if (!this.inBootGuard) await this.hook(comp, 'after_rollback', j.txn!.from);
+      if (!this.inBootGuard) await this.hook(comp, 'after_rollback', t.from);
     } catch (e) {
       this.log.error({ component: comp.name, err: (e as Error).message }, 'after_rollback hook failed');
     }
@@ -260,8 +280,8 @@ export class TransactionRunner {
   }
 
   /** Queues the transaction's report and closes it (idempotent: the txn id de-duplicates on the server). */
-  private finish(comp: ComponentConfig, j: ComponentJournal): ComponentJournal {
-    const t = j.txn!;
+  private finish(comp: ComponentConfig, j: OpenJournal): ComponentJournal {
+    const t = j.txn;
     const ok = t.phase === 'committed';
     this.journal.enqueue({
       txn_id: t.id,
@@ -275,9 +295,16 @@ export class TransactionRunner {
       at: Date.now(),
       offline: t.offline || !this.journal.identity() || undefined,
     });
-    const closed = { ...j, txn: null };
+    const closed = close(j);
     this.journal.write(closed);
     this.backend(comp.name).prune([closed.current, closed.previous]);
     return closed;
   }
+}
+
+/** The failure a failed probation records: `timeout` when a check timed out, else `health`, with each check's last line. */
+function healthFailure(j: OpenJournal, checks: HealthResult[]): OpenJournal {
+  const bad = checks.filter((c) => !c.ok);
+  const cls: FailureClass = bad.some((c) => c.output.includes('timed out')) ? 'timeout' : 'health';
+  return fail(j, cls, bad.map((c) => `${c.name}: ${c.output.trim().split('\n').pop()}`).join('; '));
 }

@@ -1,7 +1,15 @@
-// The transaction state machine as pure functions over the journal: what to apply, and how to recover.
-//   idle → downloading → staged → activating (atomic switch) → probation → committed
-//                                     └──────────── any failure ───────────→ rolling-back → rolled-back
-import type { ComponentJournal, FailureClass, Transaction } from './journal.ts';
+// The transaction state machine as pure functions over the journal: what to apply, each legal edge, and how to
+// recover. Every edge names the phases it may start from and throws (naming both phases) from any other, so the
+// order below lives here and not in the runner:
+//   (none) ─begin→ downloading ─staged→ staged ─activating→ activating ─probation→ probation ─commit→ committed
+//   downloading | staged ─discard→ (none)                     (nothing was switched: drop it, the old release runs)
+//   activating | probation ─activating→ activating            (recovery after a crash switches in again)
+//   any open phase ─fail→ same phase with its failure recorded; then ─rollingBack→ rolling-back ─rolledBack→
+//   rolled-back;   committed | rolled-back ─close→ (none)      (after the report is queued)
+import type { ComponentJournal, FailureClass, Phase, Transaction } from './journal.ts';
+
+/** A journal with a transaction in progress: the type every edge after `begin` works on. */
+export type OpenJournal = ComponentJournal & { txn: Transaction };
 
 export type Decision = { apply: true; version: string } | { apply: false; why: string };
 
@@ -18,7 +26,50 @@ export function decide(j: ComponentJournal, offered: string | null): Decision {
   return { apply: true, version: target };
 }
 
-export function begin(j: ComponentJournal, id: string, version: string, now: number): ComponentJournal {
+/** True when the journal holds a transaction in progress. */
+export function isOpen(j: ComponentJournal): j is OpenJournal {
+  return j.txn !== null;
+}
+
+/** The phases each edge may start from. */
+export const LEGAL_SOURCES = {
+  staged: ['downloading'],
+  activating: ['staged', 'activating', 'probation'],
+  probation: ['activating'],
+  commit: ['probation'],
+  fail: ['downloading', 'staged', 'activating', 'probation', 'rolling-back'],
+  rollingBack: ['downloading', 'staged', 'activating', 'probation', 'rolling-back'],
+  rolledBack: ['rolling-back'],
+  discard: ['downloading', 'staged'],
+  close: ['committed', 'rolled-back'],
+} as const satisfies Record<string, readonly Phase[]>;
+
+export type Edge = keyof typeof LEGAL_SOURCES;
+
+/** Throws unless the journal's transaction is in a phase `edge` may start from. */
+function from(j: ComponentJournal, edge: Edge): Transaction {
+  const t = j.txn;
+  if (!t) throw new Error(`${edge}: no transaction in progress for ${j.component}`);
+  const legal: readonly Phase[] = LEGAL_SOURCES[edge];
+  if (!legal.includes(t.phase))
+    throw new Error(`${edge}: illegal from phase ${t.phase} (legal from ${legal.join(', ')})`);
+  return t;
+}
+
+/** Returns the journal with its transaction moved to `phase`. */
+function to(j: ComponentJournal, t: Transaction, phase: Phase): OpenJournal {
+  return { ...j, txn: { ...t, phase } };
+}
+
+/** (none) → downloading: opens a transaction from the current release to `version`. */
+export function begin(
+  j: ComponentJournal,
+  id: string,
+  version: string,
+  now: number,
+  offline = false,
+): OpenJournal {
+  if (j.txn) throw new Error(`begin: illegal from phase ${j.txn.phase} (transaction ${j.txn.id} is open)`);
   const txn: Transaction = {
     id,
     version,
@@ -27,31 +78,82 @@ export function begin(j: ComponentJournal, id: string, version: string, now: num
     attempts: 0,
     startedAt: now,
     failure: null,
+    ...(offline ? { offline: true } : {}),
   };
   return { ...j, txn };
 }
 
-export function advance(j: ComponentJournal, phase: Transaction['phase']): ComponentJournal {
-  if (!j.txn) throw new Error('no transaction');
-  return { ...j, txn: { ...j.txn, phase } };
+/**
+ * (none) → probation with an operator failure: models taking the current release out (`agent rollback` with no
+ * transaction open) as a failed transaction from `previous` to `current`, so `rollingBack` undoes it.
+ */
+export function beginUndo(j: ComponentJournal, id: string, now: number, reason: string): OpenJournal {
+  if (j.txn)
+    throw new Error(`beginUndo: illegal from phase ${j.txn.phase} (transaction ${j.txn.id} is open)`);
+  if (!j.current || !j.previous) throw new Error(`${j.component}: no previous release to roll back to`);
+  const txn: Transaction = {
+    id,
+    version: j.current,
+    from: j.previous,
+    phase: 'probation',
+    attempts: 0,
+    startedAt: now,
+    failure: { class: 'operator', reason },
+  };
+  return { ...j, current: j.previous, previous: null, txn };
 }
 
-export function fail(j: ComponentJournal, cls: FailureClass, reason: string): ComponentJournal {
-  if (!j.txn) throw new Error('no transaction');
-  return { ...j, txn: { ...j.txn, failure: { class: cls, reason } } };
+/** downloading → staged: every artifact is verified and staged beside the running release. */
+export function staged(j: ComponentJournal): OpenJournal {
+  return to(j, from(j, 'staged'), 'staged');
 }
 
-/** The commit point's bookkeeping: the new release becomes current, the old one previous. */
-export function commit(j: ComponentJournal): ComponentJournal {
-  if (!j.txn) throw new Error('no transaction');
-  return { ...j, current: j.txn.version, previous: j.txn.from, txn: { ...j.txn, phase: 'committed' } };
+/** staged → activating (or again from activating/probation when recovery switches in after a crash). */
+export function activating(j: ComponentJournal): OpenJournal {
+  return to(j, from(j, 'activating'), 'activating');
 }
 
-/** After a rollback the release is quarantined so the agent never re-applies it on its own. */
-export function rolledBack(j: ComponentJournal): ComponentJournal {
-  if (!j.txn) throw new Error('no transaction');
-  const q = j.quarantined.includes(j.txn.version) ? j.quarantined : [...j.quarantined, j.txn.version];
-  return { ...j, quarantined: q, txn: { ...j.txn, phase: 'rolled-back' } };
+/** activating → probation: switched in; health is judged next. */
+export function probation(j: ComponentJournal): OpenJournal {
+  return to(j, from(j, 'probation'), 'probation');
+}
+
+/** probation → committed, the commit point's bookkeeping: the new release becomes current, the old one previous. */
+export function commit(j: ComponentJournal): OpenJournal {
+  const t = from(j, 'commit');
+  return { ...j, current: t.version, previous: t.from, txn: { ...t, phase: 'committed' } };
+}
+
+/** Records why the transaction failed (the phase is kept; `rollingBack` follows). */
+export function fail(j: ComponentJournal, cls: FailureClass, reason: string): OpenJournal {
+  const t = from(j, 'fail');
+  return { ...j, txn: { ...t, failure: { class: cls, reason } } };
+}
+
+/** → rolling-back: only after a failure was recorded, so a crash from here on recovers into the rollback. */
+export function rollingBack(j: ComponentJournal): OpenJournal {
+  const t = from(j, 'rollingBack');
+  if (!t.failure) throw new Error(`rollingBack: no failure recorded in phase ${t.phase}`);
+  return to(j, t, 'rolling-back');
+}
+
+/** rolling-back → rolled-back; the release is quarantined so the agent never re-applies it on its own. */
+export function rolledBack(j: ComponentJournal): OpenJournal {
+  const t = from(j, 'rolledBack');
+  const q = j.quarantined.includes(t.version) ? j.quarantined : [...j.quarantined, t.version];
+  return { ...j, quarantined: q, txn: { ...t, phase: 'rolled-back' } };
+}
+
+/** downloading | staged → (none): nothing was switched, the running release was never touched. */
+export function discard(j: ComponentJournal): ComponentJournal {
+  from(j, 'discard');
+  return { ...j, txn: null };
+}
+
+/** committed | rolled-back → (none): the report is queued, the transaction is over. */
+export function close(j: ComponentJournal): ComponentJournal {
+  from(j, 'close');
+  return { ...j, txn: null };
 }
 
 export type Recovery =

@@ -14,11 +14,11 @@ export const PINNED_ROOT = 'tuf-root.json';
 // TUF verification (tuf-js and its models) is loaded on first use, not at start-up: an idle agent never
 // needs it, and it costs a device several MB of resident memory (docs/agent.md, "Memory").
 export const verifyRelease = async (
-  ...a: Parameters<typeof import('../trust/device-verifier.ts').verifyRelease>
-) => (await import('../trust/device-verifier.ts')).verifyRelease(...a);
+  ...a: Parameters<typeof import('../trust/verifier/device-verifier.ts').verifyRelease>
+) => (await import('../trust/verifier/device-verifier.ts')).verifyRelease(...a);
 const verifyVendorRelease = async (
-  ...a: Parameters<typeof import('../trust/vendor-tuf.ts').verifyVendorRelease>
-) => (await import('../trust/vendor-tuf.ts')).verifyVendorRelease(...a);
+  ...a: Parameters<typeof import('../trust/verifier/vendor-tuf.ts').verifyVendorRelease>
+) => (await import('../trust/verifier/vendor-tuf.ts')).verifyVendorRelease(...a);
 
 export class Verification {
   private warnedUnverified = false;

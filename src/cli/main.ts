@@ -1,10 +1,10 @@
 // The `ringfence` command line: every operation, scriptable, with --json and one-line errors.
 import { Command, CommanderError } from 'commander';
+import { agentCommand } from '../agent/commands.ts';
 import { VERSION } from '../version.ts';
 import { CliError, connection } from './client.ts';
 import { adminCommands } from './commands/admin.ts';
 import { bundleCommands } from './commands/bundle.ts';
-import { agentCommand, serverCommand } from './commands/daemons.ts';
 import { fleetCommands } from './commands/fleet.ts';
 import { historyCommands } from './commands/history.ts';
 import { keysCommands } from './commands/keys.ts';
@@ -12,6 +12,7 @@ import { rehearseCommand } from './commands/rehearse.ts';
 import { releaseCommands } from './commands/release.ts';
 import { repoCommands } from './commands/repo.ts';
 import { planCommands, rolloutCommands } from './commands/rollout.ts';
+import { serverCommand } from './commands/server.ts';
 import { watchCommand } from './commands/watch.ts';
 import { printErrorLine, printJsonLine, printLine } from './output.ts';
 
@@ -27,7 +28,7 @@ const program = new Command('ringfence')
 const conn = () => connection(program.opts());
 
 serverCommand(program);
-agentCommand(program);
+agentCommand(program); // the device agent's own commands, mounted as `ringfence agent …`
 releaseCommands(program, conn);
 planCommands(program, conn);
 rolloutCommands(program, conn);

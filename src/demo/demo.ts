@@ -9,12 +9,13 @@ import { api, type Conn } from '../cli/client.ts';
 import { importRelease } from '../cli/commands/release.ts';
 import { parsePlan } from '../engine/plan.ts';
 import { createServer } from '../server/app.ts';
+import { devicesWithoutVerifiedTrust } from '../server/db/device-components.ts';
 import type { DeviceSummary } from '../server/routes/admin-fleet.ts';
 import type { RolloutView } from '../server/routes/admin-rollouts.ts';
 import { parseFault } from '../sim/faults.ts';
 import { fleetFromLabels } from '../sim/fleet.ts';
 import { rehearse } from '../sim/rehearsal.ts';
-import { Repository } from '../trust/repository.ts';
+import { TufRepository } from '../trust/signer/tuf-repository.ts';
 import { prepareDevice, type SpawnedDevice, startAgent, stopAgents, writeContent } from './fleet.ts';
 
 export const DEMO_PLAN = `name: demo-waves
@@ -71,7 +72,7 @@ export async function runDemo(
   const problems: string[] = [];
   // `keys init` before the server starts: agents pin the organisation's root at enrollment and verify every
   // release with TUF (approval signs it), so the demo runs the full signed path.
-  const keys = Repository.init(join(root, 'server'));
+  const keys = TufRepository.init(join(root, 'server'));
   const srv = await createServer({
     dataDir: join(root, 'server'),
     logger: pino({ level: 'silent' }),
@@ -214,11 +215,7 @@ export async function runDemo(
       }
     }
     // Every device must have pinned the root and verified what it installed (no sha256-only fallback).
-    const unverified = await srv.ctx.store.db
-      .selectFrom('device_components')
-      .select('device_id')
-      .where('health', 'not like', '%"trust":"verified"%')
-      .execute();
+    const unverified = await devicesWithoutVerifiedTrust(srv.ctx.store.db);
     if (unverified.length) problems.push(`${unverified.length} devices did not verify releases with TUF`);
     const haltedAfter =
       badEnd.state.haltedAtWave !== null ? badEnd.waves[badEnd.state.haltedAtWave].name : null;

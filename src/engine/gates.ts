@@ -1,7 +1,7 @@
 // A wave's gates, judged over its assignments: the failure budget (checked all along, for every started
 // wave), the success gate and the evidence (min_reported) gate (checked when the wave has settled).
 import { resolveAmount, type WaveSpec } from './plan.ts';
-import { type Assignment, isTransientFailure, NO_REPORT } from './rollout-state.ts';
+import { type Assignment, isRetryableFailure, NO_REPORT } from './rollout-state.ts';
 
 function failureBudgetExceeded(wave: WaveSpec, failed: number, selected: number): boolean {
   if ('count' in wave.maxFailures) return failed > wave.maxFailures.count;
@@ -44,7 +44,7 @@ export function retryWithinBudget(
   const selected = new Array<number>(current + 1).fill(0);
   for (const a of assignments) {
     if (a.wave < 0 || a.wave > current || a.state === 'skipped') continue;
-    const retried = a.state === 'failed' && isTransientFailure(a.reason) && inFleet(a.deviceId);
+    const retried = a.state === 'failed' && isRetryableFailure(a) && inFleet(a.deviceId);
     const w = retried ? current : a.wave;
     selected[w]++;
     if (a.state === 'failed' && !retried) failed[w]++;

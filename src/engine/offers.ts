@@ -73,7 +73,14 @@ export function expireOffers(ctx: OfferContext, wave: readonly Assignment[]): Of
     const due = from + limit;
     // No report in time is a failure of the release on that device (outcome too: the wave's counts see it).
     if (now >= due)
-      out.changed.push({ ...a, state: 'failed', outcome: 'failed', reportedAt: now, reason: NO_REPORT });
+      out.changed.push({
+        ...a,
+        state: 'failed',
+        outcome: 'failed',
+        reportedAt: now,
+        reason: NO_REPORT,
+        failureClass: 'no-report',
+      });
     else out.wakeAt = earlier(out.wakeAt, due);
   }
   return out;

@@ -1,6 +1,9 @@
 // The rollout's plain data: its status, the per-device assignments, the fleet view the engine reads, the
 // operator events it takes and the commands it emits; plus the pure updates made outside a step.
+import { type FailureClass, isRetryable, legacyClass, NO_REPORT_REASON } from '../protocol/failure-class.ts';
 import type { Labels } from './selector.ts';
+
+export type { FailureClass };
 
 export type RolloutStatus =
   | 'pending'
@@ -44,8 +47,8 @@ export interface RolloutState {
   haltedAtWave: number | null;
 }
 
-/** Reason recorded for a device that did not report before its deadline (a transient failure: retryable). */
-export const NO_REPORT = 'no report before the deadline';
+/** Reason recorded for a device that did not report before its deadline (class `no-report`: retryable). */
+export const NO_REPORT = NO_REPORT_REASON;
 
 export type AssignmentState =
   | 'queued'
@@ -70,6 +73,8 @@ export interface Assignment {
   offeredAt: number | null;
   reportedAt: number | null;
   reason: string | null;
+  /** Why it failed, as a class (the engine retries by class only); absent on rows stored without one. */
+  failureClass?: FailureClass | null;
 }
 
 export interface DeviceView {
@@ -99,10 +104,14 @@ export type EngineEvent =
   | { kind: 'rollback'; actor: string; reason?: string }
   | { kind: 'retry'; actor: string };
 
-/** Failure reasons worth another try: the release never got a fair chance on the device. */
-export function isTransientFailure(reason: string | null): boolean {
-  if (reason === null) return false;
-  return /^(download|timeout)\b|no report|deadline|timed out|network|ECONN|unreachable/i.test(reason);
+/** The class of a failed assignment: the one recorded with it, else the one its `class: reason` text names. */
+export function failureClassOf(a: Pick<Assignment, 'failureClass' | 'reason'>): FailureClass {
+  return a.failureClass ?? legacyClass(a.reason);
+}
+
+/** A failure worth another try (the release never got a fair chance on the device), decided by its class. */
+export function isRetryableFailure(a: Pick<Assignment, 'failureClass' | 'reason'>): boolean {
+  return isRetryable(failureClassOf(a));
 }
 
 export type Command =
@@ -141,7 +150,15 @@ export function newRollout(init: {
 /** Applies a device's report to its assignment (pure); returns null when the report does not apply. */
 export function applyReport(
   a: Assignment,
-  r: { outcome: DeviceOutcome; version: string; target: string; reason?: string | null; at: number },
+  r: {
+    outcome: DeviceOutcome;
+    version: string;
+    target: string;
+    reason?: string | null;
+    /** The failure's class; without one, the class the `class: reason` text names (see legacyClass). */
+    failureClass?: FailureClass | null;
+    at: number;
+  },
 ): Assignment | null {
   const failed = r.outcome !== 'succeeded';
   if (a.state === 'reverting' || a.state === 'unconfirmed') {
@@ -161,6 +178,7 @@ export function applyReport(
       outcome: r.outcome,
       reportedAt: r.at,
       reason: r.reason ?? null,
+      failureClass: failed ? (r.failureClass ?? legacyClass(r.reason)) : null,
     };
   }
   return null;

@@ -12,7 +12,7 @@ import {
   type Command,
   type DeviceView,
   type EngineEvent,
-  isTransientFailure,
+  isRetryableFailure,
   observedReverted,
   type RolloutState,
   type RolloutStatus,
@@ -31,7 +31,7 @@ export {
   type DeviceView,
   type EngineEvent,
   eventRefusal,
-  isTransientFailure,
+  isRetryableFailure,
   NO_REPORT,
   newRollout,
   type RolloutState,
@@ -199,7 +199,7 @@ class Stepper {
     if (!retryWithinBudget(this.input.plan.waves, this.r.wave, this.asg.values(), inFleet)) return;
     let n = 0;
     for (const a of [...this.asg.values()])
-      if (a.state === 'failed' && isTransientFailure(a.reason) && inFleet(a.deviceId)) {
+      if (a.state === 'failed' && isRetryableFailure(a) && inFleet(a.deviceId)) {
         this.set({
           ...a,
           wave: this.r.wave,

@@ -1,6 +1,7 @@
 // The admin token: created on first start (shown once), stored only as a hash, rotated on demand.
 import { appendAudit } from './db/audit.ts';
 import type { Store } from './db/database.ts';
+import { getMeta, initMeta, setMeta } from './db/meta.ts';
 import { hashToken, newToken, tokenMatches } from './tokens.ts';
 
 const KEY = 'admin_token_hash';
@@ -39,11 +40,7 @@ export class AdminToken {
       if (weak) throw new Error(`RINGFENCE_INITIAL_ADMIN_TOKEN ${weak}`);
     }
     const token = initial ?? newToken('adm');
-    await store.db
-      .insertInto('meta')
-      .values({ key: KEY, value: hashToken(token) })
-      .onConflict((oc) => oc.column('key').doNothing())
-      .execute();
+    await initMeta(store.db, KEY, hashToken(token));
     admin.cached = null;
     return { admin, generated: initial === undefined ? token : null, fromInitial: initial !== undefined };
   }
@@ -51,14 +48,10 @@ export class AdminToken {
   private async storedHash(): Promise<string | null> {
     const now = this.clock();
     if (this.cached && now - this.cached.at < CACHE_MS) return this.cached.hash;
-    const row = await this.store.db
-      .selectFrom('meta')
-      .select('value')
-      .where('key', '=', KEY)
-      .executeTakeFirst();
-    if (!row) return null;
-    this.cached = { hash: row.value, at: now };
-    return row.value;
+    const hash = await getMeta(this.store.db, KEY);
+    if (hash === null) return null;
+    this.cached = { hash, at: now };
+    return hash;
   }
 
   /** True when the presented token is the current admin token (constant-time comparison of hashes). */
@@ -72,11 +65,7 @@ export class AdminToken {
   async rotate(actor: string): Promise<string> {
     const token = newToken('adm');
     await this.store.db.transaction().execute(async (tx) => {
-      await tx
-        .updateTable('meta')
-        .set({ value: hashToken(token) })
-        .where('key', '=', KEY)
-        .execute();
+      await setMeta(tx, KEY, hashToken(token));
       await appendAudit(tx, {
         at: this.clock(),
         actor,

@@ -1,4 +1,5 @@
-// Builds the Fastify server: routes, admin auth, uniform errors, OpenAPI and metrics.
+// Builds the Fastify server: one plugin per area (device, admin, tuf, web), uniform errors from the one error
+// table (errors.ts), OpenAPI and metrics.
 import { join } from 'node:path';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
@@ -6,30 +7,20 @@ import { VERSION } from '../version.ts';
 import { AdminToken } from './admin-token.ts';
 import { BlobStore } from './blobs.ts';
 import { guardEdges, timeoutOptions } from './connections.ts';
-import { HttpError, type ServerContext } from './context.ts';
+import type { ServerContext } from './context.ts';
 import { openStore } from './db/database.ts';
+import { errorAnswer } from './errors.ts';
 import { DEFAULT_LIMITS, Guards, type ServerLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import { openApiDocument, type RouteDoc } from './openapi.ts';
 import { adminPlugin, assertAdminScope } from './plugins/admin.ts';
+import { devicePlugin } from './plugins/device.ts';
+import { tufPlugin } from './plugins/tuf.ts';
+import { webPlugin } from './plugins/web.ts';
 import { RolloutDriver } from './rollout-driver.ts';
-import { deviceRoutes } from './routes/device.ts';
-import { tufRoutes, vendorTufAdminRoutes } from './routes/tuf.ts';
-import { webRoutes } from './routes/web.ts';
+import { vendorTufAdminRoutes } from './routes/tuf.ts';
 
 export { VERSION };
-
-/** The `error` field of an error answer, by status, when the error carries no code of its own. */
-const ERROR_CODES: Record<number, string> = {
-  400: 'bad_request',
-  401: 'unauthorized',
-  403: 'forbidden',
-  404: 'not_found',
-  409: 'conflict',
-  413: 'too_large',
-  416: 'range_not_satisfiable',
-  429: 'rate_limited',
-};
 
 export interface ServerOptions {
   dataDir: string;
@@ -93,29 +84,21 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   guardEdges(app, limits, opts.tls !== undefined, (what) => metrics.throttled.inc({ what }));
   const routes: RouteDoc[] = [];
   app.addHook('onRoute', (r) => {
-    if (r.schema && !(r.schema as { hide?: boolean }).hide)
-      routes.push({ method: r.method, url: r.url, schema: r.schema as Record<string, unknown> });
+    if (r.schema && !r.schema.hide) routes.push({ method: r.method, url: r.url, schema: r.schema });
   });
   // Authorization is bound to routes, never to the request's URL: every /v1/admin route lives in the admin
   // plugin, whose hook authenticates it; one registered anywhere else stops the server from starting.
   assertAdminScope(app);
-  app.setErrorHandler(
-    (err: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
-      const status = err instanceof HttpError ? err.statusCode : (err.statusCode ?? 500);
-      if (status >= 500) req.log.error({ err }, 'request failed');
-      const message =
-        status >= 500 && !(err instanceof HttpError) ? 'internal error (see server log)' : err.message;
-      reply.code(status).send({
-        error: err.code ?? ERROR_CODES[status] ?? (status >= 500 ? 'internal' : 'bad_request'),
-        message,
-      });
-    },
-  );
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+    const { status, body } = errorAnswer(err);
+    if (status >= 500) req.log.error({ err }, 'request failed');
+    reply.code(status).send(body);
+  });
 
-  deviceRoutes(app, ctx);
+  await devicePlugin(app, ctx);
   await adminPlugin(app, ctx, [vendorTufAdminRoutes]);
-  tufRoutes(app, ctx);
-  webRoutes(app);
+  await tufPlugin(app, ctx);
+  await webPlugin(app);
 
   app.get('/healthz', { schema: { summary: 'Liveness and version', tags: ['ops'] } }, async () => ({
     ok: true,

@@ -20,12 +20,5 @@ export interface ServerContext {
   guards: Guards;
 }
 
-/** An error with an HTTP status and a one-line message, turned into {error, message} by the server. */
-export class HttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+// Kept here for the route files that import it from the context; its home is errors.ts.
+export { HttpError } from './errors.ts';

@@ -1,8 +1,24 @@
 // Publishes the HTTP API as OpenAPI 3.1, built from the JSON schemas the routes validate with.
+import type { FastifySchema } from 'fastify';
+
 export interface RouteDoc {
   method: string | string[];
   url: string;
-  schema: Record<string, unknown>;
+  schema: FastifySchema;
+}
+
+/** The `properties` (and `required`) of a params or querystring schema, whatever shape it was given in. */
+function objectSchema(s: unknown): { properties: Record<string, unknown>; required: string[] } {
+  const o = typeof s === 'object' && s !== null ? s : {};
+  const properties =
+    'properties' in o && typeof o.properties === 'object' && o.properties !== null ? o.properties : {};
+  const required = 'required' in o && Array.isArray(o.required) ? o.required.map(String) : [];
+  return { properties: { ...properties }, required };
+}
+
+/** The response schemas by status, when the route declares any. */
+function responses(s: unknown): Record<string, unknown> {
+  return typeof s === 'object' && s !== null ? { ...s } : {};
 }
 
 /** Builds the OpenAPI document from the registered routes. */
@@ -10,36 +26,31 @@ export function openApiDocument(routes: RouteDoc[], version: string): Record<str
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
     const path = r.url.replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, '{$1}');
+    const pathParams = objectSchema(r.schema.params).properties;
     const params: Array<{ name: string; in: string; required: boolean; schema: unknown }> = [
       ...r.url.matchAll(/:([A-Za-z_][A-Za-z0-9_]*)/g),
     ].map((m) => ({
       name: m[1],
       in: 'path',
       required: true,
-      schema: ((r.schema.params as { properties?: Record<string, unknown> } | undefined)?.properties?.[
-        m[1]
-      ] ?? {
-        type: 'string',
-      }) as unknown,
+      schema: pathParams[m[1]] ?? { type: 'string' },
     }));
-    const query = r.schema.querystring as
-      | { properties?: Record<string, unknown>; required?: string[] }
-      | undefined;
-    for (const [name, schema] of Object.entries(query?.properties ?? {}))
-      params.push({ name, in: 'query', required: query?.required?.includes(name) ?? false, schema });
-    const responses: Record<string, unknown> = {
+    const query = objectSchema(r.schema.querystring);
+    for (const [name, schema] of Object.entries(query.properties))
+      params.push({ name, in: 'query', required: query.required.includes(name), schema });
+    const answers: Record<string, unknown> = {
       '200': { description: 'OK' },
       '4XX': { description: '{error, message}' },
     };
-    for (const [status, schema] of Object.entries((r.schema.response ?? {}) as Record<string, unknown>))
-      responses[status] = { description: 'OK', content: { 'application/json': { schema } } };
+    for (const [status, schema] of Object.entries(responses(r.schema.response)))
+      answers[status] = { description: 'OK', content: { 'application/json': { schema } } };
     for (const method of Array.isArray(r.method) ? r.method : [r.method]) {
       if (method === 'HEAD') continue;
       const op: Record<string, unknown> = {
         summary: r.schema.summary,
         tags: r.schema.tags,
         parameters: params,
-        responses,
+        responses: answers,
       };
       if (r.url.startsWith('/v1/admin/')) op.security = [{ admin: [] }];
       else if (r.url === '/v1/checkin' || r.url.startsWith('/v1/blobs/')) op.security = [{ device: [] }];

@@ -17,4 +17,4 @@ export type {
   ReportView,
   RolloutDevicesPage,
   RolloutDeviceView,
-} from '../server/routes/admin-history-views.ts';
+} from '../server/services/history-views.ts';

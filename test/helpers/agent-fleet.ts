@@ -11,6 +11,7 @@ import {
   writeContent,
 } from '../../src/demo/fleet.ts';
 import type { DeviceSummary } from '../../src/server/routes/admin-fleet.ts';
+import { track } from './processes.ts';
 import { type TestServer, until } from './server.ts';
 
 /**
@@ -26,7 +27,7 @@ export async function startAgentFleet(
   const devices = Array.from({ length: n }, (_, i) =>
     prepareDevice(join(ts.dir, 'devices'), spec(i), ts.url, tok.token, { probationMs: 600 }),
   );
-  for (const d of devices) startAgent(d, { RINGFENCE_LOG_LEVEL: 'warn' });
+  for (const d of devices) track(startAgent(d, { RINGFENCE_LOG_LEVEL: 'warn' }));
   return devices;
 }
 
@@ -47,4 +48,22 @@ export function fleetUntil(
 export async function importGoodAndBadContent(ts: TestServer): Promise<void> {
   await importRelease(ts.conn, 'sensor-content', '1.0.0', [writeContent(join(ts.dir, 'c1'), '1.0.0', 4)]);
   await importRelease(ts.conn, 'sensor-content', '2.0.0', [writeContent(join(ts.dir, 'c2'), '2.0.0', 0)]);
+}
+
+/**
+ * Waits until the server has seen `n` more check-ins from the device (each a new last_seen_at): the event a
+ * "nothing happens" check waits for, instead of a fixed sleep that a busy machine can make too short.
+ */
+export async function checkinsSeen(ts: TestServer, device: { name: string }, n = 3): Promise<void> {
+  const seen = new Set<number>();
+  await until(
+    async () => {
+      const d = await api<{ last_seen_at: number }>(ts.conn, 'GET', `/v1/admin/devices/${device.name}`);
+      seen.add(d.last_seen_at);
+      return seen.size;
+    },
+    (count) => count > n,
+    120_000,
+    `${n} check-ins from ${device.name}`,
+  );
 }

@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import pino from 'pino';
 import { api } from '../../src/cli/client.ts';
-import { Repository } from '../../src/trust/repository.ts';
+import { TufRepository } from '../../src/trust/signer/tuf-repository.ts';
+import { track } from './processes.ts';
 import { enrollDevices, type ProtocolDevice, release } from './protocol-device.ts';
 import { startTestServer, type TestServer } from './server.ts';
 
@@ -167,7 +168,7 @@ async function buildWorld(
     },
   });
   try {
-    Repository.init(join(ts.dir, 'server'), { rootKeys: 1, rootThreshold: 1 });
+    TufRepository.init(join(ts.dir, 'server'), { rootKeys: 1, rootThreshold: 1 });
     const conn = ts.conn;
     const enrolled = await enrollDevices(conn, [
       { ring: 'canary', env: 'prod', tier: 'A' },
@@ -207,7 +208,7 @@ async function buildWorld(
     const releases = await api<
       Array<{ component: string; version: string; artifacts: Array<{ sha256: string; name: string }> }>
     >(conn, 'GET', '/v1/admin/releases');
-    const repo = Repository.open(join(ts.dir, 'server'));
+    const repo = TufRepository.open(join(ts.dir, 'server'));
     // As served: <dir>/<sha256>.<name> (consistent snapshots), and the plain path too.
     const targets = repo
       ? Object.entries(repo.targets().signed.targets).flatMap(([path, t]) => {
@@ -290,12 +291,14 @@ function forkServer(
   onLog: (e: ServerLogError[]) => void,
   onExit: (p: ServerProcess) => void,
 ): Promise<ServerProcess> {
-  const proc = fork(fileURLToPath(import.meta.url), [], {
-    execArgv: ['--import', 'tsx'],
-    // Not a test process itself (node --test marks its children with NODE_TEST_CONTEXT).
-    env: { ...process.env, NODE_TEST_CONTEXT: undefined, [CHILD_ENV]: '1' },
-    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-  });
+  const proc = track(
+    fork(fileURLToPath(import.meta.url), [], {
+      execArgv: ['--import', 'tsx'],
+      // Not a test process itself (node --test marks its children with NODE_TEST_CONTEXT).
+      env: { ...process.env, NODE_TEST_CONTEXT: undefined, [CHILD_ENV]: '1' },
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    }),
+  );
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString('utf8')).slice(-20_000);

@@ -1,5 +1,6 @@
 // A throwaway PostgreSQL cluster for tests: initdb + pg_ctl in a temp folder on a free loopback port,
-// run as the `postgres` user when the tests run as root. Stopped and removed by stop().
+// run as the `postgres` user when the tests run as root. Stopped and removed by stop(), or when the test
+// file's process exits, whichever comes first.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -65,14 +66,18 @@ export async function startPostgres(): Promise<PgCluster> {
     `-p ${port} -h 127.0.0.1 -k ${root} -c fsync=off -c full_page_writes=off -c synchronous_commit=off`,
     'start',
   ]);
-  return {
-    url: `postgres://ringfence@127.0.0.1:${port}/postgres`,
-    stop() {
-      try {
-        run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
-    },
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    process.off('exit', stop);
+    try {
+      run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   };
+  // pg_ctl daemonizes the server: it is no child of the test, so a crashed test file must stop it itself.
+  process.on('exit', stop);
+  return { url: `postgres://ringfence@127.0.0.1:${port}/postgres`, stop };
 }

@@ -38,11 +38,14 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls until fn returns a truthy value or the time runs out (then throws with the last value). */
+/**
+ * Polls every 100 ms until `ok` holds for fn's value, or the ceiling `ms` passes (then throws with the last
+ * value). The ceiling is generous by default: a wait ends at its event, and a busy machine is slow.
+ */
 export async function until<T>(
   fn: () => Promise<T>,
   ok: (v: T) => boolean,
-  ms = 30_000,
+  ms = 120_000,
   what = 'condition',
 ): Promise<T> {
   const end = Date.now() + ms;

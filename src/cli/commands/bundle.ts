@@ -4,70 +4,44 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
 import { BlobStore } from '../../server/blobs.ts';
-import { appendAudit } from '../../server/db/audit.ts';
-import { type BundleRelease, exportBundle, importBundle } from '../../trust/bundle.ts';
-import { Repository } from '../../trust/repository.ts';
+import type { Db } from '../../server/db/database.ts';
+import { exportBundle } from '../../trust/ops/bundle-export.ts';
+import { importBundle } from '../../trust/ops/bundle-import.ts';
+import { TufRepository } from '../../trust/signer/tuf-repository.ts';
+import type { BundleRelease } from '../../trust/verifier/bundle-reader.ts';
 import { CliError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
 
-const same = (a: BundleRelease['artifacts'], b: BundleRelease['artifacts']) =>
-  JSON.stringify([...a].sort((x, y) => x.name.localeCompare(y.name))) ===
-  JSON.stringify([...b].sort((x, y) => x.name.localeCompare(y.name)));
+/** Opens the server's store in a data folder (loaded on demand: the CLI's other commands need no drivers). */
+async function withStore<T>(
+  dataDir: string,
+  databaseUrl: string | undefined,
+  fn: (db: Db) => Promise<T>,
+): Promise<T> {
+  const { openStore } = await import('../../server/db/database.ts');
+  const store = await openStore({ dataDir, url: databaseUrl });
+  try {
+    return await fn(store.db);
+  } finally {
+    await store.close();
+  }
+}
 
-/** Registers verified bundle releases as approved; existing identical releases are left alone. */
+/** Registers verified bundle releases as approved (the release service); existing identical ones are left alone. */
 export async function registerBundleReleases(
   dataDir: string,
   releases: BundleRelease[],
   opts: { databaseUrl?: string; file: string; dryRun?: boolean; now?: number },
 ): Promise<string[]> {
-  // Loaded on demand: the database drivers are not needed by the rest of the CLI.
-  const { openStore } = await import('../../server/db/database.ts');
-  const store = await openStore({ dataDir, url: opts.databaseUrl });
-  const added: string[] = [];
-  try {
-    await store.db.transaction().execute(async (tx) => {
-      const now = opts.now ?? Date.now();
-      for (const r of releases) {
-        const row = await tx
-          .selectFrom('releases')
-          .select(['id', 'artifacts', 'approved_at'])
-          .where('component', '=', r.component)
-          .where('version', '=', r.version)
-          .executeTakeFirst();
-        if (row) {
-          if (!same(JSON.parse(row.artifacts), r.artifacts))
-            throw new Error(
-              `${r.component}@${r.version} exists here with other content; releases are immutable`,
-            );
-          continue;
-        }
-        if (opts.dryRun) continue;
-        await tx
-          .insertInto('releases')
-          .values({
-            component: r.component,
-            version: r.version,
-            artifacts: JSON.stringify(r.artifacts),
-            provenance: JSON.stringify({ bundle: opts.file, imported_by: process.env.USER ?? 'unknown' }),
-            created_at: now,
-            approved_at: now,
-            approved_by: 'bundle (organisation-signed targets)',
-          })
-          .execute();
-        await appendAudit(tx, {
-          at: now,
-          actor: process.env.USER ?? 'cli',
-          action: 'release.imported-from-bundle',
-          subject: `release/${r.component}@${r.version}`,
-          detail: { bundle: opts.file, artifacts: r.artifacts },
-        });
-        added.push(`${r.component}@${r.version}`);
-      }
-    });
-  } finally {
-    await store.close();
-  }
-  return added;
+  const service = await import('../../server/services/releases.ts');
+  return withStore(dataDir, opts.databaseUrl, (db) =>
+    service.registerBundleReleases(db, releases, {
+      file: opts.file,
+      user: process.env.USER,
+      dryRun: opts.dryRun,
+      now: opts.now ?? Date.now(),
+    }),
+  );
 }
 
 /** Whether any release in the database lists a blob (kept when a refused import is undone). */
@@ -76,19 +50,8 @@ async function blobReferenced(
   databaseUrl: string | undefined,
   sha256: string,
 ): Promise<boolean> {
-  if (!/^[0-9a-f]{64}$/.test(sha256)) return true;
-  const { openStore } = await import('../../server/db/database.ts');
-  const store = await openStore({ dataDir, url: databaseUrl });
-  try {
-    const row = await store.db
-      .selectFrom('releases')
-      .select('id')
-      .where('artifacts', 'like', `%${sha256}%`)
-      .executeTakeFirst();
-    return row !== undefined;
-  } finally {
-    await store.close();
-  }
+  const { blobInUse } = await import('../../server/services/releases.ts');
+  return withStore(dataDir, databaseUrl, (db) => blobInUse(db, sha256));
 }
 
 export function bundleCommands(program: Command): void {
@@ -102,7 +65,7 @@ export function bundleCommands(program: Command): void {
     .option('--valid-for <duration>', 'keep the metadata valid for the journey (e.g. 30d)')
     .option('--json', 'machine-readable output')
     .action(async (file: string, refs: string[], o: { data: string; validFor?: string; json?: boolean }) => {
-      const repo = Repository.open(o.data);
+      const repo = TufRepository.open(o.data);
       if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
       try {
         const m = await exportBundle(repo, new BlobStore(join(o.data, 'blobs')), file, {

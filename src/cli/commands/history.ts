@@ -6,7 +6,7 @@ import {
   type DeviceHistoryPage,
   type ReportView,
   type RolloutDevicesPage,
-} from '../../server/routes/admin-history-views.ts';
+} from '../../server/services/history-views.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printJson, printLine, terminalSafe } from '../output.ts';
 

@@ -2,8 +2,8 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ensurePrivateDir } from '../../files/atomic-file.ts';
-import { generateKey, readRoleKeys, tightenKeyDir, writeKeyFile } from '../../trust/keys.ts';
-import { Repository } from '../../trust/repository.ts';
+import { generateKey, readRoleKeys, tightenKeyDir, writeKeyFile } from '../../trust/signer/keys.ts';
+import { TufRepository } from '../../trust/signer/tuf-repository.ts';
 import { CliError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
 
@@ -45,9 +45,9 @@ export function keysCommands(program: Command): void {
     .action(
       (o: { data: string; rootKeys: string; rootThreshold: string; rootKeyDir?: string; json?: boolean }) => {
         privateDataDir(o.data);
-        let r: ReturnType<typeof Repository.init>;
+        let r: ReturnType<typeof TufRepository.init>;
         try {
-          r = Repository.init(o.data, {
+          r = TufRepository.init(o.data, {
             rootKeys: int(o.rootKeys, '--root-keys'),
             rootThreshold: int(o.rootThreshold, '--root-threshold'),
             rootKeyDir: o.rootKeyDir,
@@ -93,7 +93,7 @@ export function keysCommands(program: Command): void {
         rotate?: string;
         json?: boolean;
       }) => {
-        const repo = Repository.open(o.data);
+        const repo = TufRepository.open(o.data);
         if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
         privateDataDir(o.data);
         const keyDir = o.rootKeyDir ?? repo.keyDir;
@@ -142,7 +142,7 @@ export function keysCommands(program: Command): void {
     .requiredOption('--data <dir>', 'server data folder')
     .option('--json', 'machine-readable output')
     .action((o: { data: string; json?: boolean }) => {
-      const repo = Repository.open(o.data);
+      const repo = TufRepository.open(o.data);
       if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
       const root = repo.root().signed;
       const out = {

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { PlanError, parsePlan } from '../../engine/plan.ts';
+import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
 import type { Labels } from '../../engine/selector.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import { FAULT_HELP, type Fault, parseFault } from '../../sim/faults.ts';
@@ -115,6 +115,66 @@ function printHuman(r: RehearsalResult, timing: TimingModel): void {
   );
 }
 
+/** The plan file, parsed; a bad one is a one-line CLI error. */
+function loadPlan(file: string): Plan {
+  try {
+    return parsePlan(readFileSync(file, 'utf8'), file);
+  } catch (e) {
+    if (e instanceof PlanError) throw new CliError(e.message);
+    throw new CliError(`${file}: ${(e as Error).message}`);
+  }
+}
+
+/** The --fault specs, parsed. */
+function loadFaults(specs: string[]): Fault[] {
+  try {
+    return specs.map(parseFault);
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+}
+
+/** The simulated fleet: the server's live fleet, a generated one of --fleet N devices, or an inventory. */
+async function loadFleet(o: RehearseOpts, conn: () => Conn): Promise<SimFleet> {
+  if (o.fromServer) {
+    const devs = await api<DeviceSummary[]>(conn(), 'GET', '/v1/admin/devices');
+    return { ids: devs.map((d) => d.id), labels: devs.map((d) => d.labels) };
+  }
+  if (o.fleet && /^\d+$/.test(o.fleet)) {
+    const n = Number(o.fleet);
+    if (n < 1 || n > 5_000_000) throw new CliError('--fleet: between 1 and 5000000 devices');
+    return generateFleet(n, createRng(`fleet:${o.seed}`));
+  }
+  if (o.fleet) return inventory(o.fleet);
+  throw new CliError('give --fleet N, --fleet FILE or --from-server');
+}
+
+/** The device timings from the flags and the agent configuration (timing.ts fills in the rest). */
+async function loadTiming(plan: Plan, o: RehearseOpts): Promise<TimingModel> {
+  if (o.checkinEvery && o.poll) throw new CliError('give --checkin-every or --poll, not both');
+  if (o.healthTime && o.probation) throw new CliError('give --health-time or --probation, not both');
+  const poll = o.checkinEvery ?? o.poll;
+  const health = o.healthTime ?? o.probation;
+  const timing = resolveTiming(plan, {
+    pollMs: poll === undefined ? undefined : duration(poll, '--checkin-every'),
+    applyMs: o.applyTime === undefined ? undefined : durationRange(o.applyTime, '--apply-time'),
+    healthMs: health === undefined ? undefined : duration(health, '--health-time'),
+    tickMs: o.tick === undefined ? undefined : duration(o.tick, '--tick'),
+    agent: o.agentConfig ? await agentTimings(o.agentConfig) : undefined,
+  });
+  if (timing.pollMs < 1000) throw new CliError('--checkin-every: at least 1s');
+  return timing;
+}
+
+/** Writes report.json and the self-contained index.html into `dir`. */
+function writeReport(r: RehearsalResult, dir: string, say: boolean): void {
+  const out = resolve(dir);
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'report.json'), `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(join(out, 'index.html'), renderReport(r));
+  if (say) printLine(`report: ${join(out, 'index.html')}`);
+}
+
 export function rehearseCommand(program: Command, conn: () => Conn): void {
   program
     .command('rehearse')
@@ -162,41 +222,10 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
     .option('--start <iso>', 'virtual start time (default 2026-01-05T08:00Z)')
     .option('--quiet', 'no progress on stderr')
     .action(async (file: string, o: RehearseOpts) => {
-      let plan: ReturnType<typeof parsePlan>;
-      try {
-        plan = parsePlan(readFileSync(file, 'utf8'), file);
-      } catch (e) {
-        if (e instanceof PlanError) throw new CliError(e.message);
-        throw new CliError(`${file}: ${(e as Error).message}`);
-      }
-      let faults: Fault[];
-      try {
-        faults = o.fault.map(parseFault);
-      } catch (e) {
-        throw new CliError((e as Error).message);
-      }
-      let fleet: SimFleet;
-      if (o.fromServer) {
-        const devs = await api<DeviceSummary[]>(conn(), 'GET', '/v1/admin/devices');
-        fleet = { ids: devs.map((d) => d.id), labels: devs.map((d) => d.labels) };
-      } else if (o.fleet && /^\d+$/.test(o.fleet)) {
-        const n = Number(o.fleet);
-        if (n < 1 || n > 5_000_000) throw new CliError('--fleet: between 1 and 5000000 devices');
-        fleet = generateFleet(n, createRng(`fleet:${o.seed}`));
-      } else if (o.fleet) fleet = inventory(o.fleet);
-      else throw new CliError('give --fleet N, --fleet FILE or --from-server');
-      if (o.checkinEvery && o.poll) throw new CliError('give --checkin-every or --poll, not both');
-      if (o.healthTime && o.probation) throw new CliError('give --health-time or --probation, not both');
-      const poll = o.checkinEvery ?? o.poll;
-      const health = o.healthTime ?? o.probation;
-      const timing = resolveTiming(plan, {
-        pollMs: poll === undefined ? undefined : duration(poll, '--checkin-every'),
-        applyMs: o.applyTime === undefined ? undefined : durationRange(o.applyTime, '--apply-time'),
-        healthMs: health === undefined ? undefined : duration(health, '--health-time'),
-        tickMs: o.tick === undefined ? undefined : duration(o.tick, '--tick'),
-        agent: o.agentConfig ? await agentTimings(o.agentConfig) : undefined,
-      });
-      if (timing.pollMs < 1000) throw new CliError('--checkin-every: at least 1s');
+      const plan = loadPlan(file);
+      const faults = loadFaults(o.fault);
+      const fleet = await loadFleet(o, conn);
+      const timing = await loadTiming(plan, o);
       const start = o.start ? Date.parse(o.start) : undefined;
       if (start !== undefined && Number.isNaN(start)) throw new CliError(`--start: not a date: ${o.start}`);
       const wall = Date.now();
@@ -216,19 +245,13 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
         progress: progress
           ? (p) =>
               process.stderr.write(
-                `rehearse: +${formatSpan(p.virtualMs)} ${p.wave ?? '-'} ${p.status}, exposed ${p.exposed}, ${p.events} events\n`,
+                `rehearse: +${formatSpan(p.virtualMs)} ${p.wave ?? '-'} ${p.status}, exposed ${p.installed}, ${p.events} events\n`,
               )
           : undefined,
       });
       if (progress && Date.now() - wall > 1000)
         process.stderr.write(`rehearse: done in ${((Date.now() - wall) / 1000).toFixed(1)}s wall time\n`);
-      if (o.report) {
-        const dir = resolve(o.report);
-        mkdirSync(dir, { recursive: true });
-        writeFileSync(join(dir, 'report.json'), `${JSON.stringify(r, null, 2)}\n`);
-        writeFileSync(join(dir, 'index.html'), renderReport(r));
-        if (!o.json) printLine(`report: ${join(dir, 'index.html')}`);
-      }
+      if (o.report) writeReport(r, o.report, !o.json);
       if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else printHuman(r, timing);
       // Also on stderr with --json, so a script that only keeps the JSON still shows it to a person.

@@ -5,7 +5,7 @@ import { basename, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import { MODE_MASK } from '../../protocol/names.ts';
-import type { ReleaseView } from '../../server/routes/admin-releases.ts';
+import type { ReleaseView } from '../../server/services/releases.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
 
@@ -211,7 +211,7 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
         let vendor: Record<string, unknown> | undefined;
         if (o.vendorSig || o.vendorKey) {
           if (!o.vendorSig || !o.vendorKey) throw new CliError('--vendor-sig and --vendor-key go together');
-          const { verifyVendorRelease } = await import('../../trust/vendor.ts');
+          const { verifyVendorRelease } = await import('../../trust/signer/vendor.ts');
           try {
             vendor = { ...(await verifyVendorRelease(files, o.vendorSig, o.vendorKey)) };
           } catch (e) {
@@ -221,12 +221,12 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
         // Dual control: the vendor's own TUF metadata must list every file (checked before any upload); the
         // metadata is then stored on the server for devices that pin the vendor's root.
         let vendorTuf:
-          | Awaited<ReturnType<typeof import('../../trust/vendor-tuf.ts').verifyVendorTuf>>
+          | Awaited<ReturnType<typeof import('../../trust/signer/vendor-import.ts').verifyVendorTuf>>
           | undefined;
         if (o.vendorTuf || o.vendorRoot || o.vendorName) {
           if (!o.vendorTuf || !o.vendorRoot || !o.vendorName)
             throw new CliError('--vendor-tuf, --vendor-root and --vendor-name go together');
-          const { verifyVendorTuf } = await import('../../trust/vendor-tuf.ts');
+          const { verifyVendorTuf } = await import('../../trust/signer/vendor-import.ts');
           try {
             vendorTuf = await verifyVendorTuf({
               vendor: o.vendorName,

@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
 import { BlobStore } from '../../server/blobs.ts';
-import { exportTree } from '../../trust/export.ts';
-import { Repository } from '../../trust/repository.ts';
-import { serveStatic } from '../../trust/static-server.ts';
+import { exportTree } from '../../trust/ops/export.ts';
+import { serveStatic } from '../../trust/ops/static-server.ts';
+import { TufRepository } from '../../trust/signer/tuf-repository.ts';
 import { CliError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
 
@@ -19,7 +19,7 @@ export function repoCommands(program: Command): void {
     .option('--valid-for <duration>', 'keep the metadata valid at least this long (e.g. 30d)')
     .option('--json', 'machine-readable output')
     .action(async (dir: string, o: { data: string; validFor?: string; json?: boolean }) => {
-      const r = Repository.open(o.data);
+      const r = TufRepository.open(o.data);
       if (!r) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
       const res = await exportTree(r, new BlobStore(join(o.data, 'blobs')), dir, {
         validForMs: o.validFor ? parseDuration(o.validFor) : undefined,
@@ -40,7 +40,7 @@ export function repoCommands(program: Command): void {
     .action(async (o: { data: string; database?: string; dryRun?: boolean; json?: boolean }) => {
       // Loaded on demand: the database drivers are not needed by the rest of the CLI.
       const { openStore } = await import('../../server/db/database.ts');
-      const { collectGarbage } = await import('../../trust/gc.ts');
+      const { collectGarbage } = await import('../../server/services/release-gc.ts');
       const store = await openStore({ dataDir: o.data, url: o.database ?? process.env.RINGFENCE_DATABASE });
       try {
         const r = await collectGarbage(store.db, new BlobStore(join(o.data, 'blobs')), o.data, {

@@ -6,7 +6,8 @@ import { analysePlan } from '../../engine/exposure.ts';
 import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
 import type { Labels } from '../../engine/selector.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
-import type { RolloutView, WaveCounts } from '../../server/routes/admin-rollouts.ts';
+import type { DryRun } from '../../server/services/rollout-dry-run.ts';
+import type { RolloutView, WaveCounts } from '../../server/services/rollout-view.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
 
@@ -35,14 +36,6 @@ export function readFleet(file: string): Labels[] {
   const [head, ...lines] = text.split(/\r?\n/).filter((l) => l.trim());
   const cols = head.split(',').map((c) => c.trim());
   return lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v.trim()])));
-}
-
-interface DryRun {
-  plan: string;
-  component: string;
-  fleet: number;
-  waves: Array<{ wave: string; selected: number; excluded: Record<string, number> }>;
-  problems: string[];
 }
 
 /** `rollout start --dry-run`: per wave, who would be selected and who is left out, and why. */
@@ -213,7 +206,7 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
         if (o.channel && o.channel !== 'early' && o.channel !== 'general') {
           throw new CliError('--channel must be early or general');
         }
-        const r = await api<RolloutView>(conn(), 'POST', '/v1/admin/rollouts', {
+        const r = await api<RolloutView | DryRun>(conn(), 'POST', '/v1/admin/rollouts', {
           release: ref,
           plan: o.plan,
           emergency: !!o.emergency,
@@ -224,7 +217,7 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
           ...(o.allowWide ? { allow_wide: true } : {}),
           ...(o.dryRun ? { dry_run: true } : {}),
         });
-        if (o.dryRun) return printDryRun(r as unknown as DryRun, o.json);
+        if ('dry_run' in r) return printDryRun(r, o.json);
         if (o.json) printJson(r);
         else printLine(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
       },

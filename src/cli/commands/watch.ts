@@ -3,7 +3,7 @@
 // it completes; 1 with the reason when it is halted, aborted or rolled back.
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import type { RolloutView, WaveCounts } from '../../server/routes/admin-rollouts.ts';
+import type { RolloutView, WaveCounts } from '../../server/services/rollout-view.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printErrorLine, printJsonLine, printLine } from '../output.ts';
 import { printWaves } from './rollout.ts';
@@ -28,9 +28,17 @@ const COUNTS = [
 type Counts = Record<(typeof COUNTS)[number], number>;
 
 function counts(w: Partial<WaveCounts>): Counts {
-  const c = {} as Counts;
-  for (const k of COUNTS) c[k] = typeof w[k] === 'number' ? w[k] : 0;
-  return c;
+  const n = (k: (typeof COUNTS)[number]) => (typeof w[k] === 'number' ? w[k] : 0);
+  return {
+    selected: n('selected'),
+    offered: n('offered'),
+    succeeded: n('succeeded'),
+    failed: n('failed'),
+    rolled_back: n('rolled_back'),
+    reverted: n('reverted'),
+    unconfirmed: n('unconfirmed'),
+    skipped: n('skipped'),
+  };
 }
 
 /** What a watcher sees of a rollout; a change in any of it is news. */

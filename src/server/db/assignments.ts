@@ -1,13 +1,231 @@
-// Table `assignments`: Per rollout and device: wave, state and the device's outcome.
+// Table `assignments`: per rollout and device, the wave, the state and the device's own outcome. Every query of
+// the table lives here.
+import type { Selectable } from 'kysely';
+import type {
+  Assignment,
+  AssignmentState,
+  DeviceOutcome,
+  RolloutStatus,
+} from '../../engine/rollout-state.ts';
+import type { FailureClass } from '../../protocol/failure-class.ts';
+import type { Db } from './database.ts';
 
 export interface AssignmentTable {
   rollout_id: number;
   device_id: string;
   wave: number;
-  state: string;
-  outcome: string | null; // the device's own verdict: succeeded | failed | rolled-back
+  state: AssignmentState;
+  outcome: DeviceOutcome | null; // the device's own verdict, kept through reverts
   from_version: string | null;
   offered_at: number | null;
   reported_at: number | null;
   reason: string | null;
+  failure_class: FailureClass | null; // why it failed, as a class: decides whether `retry` offers it again
+}
+
+export type AssignmentRow = Selectable<AssignmentTable>;
+
+/** Assignment states in which a device still belongs to its rollout (another rollout must leave it alone). */
+export const OWNING: ReadonlySet<AssignmentState> = new Set([
+  'queued',
+  'offered',
+  'succeeded',
+  'failed',
+  'reverting',
+]);
+
+const CHUNK = 400;
+
+/** Maps a row to the engine's `Assignment`. */
+export function toAssignment(r: AssignmentRow): Assignment {
+  return {
+    deviceId: r.device_id,
+    wave: r.wave,
+    state: r.state,
+    outcome: r.outcome,
+    fromVersion: r.from_version,
+    offeredAt: r.offered_at,
+    reportedAt: r.reported_at,
+    reason: r.reason,
+    failureClass: r.failure_class,
+  };
+}
+
+/** Maps an engine `Assignment` to its row. */
+export function fromAssignment(rolloutId: number, a: Assignment): AssignmentRow {
+  return {
+    rollout_id: rolloutId,
+    device_id: a.deviceId,
+    wave: a.wave,
+    state: a.state,
+    outcome: a.outcome ?? null,
+    from_version: a.fromVersion,
+    offered_at: a.offeredAt,
+    reported_at: a.reportedAt,
+    reason: a.reason,
+    failure_class: a.state === 'failed' ? (a.failureClass ?? null) : null,
+  };
+}
+
+/** A rollout's assignments by device id. */
+export async function loadAssignments(db: Db, rolloutId: number): Promise<Map<string, Assignment>> {
+  const rows = await db.selectFrom('assignments').selectAll().where('rollout_id', '=', rolloutId).execute();
+  return new Map(rows.map((r) => [r.device_id, toAssignment(r)]));
+}
+
+/** Inserts or replaces assignments (in chunks, under the drivers' parameter limits). */
+export async function saveAssignments(db: Db, rolloutId: number, changed: Assignment[]): Promise<void> {
+  for (let i = 0; i < changed.length; i += CHUNK) {
+    const rows = changed.slice(i, i + CHUNK).map((a) => fromAssignment(rolloutId, a));
+    await db
+      .insertInto('assignments')
+      .values(rows)
+      .onConflict((oc) =>
+        oc.columns(['rollout_id', 'device_id']).doUpdateSet((eb) => ({
+          wave: eb.ref('excluded.wave'),
+          state: eb.ref('excluded.state'),
+          outcome: eb.ref('excluded.outcome'),
+          from_version: eb.ref('excluded.from_version'),
+          offered_at: eb.ref('excluded.offered_at'),
+          reported_at: eb.ref('excluded.reported_at'),
+          reason: eb.ref('excluded.reason'),
+          failure_class: eb.ref('excluded.failure_class'),
+        })),
+      )
+      .execute();
+  }
+}
+
+/**
+ * Devices owned by another rollout of the component in one of `statuses` (the engine's ACTIVE): such a device is
+ * busy for this rollout.
+ */
+export async function busyDevices(
+  db: Db,
+  component: string,
+  exceptRolloutId: number,
+  statuses: ReadonlySet<RolloutStatus>,
+): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('assignments')
+    .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+    .select('assignments.device_id')
+    .where('rollouts.component', '=', component)
+    .where('rollouts.id', '!=', exceptRolloutId)
+    .where('rollouts.status', 'in', [...statuses])
+    .where('assignments.state', 'in', [...OWNING])
+    .execute();
+  return new Set(rows.map((b) => b.device_id));
+}
+
+/** Per wave, state and outcome of a rollout: how many assignments, and how many were ever offered. */
+export async function assignmentCounts(
+  db: Db,
+  rolloutId: number,
+): Promise<
+  Array<{ wave: number; state: AssignmentState; outcome: DeviceOutcome | null; n: number; offered: number }>
+> {
+  const rows = await db
+    .selectFrom('assignments')
+    .select([
+      'wave',
+      'state',
+      'outcome',
+      (eb) => eb.fn.countAll<number>().as('n'),
+      (eb) => eb.fn.count<number>('offered_at').as('offered'),
+    ])
+    .where('rollout_id', '=', rolloutId)
+    .groupBy(['wave', 'state', 'outcome'])
+    .execute();
+  // PostgreSQL answers counts as text (int8): numbers here, whatever the dialect.
+  return rows.map((r) => ({ ...r, n: Number(r.n), offered: Number(r.offered) }));
+}
+
+/** Takes a retired device out of the rollouts that had not offered it anything yet; returns how many. */
+export async function skipOpenAssignments(
+  db: Db,
+  deviceId: string,
+  reason: string,
+  now: number,
+): Promise<number> {
+  const r = await db
+    .updateTable('assignments')
+    .set({ state: 'skipped', reason, reported_at: now })
+    .where('device_id', '=', deviceId)
+    .where('state', 'in', ['queued', 'offered'])
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
+/** Every (component, version) a device was offered by a rollout or came from (what its reports may name). */
+export async function releasesSeenByDevice(
+  db: Db,
+  deviceId: string,
+): Promise<Array<{ component: string; version: string; fromVersion: string | null }>> {
+  const rows = await db
+    .selectFrom('assignments')
+    .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+    .select(['rollouts.component', 'rollouts.version', 'assignments.from_version'])
+    .where('assignments.device_id', '=', deviceId)
+    .execute();
+  return rows.map((r) => ({ component: r.component, version: r.version, fromVersion: r.from_version }));
+}
+
+/** Assignment states a device report can still move (see the engine's applyReport). */
+export const REPORTABLE: ReadonlySet<AssignmentState> = new Set([
+  'offered',
+  'succeeded',
+  'reverting',
+  'unconfirmed',
+]);
+
+/** A device's assignments of a component that a report can still move, each with its rollout's target version. */
+export async function reportableAssignments(
+  db: Db,
+  deviceId: string,
+  component: string,
+): Promise<Array<{ rolloutId: number; target: string; assignment: Assignment }>> {
+  const rows = await db
+    .selectFrom('assignments')
+    .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+    .selectAll('assignments')
+    .select('rollouts.version as target')
+    .where('assignments.device_id', '=', deviceId)
+    .where('rollouts.component', '=', component)
+    .where('assignments.state', 'in', [...REPORTABLE])
+    .execute();
+  return rows.map((r) => ({ rolloutId: r.rollout_id, target: r.target, assignment: toAssignment(r) }));
+}
+
+/** Stores a device's verdict on one assignment (state, outcome, when, why; the failure class while failed). */
+export async function saveVerdict(db: Db, rolloutId: number, a: Assignment): Promise<void> {
+  await db
+    .updateTable('assignments')
+    .set({
+      state: a.state,
+      outcome: a.outcome ?? null,
+      reported_at: a.reportedAt,
+      reason: a.reason,
+      failure_class: a.state === 'failed' ? (a.failureClass ?? null) : null,
+    })
+    .where('rollout_id', '=', rolloutId)
+    .where('device_id', '=', a.deviceId)
+    .execute();
+}
+
+/** How many of a rollout's assignments are in each state (states with none are absent). */
+export async function assignmentStateCounts(
+  db: Db,
+  rolloutId: number,
+): Promise<Partial<Record<AssignmentState, number>>> {
+  const rows = await db
+    .selectFrom('assignments')
+    .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('rollout_id', '=', rolloutId)
+    .groupBy('state')
+    .execute();
+  const counts: Partial<Record<AssignmentState, number>> = {};
+  // PostgreSQL answers counts as text (int8): numbers here, whatever the dialect.
+  for (const r of rows) counts[r.state] = Number(r.n);
+  return counts;
 }

@@ -1,7 +1,8 @@
 // Append-only, hash-chained audit log: each entry's hash covers the previous hash, so any edit breaks the chain.
 import { createHash } from 'node:crypto';
-import type { Generated } from 'kysely';
+import type { Generated, Selectable } from 'kysely';
 import type { Db } from './database.ts';
+import { decode, encode, type Json } from './json.ts';
 
 /** Table `audit`. */
 export interface AuditTable {
@@ -10,11 +11,14 @@ export interface AuditTable {
   actor: string;
   action: string;
   subject: string;
-  detail: string; // JSON
+  detail: Json<unknown>; // hashed as stored: the text, not a re-encoding
   prev_hash: string;
   hash: string;
 }
 
+export type AuditRow = Selectable<AuditTable>;
+
+/** An audit entry with its detail decoded. */
 export interface AuditEntry {
   seq: number;
   at: number;
@@ -44,7 +48,7 @@ export async function appendAudit(
 ): Promise<void> {
   const last = await db.selectFrom('audit').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst();
   const prev = last?.hash ?? GENESIS;
-  const detail = JSON.stringify(e.detail ?? {});
+  const detail = encode(e.detail ?? {});
   const row = { at: e.at, actor: e.actor, action: e.action, subject: e.subject, detail };
   await db
     .insertInto('audit')
@@ -64,7 +68,7 @@ export async function listAudit(
     .limit(opts.limit ?? 100);
   if (opts.subject) q = q.where('subject', '=', opts.subject);
   const rows = await q.execute();
-  return rows.reverse().map((r) => ({ ...r, detail: JSON.parse(r.detail) }));
+  return rows.reverse().map((r) => ({ ...r, detail: decode(r.detail) }));
 }
 
 /** Walks the whole chain; returns the first broken sequence number, or null when intact. */

@@ -10,7 +10,7 @@ import {
   type PermissionLog,
   tightenMode,
 } from '../../files/atomic-file.ts';
-import { tightenKeyDir } from '../../trust/keys.ts';
+import { tightenKeyDir } from '../../trust/signer/keys.ts';
 import { type Dialect, migrations } from './migrations.ts';
 import type { Database } from './schema.ts';
 

@@ -1,18 +1,221 @@
-// Table `devices`: Enrolled devices.
-import type { Generated } from 'kysely';
+// Table `devices`: enrolled devices, with the operator's controls (hold, pins, channel, deferral) that always
+// win over rollouts. One row mapper (`toDevice`) and the device queries the check-in and fleet code share.
+import type { Generated, Selectable } from 'kysely';
+import type { Labels } from '../../protocol/device.ts';
+import type { Db } from './database.ts';
+import { decode, encode, type Json } from './json.ts';
+import type { Channel as RolloutChannel } from './rollouts.ts';
+
+/** `early` gets a release first; `general` only once it was promoted (the rollouts' channels). */
+export type Channel = RolloutChannel;
+/** Operator pins: component → version. */
+export type Pins = Record<string, string>;
 
 export interface DeviceTable {
   id: string;
   name: string;
   token_hash: string;
-  labels: string; // JSON Record<string,string>
+  labels: Json<Labels>; // the effective labels (the device's own, overridden by its enrollment labels)
   agent_version: string;
   enrolled_at: number;
   last_seen_at: number;
-  held: number; // 0/1: operator hold, wins over every rollout
-  pins: string; // JSON Record<component, version>
-  channel: Generated<string>; // 'early' gets a release first; 'general' only once it was promoted
+  held: 0 | 1; // operator hold, wins over every rollout
+  pins: Json<Pins>;
+  channel: Generated<Channel>;
   deferred_until: number | null; // nothing is offered before this instant
-  enroll_labels: Generated<string>; // JSON labels from the enrollment token: they win over the device's own
+  enroll_labels: Generated<Json<Labels>>; // labels from the enrollment token: they win over the device's own
   retired_at: number | null; // retired: token revoked, out of every rollout
+}
+
+export type DeviceRow = Selectable<DeviceTable>;
+
+/** A device as the server's code uses it. */
+export interface Device {
+  id: string;
+  name: string;
+  tokenHash: string;
+  labels: Labels;
+  enrollLabels: Labels;
+  agentVersion: string;
+  enrolledAt: number;
+  lastSeenAt: number;
+  held: boolean;
+  pins: Pins;
+  channel: Channel;
+  deferredUntil: number | null;
+  retiredAt: number | null;
+}
+
+/** Maps a `devices` row to a Device. */
+export function toDevice(r: DeviceRow): Device {
+  return {
+    id: r.id,
+    name: r.name,
+    tokenHash: r.token_hash,
+    labels: decode(r.labels),
+    enrollLabels: decode(r.enroll_labels),
+    agentVersion: r.agent_version,
+    enrolledAt: r.enrolled_at,
+    lastSeenAt: r.last_seen_at,
+    held: r.held === 1,
+    pins: decode(r.pins),
+    channel: r.channel,
+    deferredUntil: r.deferred_until,
+    retiredAt: r.retired_at,
+  };
+}
+
+/** The operator's per-device controls, as set by selector (fleet hold, pin, channel, defer). */
+export interface FleetControls {
+  held: boolean;
+  pins: Pins;
+  channel: Channel;
+  deferredUntil: number | null;
+}
+
+/** Live (not retired) devices, by name. */
+export async function liveDevices(db: Db): Promise<Device[]> {
+  const rows = await db
+    .selectFrom('devices')
+    .selectAll()
+    .where('retired_at', 'is', null)
+    .orderBy('name')
+    .execute();
+  return rows.map(toDevice);
+}
+
+/** Live devices of a channel (every live device with `null`), in no particular order. */
+export async function liveDevicesOfChannel(db: Db, channel: Channel | null): Promise<Device[]> {
+  let q = db.selectFrom('devices').selectAll().where('retired_at', 'is', null);
+  if (channel) q = q.where('channel', '=', channel);
+  return (await q.execute()).map(toDevice);
+}
+
+/** Devices whose id or name is `key`, retired ones included (their history is kept). */
+export async function devicesByKey(db: Db, key: string): Promise<Device[]> {
+  const rows = await db
+    .selectFrom('devices')
+    .selectAll()
+    .where((eb) => eb.or([eb('id', '=', key), eb('name', '=', key)]))
+    .execute();
+  return rows.map(toDevice);
+}
+
+/** Live devices whose id or name is `key` (a name several devices share gives several). */
+export async function liveDevicesByKey(db: Db, key: string): Promise<Device[]> {
+  const rows = await db
+    .selectFrom('devices')
+    .selectAll()
+    .where('retired_at', 'is', null)
+    .where((eb) => eb.or([eb('id', '=', key), eb('name', '=', key)]))
+    .orderBy('name')
+    .execute();
+  return rows.map(toDevice);
+}
+
+/** Live devices holding these token hashes (one set-based read per check-in batch). */
+export async function liveDevicesByTokenHash(db: Db, hashes: string[]): Promise<Device[]> {
+  if (hashes.length === 0) return [];
+  const rows = await db
+    .selectFrom('devices')
+    .selectAll()
+    .where('token_hash', 'in', hashes)
+    .where('retired_at', 'is', null)
+    .execute();
+  return rows.map(toDevice);
+}
+
+/** The id of the live device holding this token hash, if any. */
+export async function liveDeviceIdByTokenHash(db: Db, hash: string): Promise<string | undefined> {
+  const row = await db
+    .selectFrom('devices')
+    .select('id')
+    .where('token_hash', '=', hash)
+    .where('retired_at', 'is', null)
+    .executeTakeFirst();
+  return row?.id;
+}
+
+/** True when a live device already carries this name. */
+export async function nameTaken(db: Db, name: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('devices')
+    .select('id')
+    .where('name', '=', name)
+    .where('retired_at', 'is', null)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Inserts a newly enrolled device. */
+export async function insertDevice(
+  db: Db,
+  d: Pick<Device, 'id' | 'name' | 'tokenHash' | 'labels' | 'enrollLabels' | 'agentVersion'> & { now: number },
+): Promise<void> {
+  await db
+    .insertInto('devices')
+    .values({
+      id: d.id,
+      name: d.name,
+      token_hash: d.tokenHash,
+      labels: encode(d.labels),
+      enroll_labels: encode(d.enrollLabels),
+      agent_version: d.agentVersion,
+      enrolled_at: d.now,
+      last_seen_at: d.now,
+      held: 0,
+      pins: encode({}),
+      retired_at: null,
+    })
+    .execute();
+}
+
+/** Records what a device said about itself at check-in (labels, agent version). */
+export async function updateDeviceSelf(
+  db: Db,
+  id: string,
+  labels: Labels,
+  agentVersion: string,
+): Promise<void> {
+  await db
+    .updateTable('devices')
+    .set({ labels: encode(labels), agent_version: agentVersion })
+    .where('id', '=', id)
+    .execute();
+}
+
+/** Marks devices as seen now. */
+export async function markSeen(db: Db, ids: string[], now: number): Promise<void> {
+  if (ids.length > 0)
+    await db.updateTable('devices').set({ last_seen_at: now }).where('id', 'in', ids).execute();
+}
+
+/** Stores a device's operator controls. */
+export async function setControls(db: Db, id: string, c: FleetControls): Promise<void> {
+  await db
+    .updateTable('devices')
+    .set({ held: c.held ? 1 : 0, pins: encode(c.pins), channel: c.channel, deferred_until: c.deferredUntil })
+    .where('id', '=', id)
+    .execute();
+}
+
+/** Retires a device: its token hash becomes `tombstone`, a value no token hashes to (hashes are hex). */
+export async function retireDevice(db: Db, id: string, tombstone: string, now: number): Promise<void> {
+  await db
+    .updateTable('devices')
+    .set({ retired_at: now, token_hash: tombstone })
+    .where('id', '=', id)
+    .execute();
+}
+
+/** The operator's pins of one device. */
+export async function devicePins(db: Db, id: string): Promise<Pins> {
+  const row = await db.selectFrom('devices').select('pins').where('id', '=', id).executeTakeFirst();
+  return row ? decode(row.pins) : {};
+}
+
+/** The operator's pins of every device, retired ones included (release gc keeps what they name). */
+export async function allDevicePins(db: Db): Promise<Pins[]> {
+  const rows = await db.selectFrom('devices').select('pins').execute();
+  return rows.map((r) => decode(r.pins));
 }

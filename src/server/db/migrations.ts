@@ -1,6 +1,7 @@
 // Schema migrations, kept in code so both dialects are created and upgraded by the same steps.
 import type { CreateTableBuilder, Kysely, Migration, MigrationProvider } from 'kysely';
 import { sql } from 'kysely';
+import { legacyClass } from '../../protocol/failure-class.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -155,6 +156,18 @@ export function migrations(dialect: Dialect): MigrationProvider {
         // a wave's counts never flip as the rollout moves on.
         await db.schema.alterTable('assignments').addColumn('outcome', 'text').execute();
         await sql`update assignments set outcome = state where state in ('succeeded', 'failed')`.execute(db);
+      },
+    },
+    '0005_assignment_failure_class': {
+      async up(db: Kysely<unknown>) {
+        // Why a device failed, as a class (src/protocol/failure-class.ts): the engine retries by class, never by
+        // the reason's prose. Older rows get the class their `class: reason` text names, else `unknown`.
+        await db.schema.alterTable('assignments').addColumn('failure_class', 'text').execute();
+        const failed = await sql<{ reason: string | null }>`
+          select distinct reason from assignments where state = 'failed'`.execute(db);
+        for (const { reason } of failed.rows)
+          await sql`update assignments set failure_class = ${legacyClass(reason)}
+            where state = 'failed' and reason is not distinct from ${reason}`.execute(db);
       },
     },
   };

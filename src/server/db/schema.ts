@@ -1,5 +1,7 @@
 // The database as Kysely sees it: one module per table (its row type, mappers and queries), composed here.
-// Times are integer milliseconds since the epoch; JSON is stored as text so SQLite and PostgreSQL agree.
+// Times are integer milliseconds since the epoch; JSON is stored as text so SQLite and PostgreSQL agree, typed
+// `Json<T>` (json.ts: written with `encode`, read with `decode`); status and state columns are the engine's
+// unions. Code outside db/ reads and writes through the table modules' functions, not the query builder.
 
 import type { AssignmentTable } from './assignments.ts';
 import type { AuditTable } from './audit.ts';

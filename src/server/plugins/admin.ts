@@ -2,7 +2,8 @@
 // inside it, whatever spelling of the URL reached the route. Nothing under /v1/admin may be registered elsewhere
 // (createServer refuses to start if one is).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { HttpError, type ServerContext } from '../context.ts';
+import type { ServerContext } from '../context.ts';
+import { forbidden, rateLimited, unauthorized } from '../errors.ts';
 import { adminFleetRoutes } from '../routes/admin-fleet.ts';
 import { adminHistoryRoutes } from '../routes/admin-history.ts';
 import { adminReleaseRoutes } from '../routes/admin-releases.ts';
@@ -19,13 +20,13 @@ const ADMIN_SCOPE = 'ringfenceAdminScope';
 async function authenticateAdmin(ctx: ServerContext, req: FastifyRequest): Promise<void> {
   const origin = req.headers.origin;
   if (origin !== undefined && hostOf(origin) !== req.headers.host)
-    throw new HttpError(403, 'cross-origin admin requests are refused');
+    throw forbidden('cross-origin admin requests are refused');
   if (await ctx.admin.matches(bearer(req.headers.authorization))) return;
   if (!ctx.guards.failedAuth.take(req.ip)) {
     ctx.metrics.throttled.inc({ what: 'auth' });
-    throw new HttpError(429, 'too many failed authentications from this address');
+    throw rateLimited('too many failed authentications from this address');
   }
-  throw new HttpError(401, 'admin token required');
+  throw unauthorized('admin token required');
 }
 
 function hostOf(origin: string): string | null {

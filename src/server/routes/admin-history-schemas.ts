@@ -1,6 +1,6 @@
 // JSON schemas of the per-device visibility routes (admin-history.ts): what they accept, and what they answer
-// with (the shapes of admin-history-views.ts), published in the OpenAPI document.
-import { ASSIGNMENT_STATES } from './admin-history-views.ts';
+// with (the shapes of ../services/history-views.ts), published in the OpenAPI document.
+import { ASSIGNMENT_STATES } from '../services/history-views.ts';
 
 /** An object schema that requires every one of its properties. */
 function objectOf<P extends Record<string, unknown>>(properties: P) {

@@ -3,7 +3,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { errorCode } from '../errors.ts';
 
 export const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../../dist/web', import.meta.url));
 
@@ -38,27 +39,30 @@ function secure(reply: FastifyReply): FastifyReply {
     .header('referrer-policy', 'no-referrer');
 }
 
+/** Registers the dashboard's routes serving `dir` (the web plugin mounts them; tests mount them bare). */
 export function webRoutes(app: FastifyInstance, dir: string = DEFAULT_WEB_DIR): void {
-  const index = async (_req: unknown, reply: FastifyReply) => {
+  /** GET / and /index.html: the page, read per request (a build made while the server runs shows on reload). */
+  const index = async (_req: FastifyRequest, reply: FastifyReply) => {
     const file = join(dir, 'index.html');
     secure(reply).header('cache-control', 'no-cache').type('text/html; charset=utf-8');
-    // Read per request: a build made while the server runs is picked up on reload.
     if (!existsSync(file)) return reply.code(503).send(MISSING);
     return reply.send(readFileSync(file));
   };
-  app.get('/', { schema: { hide: true } }, index);
-  app.get('/index.html', { schema: { hide: true } }, index);
 
-  app.get('/assets/:name', { schema: { hide: true } }, async (req, reply) => {
-    const { name } = req.params as { name: string };
+  /** GET /assets/:name: one built asset, by its plain content-hashed name. */
+  const asset = async (req: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply) => {
+    const { name } = req.params;
     const type = TYPES[extname(name)];
     const file = join(dir, 'assets', name);
-    if (!ASSET.test(name) || !type || !existsSync(file)) {
-      return reply.code(404).send({ error: 'not_found', message: `no asset ${name}` });
-    }
+    if (!ASSET.test(name) || !type || !existsSync(file))
+      return reply.code(404).send({ error: errorCode(404), message: `no asset ${name}` });
     return secure(reply)
       .header('cache-control', 'public, max-age=31536000, immutable')
       .type(type)
       .send(readFileSync(file));
-  });
+  };
+
+  app.get('/', { schema: { hide: true } }, index);
+  app.get('/index.html', { schema: { hide: true } }, index);
+  app.get('/assets/:name', { schema: { hide: true } }, asset);
 }

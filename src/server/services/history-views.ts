@@ -1,6 +1,6 @@
-// The shapes the per-device visibility API answers with (routes in admin-history.ts), and the reading of what a
-// device wrote into a report's `detail`: it is parsed defensively (any shape may arrive), every string is
-// bounded, and an unclear check result counts as failed (fail safe on health).
+// The shapes the per-device visibility API answers with (routes in ../routes/admin-history.ts), and the reading
+// of what a device wrote into a report's `detail`: it is parsed defensively (any shape may arrive), every string
+// is bounded, and an unclear check result counts as failed (fail safe on health).
 //
 // Nothing here needs the server at run time: the CLI and the dashboard take the shapes (and states) from here.
 import type { AssignmentState } from '../../engine/rollout-state.ts';

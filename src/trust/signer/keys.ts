@@ -3,7 +3,7 @@ import { createHash, createPrivateKey, generateKeyPairSync, type KeyObject, sign
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Key, Signature } from '@tufjs/models';
-import { type PermissionLog, tightenMode, writeFileAtomicSync } from '../files/atomic-file.ts';
+import { type PermissionLog, tightenMode, writeFileAtomicSync } from '../../files/atomic-file.ts';
 
 export type RoleName = 'root' | 'targets' | 'snapshot' | 'timestamp';
 

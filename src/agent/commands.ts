@@ -1,103 +1,23 @@
-// `ringfence server` and `ringfence agent` (daemon and local control without any server).
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+// `ringfence agent …` and the device build's `ringfence-agent …`: the daemon, the boot guard and the local
+// controls that work with no server. Mounted by the CLI (src/cli/main.ts) and by the single-file agent
+// (src/agent/main.ts) alike, so the two cannot drift apart; nothing here loads the CLI or the server.
 import type { Command } from 'commander';
 import pino from 'pino';
-import { Agent } from '../../agent/agent.ts';
-import { loadAgentConfig } from '../../agent/config.ts';
-import { CliError } from '../client.ts';
-import { printJson, printLine } from '../output.ts';
+import { printJson, printLine } from '../terminal/output.ts';
+import { Agent } from './agent.ts';
+import { loadAgentConfig } from './config.ts';
 
-interface ServerFlags {
-  data: string;
-  port?: string;
-  host?: string;
-  database?: string;
-  poll?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-}
+/** A refused agent command: both entries print its one-line message and exit with 1. */
+export class AgentCommandError extends Error {}
 
-/** The certificate and key to serve HTTPS with (flags win over server.yaml), read now so a bad path fails fast. */
-function tlsFiles(
-  o: ServerFlags,
-  fromConfig: { cert: string; key: string } | null,
-  dataDir: string,
-): { cert: Buffer; key: Buffer } | undefined {
-  if (!o.tlsCert !== !o.tlsKey) throw new CliError('--tls-cert and --tls-key go together');
-  const files = o.tlsCert && o.tlsKey ? { cert: o.tlsCert, key: o.tlsKey } : fromConfig;
-  if (!files) return undefined;
-  // Paths in server.yaml are relative to the data folder; flags are relative to the working directory.
-  const at = (f: string) => (fromConfig === files ? resolve(dataDir, f) : resolve(f));
-  const read = (f: string, what: string) => {
-    try {
-      return readFileSync(at(f));
-    } catch (e) {
-      throw new CliError(`cannot read the TLS ${what} ${f}: ${(e as NodeJS.ErrnoException).code ?? e}`);
-    }
-  };
-  return { cert: read(files.cert, 'certificate'), key: read(files.key, 'key') };
-}
-
-export function serverCommand(program: Command): void {
-  program
-    .command('server')
-    .description('run the patch server')
-    .requiredOption('--data <dir>', 'data folder (database, blobs, keys)')
-    .option('--port <n>', 'port (default 8080, or server.yaml)')
-    .option('--host <addr>', 'address to listen on (default 127.0.0.1, or server.yaml)')
-    .option('--database <url>', 'postgres://… for scale-out (default: SQLite in the data folder)')
-    .option('--poll <seconds>', 'check-in interval told to agents (default 30, or server.yaml)')
-    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate chain (or server.yaml tls.cert)')
-    .option('--tls-key <file>', 'the PEM private key for --tls-cert (or server.yaml tls.key)')
-    .action(async (o: ServerFlags) => {
-      // Loaded on demand: agents and light commands start without the server's dependencies.
-      const { createServer } = await import('../../server/app.ts');
-      const { loadServerConfig, limitsOf } = await import('../../server/config.ts');
-      const { config, file, created } = loadServerConfig(o.data);
-      const port = Number(o.port ?? config.port);
-      const poll = Number(o.poll ?? config.poll_seconds);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`invalid port "${o.port}"`);
-      if (!Number.isInteger(poll) || poll < 1) throw new CliError(`invalid --poll "${o.poll}"`);
-      const tls = tlsFiles(o, config.tls, o.data);
-      let srv: Awaited<ReturnType<typeof createServer>>;
-      try {
-        srv = await createServer({
-          dataDir: o.data,
-          databaseUrl: o.database ?? process.env.RINGFENCE_DATABASE ?? config.database ?? undefined,
-          pollSeconds: poll,
-          initialAdminToken: process.env.RINGFENCE_INITIAL_ADMIN_TOKEN,
-          limits: limitsOf(config),
-          tls,
-        });
-      } catch (e) {
-        throw new CliError((e as Error).message);
-      }
-      if (created) srv.ctx.log.info({ file }, 'wrote default server configuration');
-      if (srv.newAdminToken) {
-        process.stderr.write(`admin token (shown once, store it safely): ${srv.newAdminToken}\n`);
-      } else if (srv.adminTokenFromEnv) {
-        process.stderr.write('admin token set from RINGFENCE_INITIAL_ADMIN_TOKEN (not shown)\n');
-      }
-      const address = await srv.app.listen({ port, host: o.host ?? config.host });
-      srv.ctx.log.info({ address }, 'ringfence server listening');
-      const shutdown = async (sig: string) => {
-        srv.ctx.log.info({ sig }, 'shutting down');
-        await srv.close();
-        process.exit(0);
-      };
-      process.once('SIGTERM', () => void shutdown('SIGTERM'));
-      process.once('SIGINT', () => void shutdown('SIGINT'));
-    });
-}
-
+/** Mounts `agent` (the daemon) and its local-control subcommands on a commander program. */
 export function agentCommand(program: Command): void {
   const agent = program
     .command('agent')
     .description('run the device agent, or control it locally')
     .option('--config <file>', 'agent config YAML')
     .action(async (o: { config?: string }) => {
-      if (!o.config) throw new CliError('agent needs --config FILE');
+      if (!o.config) throw new AgentCommandError('agent needs --config FILE');
       const cfg = loadAgentConfig(configOf(o));
       const log = pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'info' }).child({
         agent: cfg.name ?? 'agent',
@@ -109,8 +29,8 @@ export function agentCommand(program: Command): void {
     });
   // `agent status --config F`: commander hands --config to the parent `agent` command, so look there as well.
   const configOf = (o: { config?: string }): string => {
-    const file = o.config ?? (agent.opts() as { config?: string }).config;
-    if (!file) throw new CliError('needs --config FILE');
+    const file = o.config ?? agent.opts<{ config?: string }>().config;
+    if (!file) throw new AgentCommandError('needs --config FILE');
     return file;
   };
   agent
@@ -119,16 +39,12 @@ export function agentCommand(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (o: { config?: string; json?: boolean }) => {
       const a = new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
-      const s = a.status() as {
-        identity: string | null;
-        outbox: number;
-        components: Array<Record<string, unknown>>;
-      };
+      const s = a.status();
       if (o.json) return printJson(s);
       printLine(`device ${s.identity ?? '(not enrolled)'}; ${s.outbox} reports waiting to be sent`);
       for (const c of s.components) {
         printLine(
-          `${c.component}: ${c.current ?? '-'} (active ${c.active ?? '-'})${c.hold ? ' HELD' : ''}${c.pin ? ` pinned ${c.pin}` : ''}${(c.quarantined as string[]).length ? ` quarantined ${(c.quarantined as string[]).join(',')}` : ''}${c.txn ? ` txn ${(c.txn as { phase: string }).phase}` : ''}`,
+          `${c.component}: ${c.current ?? '-'} (active ${c.active ?? '-'})${c.hold ? ' HELD' : ''}${c.pin ? ` pinned ${c.pin}` : ''}${c.quarantined.length ? ` quarantined ${c.quarantined.join(',')}` : ''}${c.txn ? ` txn ${c.txn.phase}` : ''}`,
         );
       }
     });
@@ -159,7 +75,7 @@ export function agentCommand(program: Command): void {
   const oneComponent = (a: Agent, component?: string): string => {
     if (component) return component;
     if (a.cfg.components.length === 1) return a.cfg.components[0].name;
-    throw new CliError('several components: name one with --component NAME');
+    throw new AgentCommandError('several components: name one with --component NAME');
   };
   agent
     .command('rollback')
@@ -175,7 +91,7 @@ export function agentCommand(program: Command): void {
         const j = await a.localRollback(name);
         printLine(`${name}: rolled back to ${j.current ?? '-'}; quarantined ${j.quarantined.join(',')}`);
       } catch (e) {
-        throw new CliError((e as Error).message);
+        throw new AgentCommandError((e as Error).message);
       }
     });
   agent
@@ -185,12 +101,12 @@ export function agentCommand(program: Command): void {
     .argument('<release>', 'NAME@V')
     .action(async (ref: string, o: { config?: string }) => {
       const at = ref.lastIndexOf('@');
-      if (at <= 0) throw new CliError(`expected NAME@V, got "${ref}"`);
+      if (at <= 0) throw new AgentCommandError(`expected NAME@V, got "${ref}"`);
       const a = local(o);
       try {
         a.setPin(ref.slice(0, at), ref.slice(at + 1));
       } catch (e) {
-        throw new CliError((e as Error).message);
+        throw new AgentCommandError((e as Error).message);
       }
       printLine(`${ref.slice(0, at)}: pinned to ${ref.slice(at + 1)}`);
     });
@@ -232,7 +148,7 @@ export function agentCommand(program: Command): void {
       try {
         res = await a.applyBundle(file);
       } catch (e) {
-        throw new CliError(`bundle refused: ${(e as Error).message}`);
+        throw new AgentCommandError(`bundle refused: ${(e as Error).message}`);
       }
       if (res.some((r) => r.outcome === 'refused' || r.outcome === 'rolled-back')) process.exitCode = 1;
       if (o.json) return printJson(res);

@@ -9,11 +9,11 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync 
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type Fetcher, Updater } from 'tuf-js';
-import { within } from '../agent/offer.ts';
-import { writeFileAtomicSync } from '../files/atomic-file.ts';
-import { badMode, DEFAULT_MODE, octal } from '../protocol/names.ts';
+import { writeFileAtomicSync } from '../../files/atomic-file.ts';
+import { within } from '../../files/within.ts';
+import { badMode, DEFAULT_MODE, octal } from '../../protocol/names.ts';
+import { targetPath } from '../target-path.ts';
 import { MirrorFetcher } from './fetcher.ts';
-import { targetPath } from './repository.ts';
 
 export interface OfferedArtifact {
   name: string;

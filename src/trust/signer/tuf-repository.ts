@@ -17,7 +17,8 @@ import {
 } from '@tufjs/models';
 // Role is not re-exported by the package index.
 import { Role } from '@tufjs/models/dist/role.js';
-import { writeFileAtomicSync } from '../files/atomic-file.ts';
+import { writeFileAtomicSync } from '../../files/atomic-file.ts';
+import { targetPath } from '../target-path.ts';
 import {
   generateKey,
   type KeyFile,
@@ -64,11 +65,6 @@ const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('he
 const encode = (md: Metadata<Root | Targets | Snapshot | Timestamp>) =>
   Buffer.from(JSON.stringify(md.toJSON()));
 
-/** The path of a release artifact inside the organisation's targets. */
-export function targetPath(component: string, version: string, name: string): string {
-  return `${component}/${version}/${name}`;
-}
-
 // One writer at a time per repository inside this process.
 const locks = new Map<string, Promise<unknown>>();
 function serial<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
@@ -81,7 +77,7 @@ function serial<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
   return next;
 }
 
-export class Repository {
+export class TufRepository {
   readonly metadataDir: string;
   readonly keyDir: string;
 
@@ -91,8 +87,8 @@ export class Repository {
   }
 
   /** The repository of a server data folder (DATA/tuf), or null when `keys init` was never run. */
-  static open(dataDir: string): Repository | null {
-    const r = new Repository(join(dataDir, 'tuf'));
+  static open(dataDir: string): TufRepository | null {
+    const r = new TufRepository(join(dataDir, 'tuf'));
     return existsSync(join(r.metadataDir, 'timestamp.json')) ? r : null;
   }
 
@@ -100,12 +96,12 @@ export class Repository {
   static init(
     dataDir: string,
     opts: InitOptions = {},
-  ): { repo: Repository; root: Metadata<Root>; keys: KeyFile[] } {
+  ): { repo: TufRepository; root: Metadata<Root>; keys: KeyFile[] } {
     const n = opts.rootKeys ?? 1;
     const k = opts.rootThreshold ?? 1;
     if (!Number.isInteger(n) || !Number.isInteger(k) || k < 1 || n < k)
       throw new Error(`root threshold must satisfy 1 <= k <= n (got ${k}-of-${n})`);
-    const repo = new Repository(join(dataDir, 'tuf'));
+    const repo = new TufRepository(join(dataDir, 'tuf'));
     if (existsSync(repo.metadataDir) && readdirSync(repo.metadataDir).some((f) => f.endsWith('root.json')))
       throw new Error(`${repo.dir} already holds a TUF root; use keys rotate-root to change keys`);
     mkdirSync(repo.keyDir, { recursive: true, mode: 0o700 });
@@ -414,7 +410,7 @@ export async function publishRelease(
   },
   now: number,
 ): Promise<{ targetsVersion: number; changed: boolean } | null> {
-  const repo = Repository.open(dataDir);
+  const repo = TufRepository.open(dataDir);
   if (!repo) return null;
   const r = await repo.addTargets(releaseTargets(rel), now);
   return { targetsVersion: r.version, changed: r.changed };

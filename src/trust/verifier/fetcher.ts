@@ -8,7 +8,7 @@ import { BaseFetcher } from 'tuf-js';
 // Not re-exported by the package index; the updater checks `instanceof` against this very class.
 import { DownloadHTTPError } from 'tuf-js/dist/error.js';
 // node:http rather than the global fetch: undici would stay resident in the device agent (about 12 MB).
-import { discard, type HttpResponse, request } from '../agent/http.ts';
+import { discard, type HttpResponse, request } from '../../net/http.ts';
 
 export class MirrorFetcher extends BaseFetcher {
   constructor(private readonly opts: { timeoutMs?: number; headers?: Record<string, string> } = {}) {

@@ -1,287 +1,31 @@
-// Offline bundles: one file with the signed TUF metadata, the target blobs of chosen releases, a manifest
-// with checksums and, written last, a completion marker carrying the sha256 of everything before it.
-//
-// Container (simple, streamable, no dependencies):
-//   "RFBUNDLE 1\n"
-//   per entry:  <JSON header {"name","length","sha256"}>"\n" <length raw bytes>
-//   last entry: MANIFEST.json (every other entry's name, length, sha256; releases; created; expires)
-//   "RFBUNDLE-END <sha256 of all preceding bytes>\n"        <- the completion marker
-// A bundle is written to FILE.partial and renamed, so a half-written one never has the final name; an
-// import refuses anything without an intact marker, and verifies all of it (checksums, then TUF with the
-// organisation's pinned root) in a scratch folder before a single blob or release becomes visible.
-import { createHash, randomBytes } from 'node:crypto';
+// Importing an offline bundle into a server: refuses anything without an intact completion marker, and verifies
+// all of it (checksums, then TUF with the organisation's pinned root, vendors' metadata against their pinned roots)
+// in a scratch folder before a single blob or release becomes visible. Writing bundles: bundle-export.ts.
+import { randomBytes } from 'node:crypto';
 import {
-  closeSync,
   createReadStream,
   existsSync,
-  fsyncSync,
   mkdirSync,
-  openSync,
   readdirSync,
   readFileSync,
-  readSync,
-  renameSync,
   rmdirSync,
   rmSync,
-  statSync,
-  writeSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Metadata, MetadataKind } from '@tufjs/models';
-import { writeFileAtomicSync } from '../files/atomic-file.ts';
-import { badMode } from '../protocol/names.ts';
-import type { BlobStore } from '../server/blobs.ts';
-import { verifyRelease } from './device-verifier.ts';
-import { exportTree } from './export.ts';
-import type { Repository } from './repository.ts';
+import { badMode } from '../../protocol/names.ts';
+import type { BlobStore } from '../../server/blobs.ts';
+import { TufSetError, type TufSetResult, verifyTufSet } from '../signer/tuf-set.ts';
 import {
   commitVendorMetadata,
   FileJournal,
   planVendorMetadata,
-  TufSetError,
-  type TufSetResult,
   VENDOR_FILE,
   VENDOR_NAME,
   type VendorPlan,
-  vendorDir,
-  vendorSets,
-  verifyTufSet,
-} from './vendor-store.ts';
-
-const MAGIC = 'RFBUNDLE 1\n';
-const END = 'RFBUNDLE-END ';
-const MAX_HEADER = 4096;
-
-export interface BundleRelease {
-  component: string;
-  version: string;
-  /** `mode`: the file mode signed in the target's `custom.mode` (absent for releases signed without one). */
-  artifacts: Array<{ name: string; sha256: string; length: number; mode?: number }>;
-}
-
-export interface BundleManifest {
-  format: 'ringfence-bundle/1';
-  created: string;
-  expires: string;
-  releases: BundleRelease[];
-  entries: Array<{ name: string; length: number; sha256: string }>;
-}
-
-/** Releases listed in the signed targets (from their custom fields), optionally only the given NAME@V refs. */
-export function signedReleases(repo: Repository, refs: string[] = []): BundleRelease[] {
-  const byRef = new Map<string, BundleRelease>();
-  for (const t of Object.values(repo.targets().signed.targets)) {
-    const c = t.custom as { component?: string; version?: string; name?: string; mode?: unknown };
-    if (!c.component || !c.version || !c.name) continue;
-    const ref = `${c.component}@${c.version}`;
-    const rel = byRef.get(ref) ?? { component: c.component, version: c.version, artifacts: [] };
-    // Same key order as the server stores a release's artifacts (bundle import compares them as JSON).
-    rel.artifacts.push({
-      name: c.name,
-      sha256: t.hashes.sha256,
-      length: t.length,
-      ...(badMode(c.mode, c.name) === null ? { mode: c.mode as number } : {}),
-    });
-    byRef.set(ref, rel);
-  }
-  if (refs.length === 0) return [...byRef.values()];
-  return refs.map((r) => {
-    const rel = byRef.get(r);
-    if (!rel) throw new Error(`${r} is not an approved (signed) release`);
-    return rel;
-  });
-}
-
-/** Writes a bundle; returns its manifest. */
-export async function exportBundle(
-  repo: Repository,
-  blobs: BlobStore,
-  file: string,
-  opts: { refs?: string[]; validForMs?: number; now?: number } = {},
-): Promise<BundleManifest & { bytes: number }> {
-  const releases = signedReleases(repo, opts.refs);
-  const wanted = new Set(
-    releases.flatMap((r) => r.artifacts.map((a) => `${r.component}/${r.version}/${a.name}`)),
-  );
-  const stage = `${resolve(file)}.stage-${randomBytes(4).toString('hex')}`;
-  const partial = `${resolve(file)}.partial`;
-  try {
-    const tree = await exportTree(repo, blobs, stage, {
-      now: opts.now,
-      validForMs: opts.validForMs,
-      only: (p) => wanted.has(p),
-    });
-    if (tree.missing.length) throw new Error(`blobs missing for ${tree.missing.join(', ')}`);
-    // Dual control: the vendors' metadata as the server holds it (DATA/vendor-tuf/<vendor>/), so devices with a
-    // vendor pinned can check it offline too. The repository lives in DATA/tuf.
-    const dataDir = dirname(repo.dir);
-    for (const set of vendorSets(dataDir)) {
-      mkdirSync(join(stage, 'vendor-tuf', set.vendor), { recursive: true });
-      for (const f of set.files)
-        writeFileAtomicSync(
-          join(stage, 'vendor-tuf', set.vendor, f),
-          readFileSync(join(vendorDir(dataDir, set.vendor), f)),
-        );
-    }
-    const names: string[] = [];
-    const walk = (d: string, pre: string) => {
-      for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-        if (e.isDirectory()) walk(join(d, e.name), `${pre}${e.name}/`);
-        else names.push(`${pre}${e.name}`);
-      }
-    };
-    walk(stage, '');
-    // Metadata first is not required (import verifies everything before use), but timestamp.json last keeps
-    // the stream in the same order a mirror update uses.
-    names.sort((a, b) => Number(a === 'timestamp.json') - Number(b === 'timestamp.json'));
-    const fd = openSync(partial, 'w', 0o644);
-    const total = createHash('sha256');
-    const put = (b: Buffer) => {
-      total.update(b);
-      let off = 0;
-      while (off < b.length) off += writeSync(fd, b, off, b.length - off);
-    };
-    const entries: BundleManifest['entries'] = [];
-    try {
-      put(Buffer.from(MAGIC));
-      const entry = async (
-        name: string,
-        length: number,
-        body: () => AsyncIterable<Buffer>,
-        sha256: string,
-      ) => {
-        put(Buffer.from(`${JSON.stringify({ name, length, sha256 })}\n`));
-        for await (const c of body()) put(c);
-      };
-      for (const n of names) {
-        const path = join(stage, n);
-        const h = createHash('sha256');
-        for await (const c of createReadStream(path)) h.update(c as Buffer);
-        const e = { name: n, length: statSync(path).size, sha256: h.digest('hex') };
-        entries.push(e);
-        await entry(n, e.length, () => createReadStream(path) as AsyncIterable<Buffer>, e.sha256);
-      }
-      const manifest: BundleManifest = {
-        format: 'ringfence-bundle/1',
-        created: new Date(opts.now ?? Date.now()).toISOString(),
-        expires: tree.expires,
-        releases,
-        entries,
-      };
-      const mbytes = Buffer.from(JSON.stringify(manifest, null, 2));
-      const msha = createHash('sha256').update(mbytes).digest('hex');
-      await entry(
-        'MANIFEST.json',
-        mbytes.length,
-        async function* () {
-          yield mbytes;
-        },
-        msha,
-      );
-      // The completion marker, last: its hash covers every byte before it.
-      const digest = total.digest('hex');
-      const marker = Buffer.from(`${END}${digest}\n`);
-      let off = 0;
-      while (off < marker.length) off += writeSync(fd, marker, off, marker.length - off);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(partial, resolve(file));
-    const manifest = JSON.parse((await readBundleManifestOnly(resolve(file))) ?? '{}') as BundleManifest;
-    return { ...manifest, bytes: statSync(resolve(file)).size };
-  } finally {
-    rmSync(stage, { recursive: true, force: true });
-    rmSync(partial, { force: true });
-  }
-}
-
-async function readBundleManifestOnly(file: string): Promise<string | null> {
-  const dir = `${file}.peek-${randomBytes(4).toString('hex')}`;
-  try {
-    unpack(file, dir);
-    return readFileSync(join(dir, 'MANIFEST.json'), 'utf8');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** Unpacks and checks the container: magic, every entry's length and sha256, the manifest, the end marker. */
-export function unpack(file: string, into: string): BundleManifest {
-  const fd = openSync(file, 'r');
-  const total = createHash('sha256');
-  const size = statSync(file).size;
-  let pos = 0;
-  const buf = Buffer.alloc(1 << 20);
-  const readLine = (): string => {
-    const b = Buffer.alloc(MAX_HEADER);
-    const n = readSync(fd, b, 0, MAX_HEADER, pos);
-    const i = b.subarray(0, n).indexOf(0x0a);
-    if (i < 0) throw new Error('bundle is truncated or corrupt (no header line)');
-    return b.subarray(0, i + 1).toString('utf8');
-  };
-  try {
-    const magic = readLine();
-    if (magic !== MAGIC) throw new Error('not a Ringfence bundle');
-    total.update(magic);
-    pos += magic.length;
-    const seen: BundleManifest['entries'] = [];
-    let manifest: BundleManifest | null = null;
-    for (;;) {
-      if (pos >= size) throw new Error('bundle is incomplete: no completion marker (interrupted copy?)');
-      const line = readLine();
-      if (line.startsWith(END)) {
-        const want = line.slice(END.length).trim();
-        if (pos + Buffer.byteLength(line) !== size)
-          throw new Error('bundle has bytes after its completion marker');
-        if (total.digest('hex') !== want)
-          throw new Error('bundle checksum does not match its completion marker');
-        break;
-      }
-      const h = JSON.parse(line) as { name: string; length: number; sha256: string };
-      if (
-        typeof h.name !== 'string' ||
-        h.name.startsWith('/') ||
-        h.name.split('/').some((p) => p === '..' || p === '' || p === '.') ||
-        !Number.isInteger(h.length) ||
-        h.length < 0 ||
-        pos + Buffer.byteLength(line) + h.length > size
-      )
-        throw new Error(`bundle entry "${String(h.name).slice(0, 80)}" is malformed or truncated`);
-      total.update(line);
-      pos += Buffer.byteLength(line);
-      const out = join(into, h.name);
-      mkdirSync(dirname(out), { recursive: true });
-      const ofd = openSync(out, 'w');
-      const eh = createHash('sha256');
-      try {
-        let left = h.length;
-        while (left > 0) {
-          const n = readSync(fd, buf, 0, Math.min(buf.length, left), pos);
-          if (n <= 0) throw new Error('bundle is truncated');
-          const chunk = buf.subarray(0, n);
-          eh.update(chunk);
-          total.update(chunk);
-          writeSync(ofd, chunk);
-          pos += n;
-          left -= n;
-        }
-      } finally {
-        closeSync(ofd);
-      }
-      if (eh.digest('hex') !== h.sha256) throw new Error(`bundle entry ${h.name} fails its checksum`);
-      if (h.name === 'MANIFEST.json') manifest = JSON.parse(readFileSync(out, 'utf8'));
-      else seen.push(h);
-    }
-    if (!manifest) throw new Error('bundle has no manifest');
-    const listed = new Map(manifest.entries.map((e) => [e.name, e]));
-    if (listed.size !== seen.length || seen.some((e) => listed.get(e.name)?.sha256 !== e.sha256))
-      throw new Error('bundle entries do not match its manifest');
-    return manifest;
-  } finally {
-    closeSync(fd);
-  }
-}
+} from '../signer/vendor-store.ts';
+import { type BundleManifest, type BundleRelease, unpack } from '../verifier/bundle-reader.ts';
+import { verifyRelease } from '../verifier/device-verifier.ts';
 
 export interface ImportResult {
   releases: BundleRelease[];
@@ -524,7 +268,7 @@ export async function importBundle(
         }
       if (org?.newer)
         for (const w of org.writes) {
-          // The current root under its plain name too (Repository.root()), before the commit point.
+          // The current root under its plain name too (TufRepository.root()), before the commit point.
           if (w.name === 'timestamp.json' && !readIf(join(metadataDir, 'root.json'))?.equals(org.root.bytes))
             journal.write(join(metadataDir, 'root.json'), org.root.bytes);
           journal.write(join(metadataDir, w.name), w.bytes);

@@ -3,9 +3,9 @@
 // so any plain HTTP server or mirror can serve it and devices verify it as if it came from the server.
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, posix, resolve } from 'node:path';
-import { fsyncDir, writeFileAtomicSync } from '../files/atomic-file.ts';
-import type { BlobStore } from '../server/blobs.ts';
-import type { Repository } from './repository.ts';
+import { fsyncDir, writeFileAtomicSync } from '../../files/atomic-file.ts';
+import type { BlobStore } from '../../server/blobs.ts';
+import type { TufRepository } from '../signer/tuf-repository.ts';
 
 export interface ExportResult {
   dir: string;
@@ -29,7 +29,7 @@ export function hashedTargetPath(path: string, sha256: string): string {
  * are not there yet. `only` limits which target blobs are copied (bundles of a few releases).
  */
 export async function exportTree(
-  repo: Repository,
+  repo: TufRepository,
   blobs: BlobStore,
   dest: string,
   opts: { now?: number; validForMs?: number; only?: (path: string) => boolean } = {},

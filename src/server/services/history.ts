@@ -1,27 +1,35 @@
-// The queries behind the per-device visibility routes (admin-history.ts) and the mapping of their rows to the
-// answers (admin-history-views.ts): a rollout's devices with the report each sent, and a device's reports across
-// rollouts, each linked to the rollout it belongs to.
+// The per-device visibility routes (routes/admin-history.ts): their reads (db/history.ts and the table modules)
+// mapped to the answers (history-views.ts): a rollout's devices with the report each sent, and a device's reports
+// across rollouts, each linked to the rollout it belongs to.
 import type { Plan } from '../../engine/plan.ts';
-import { HttpError } from '../context.ts';
+import type { AssignmentState } from '../../engine/rollout-state.ts';
+import { assignmentStateCounts } from '../db/assignments.ts';
 import type { Db } from '../db/database.ts';
-import type { ReportTable } from '../db/schema.ts';
+import { type Device, devicesByKey } from '../db/devices.ts';
+import {
+  type DeviceAssignmentRow,
+  deviceAssignmentsOf,
+  newestDeviceAssignments,
+  type Paging,
+  rolloutDeviceRows,
+} from '../db/history.ts';
+import { decode, type Json } from '../db/json.ts';
+import { countDeviceReports, deviceReportsPage, type ReportRow, reportsOfRelease } from '../db/reports.ts';
+import { rolloutHeading } from '../db/rollouts.ts';
+import { conflict, notFound } from '../errors.ts';
 import {
   type DeviceHistoryPage,
   type HistoryEntry,
   type HistoryRolloutRef,
   type Page,
-  parseJson,
   type RolloutDevicesPage,
   type RolloutDeviceView,
   type RolloutSummary,
   reportView,
   type WaveRef,
-} from './admin-history-views.ts';
+} from './history-views.ts';
 
-export interface Paging {
-  limit: number;
-  offset: number;
-}
+export type { Paging };
 
 /** Limits and offsets from a query the schema bounded (1–1000, ≥ 0) and the server checked for usable numbers. */
 export function paging(q: Paging): Paging {
@@ -34,13 +42,12 @@ function page({ limit, offset }: Paging, shown: number, total: number): Page {
 }
 
 /** Wave names by index from a rollout's plan snapshot (cached per request). */
-function waveNamer(): (rolloutId: number, planJson: string, index: number) => WaveRef {
+function waveNamer(): (rolloutId: number, planJson: Json<Plan>, index: number) => WaveRef {
   const cache = new Map<number, string[]>();
   return (rolloutId, planJson, index) => {
     let names = cache.get(rolloutId);
     if (!names) {
-      const plan = parseJson(planJson) as Partial<Plan> | null;
-      names = Array.isArray(plan?.waves) ? plan.waves.map((w) => String(w?.name ?? '')) : [];
+      names = decode(planJson).waves.map((w) => w.name);
       cache.set(rolloutId, names);
     }
     return { index, name: names[index] ?? null };
@@ -55,72 +62,29 @@ function rolloutSummary(
   return { id, component: r.component, version: r.version, plan: r.plan_name, status: r.status };
 }
 
-/** A device's place in a rollout, as both answers show it. */
-const ASSIGNMENT_COLUMNS = [
-  'assignments.wave',
-  'assignments.state',
-  'assignments.from_version',
-  'assignments.offered_at',
-  'assignments.reported_at',
-  'assignments.reason',
-] as const;
-
-/** Reports, newest first. */
-const reportsNewestFirst = (db: Db) =>
-  db.selectFrom('reports').selectAll().orderBy('received_at', 'desc').orderBy('txn_id', 'desc');
-
 /** A rollout's devices (all, or those in `state`), a page of them, each with its newest report of the release. */
 export async function rolloutDevices(
   db: Db,
   id: number,
-  state: string | undefined,
+  state: AssignmentState | undefined,
   paged: Paging,
 ): Promise<RolloutDevicesPage> {
-  const ro = await db
-    .selectFrom('rollouts')
-    .select(['id', 'component', 'version', 'plan_name', 'plan', 'status'])
-    .where('id', '=', id)
-    .executeTakeFirst();
-  if (!ro) throw new HttpError(404, `no rollout ${id}`);
+  const ro = await rolloutHeading(db, id);
+  if (!ro) throw notFound(`no rollout ${id}`);
 
-  const stateRows = await db
-    .selectFrom('assignments')
-    .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
-    .where('rollout_id', '=', id)
-    .groupBy('state')
-    .execute();
-  const states: Record<string, number> = {};
-  for (const s of stateRows) states[s.state] = Number(s.n);
+  const states: Record<string, number> = await assignmentStateCounts(db, id);
   const total = state ? (states[state] ?? 0) : Object.values(states).reduce((a, b) => a + b, 0);
 
-  let pq = db
-    .selectFrom('assignments')
-    .leftJoin('devices', 'devices.id', 'assignments.device_id')
-    .select(['assignments.device_id', ...ASSIGNMENT_COLUMNS, 'devices.name', 'devices.retired_at'])
-    .where('assignments.rollout_id', '=', id);
-  if (state) pq = pq.where('assignments.state', '=', state);
-  const rows = await pq
-    .orderBy('assignments.wave')
-    .orderBy('devices.name')
-    .orderBy('assignments.device_id')
-    .limit(paged.limit)
-    .offset(paged.offset)
-    .execute();
+  const rows = await rolloutDeviceRows(db, id, state, paged);
 
   // The reports of this rollout's release by the devices of this page, newest first.
-  const reports =
-    rows.length === 0
-      ? []
-      : await reportsNewestFirst(db)
-          .where(
-            'device_id',
-            'in',
-            rows.map((r) => r.device_id),
-          )
-          .where('component', '=', ro.component)
-          .where('version', '=', ro.version)
-          .execute();
-  const byDevice = new Map<string, ReportTable[]>();
+  const reports = await reportsOfRelease(
+    db,
+    rows.map((r) => r.device_id),
+    ro.component,
+    ro.version,
+  );
+  const byDevice = new Map<string, ReportRow[]>();
   for (const r of reports) {
     const list = byDevice.get(r.device_id) ?? [];
     list.push(r);
@@ -162,31 +126,19 @@ export async function rolloutDevices(
   };
 }
 
-interface DeviceRow {
-  id: string;
-  name: string;
-  labels: string;
-  retired_at: number | null;
-}
-
 /**
  * A device by id or name, retired ones included (their history is kept). An id wins; a name resolves to the one
  * enrolled device carrying it, or else to the one retired device that did; a name several carry is a 409.
  */
-async function findDevice(db: Db, key: string): Promise<DeviceRow> {
-  const rows = await db
-    .selectFrom('devices')
-    .select(['id', 'name', 'labels', 'retired_at'])
-    .where((eb) => eb.or([eb('id', '=', key), eb('name', '=', key)]))
-    .execute();
+async function findDevice(db: Db, key: string): Promise<Device> {
+  const rows = await devicesByKey(db, key);
   const exact = rows.find((r) => r.id === key);
   if (exact) return exact;
-  if (rows.length === 0) throw new HttpError(404, `no device ${key}`);
-  const live = rows.filter((r) => r.retired_at === null);
+  if (rows.length === 0) throw notFound(`no device ${key}`);
+  const live = rows.filter((r) => r.retiredAt === null);
   const pool = live.length > 0 ? live : rows;
   if (pool.length > 1)
-    throw new HttpError(
-      409,
+    throw conflict(
       `${pool.length} ${live.length ? '' : 'retired '}devices are named "${key}": use a device id`,
     );
   return pool[0];
@@ -195,44 +147,15 @@ async function findDevice(db: Db, key: string): Promise<DeviceRow> {
 /** A device's reports across rollouts (by id or name), a page of them, and its newest rollouts. */
 export async function deviceHistory(db: Db, key: string, paged: Paging): Promise<DeviceHistoryPage> {
   const dev = await findDevice(db, key);
-  const counted = await db
-    .selectFrom('reports')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('device_id', '=', dev.id)
-    .executeTakeFirstOrThrow();
-  const total = Number(counted.n);
-  const reports = await reportsNewestFirst(db)
-    .where('device_id', '=', dev.id)
-    .limit(paged.limit)
-    .offset(paged.offset)
-    .execute();
+  const total = await countDeviceReports(db, dev.id);
+  const reports = await deviceReportsPage(db, dev.id, paged);
 
-  const assignments = () =>
-    db
-      .selectFrom('assignments')
-      .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
-      .select([
-        'assignments.rollout_id',
-        ...ASSIGNMENT_COLUMNS,
-        'rollouts.component',
-        'rollouts.version',
-        'rollouts.plan_name',
-        'rollouts.plan',
-        'rollouts.status',
-      ])
-      .where('assignments.device_id', '=', dev.id);
   const components = [...new Set(reports.map((r) => r.component))];
-  const linked =
-    components.length === 0
-      ? []
-      : await assignments()
-          .where('rollouts.component', 'in', components)
-          .orderBy('assignments.offered_at', 'desc')
-          .execute();
-  const newest = await assignments().orderBy('assignments.rollout_id', 'desc').limit(100).execute();
+  const linked = await deviceAssignmentsOf(db, dev.id, components);
+  const newest = await newestDeviceAssignments(db, dev.id, 100);
 
   const wave = waveNamer();
-  const ref = (a: (typeof newest)[number]): HistoryRolloutRef => ({
+  const ref = (a: DeviceAssignmentRow): HistoryRolloutRef => ({
     ...rolloutSummary(a.rollout_id, a),
     wave: wave(a.rollout_id, a.plan, a.wave),
     state: a.state,
@@ -242,7 +165,7 @@ export async function deviceHistory(db: Db, key: string, paged: Paging): Promise
   const transactions = reports.map((r): HistoryEntry => {
     // The rollout that offered this version most recently before the report arrived: as its release
     // (an update) or as the version a device went back to (a revert).
-    let best: { a: (typeof linked)[number]; kind: 'update' | 'revert' } | null = null;
+    let best: { a: DeviceAssignmentRow; kind: 'update' | 'revert' } | null = null;
     for (const a of linked) {
       if (a.component !== r.component || a.offered_at === null) continue;
       if (Number(a.offered_at) > Number(r.received_at)) continue;
@@ -257,13 +180,12 @@ export async function deviceHistory(db: Db, key: string, paged: Paging): Promise
     }
     return { ...reportView(r), kind: best?.kind ?? null, rollout: best ? ref(best.a) : null };
   });
-  const labels = parseJson(dev.labels);
   return {
     device: {
       id: dev.id,
       name: dev.name,
-      labels: labels && typeof labels === 'object' ? (labels as Record<string, string>) : {},
-      retired_at: dev.retired_at,
+      labels: dev.labels,
+      retired_at: dev.retiredAt,
     },
     ...page(paged, reports.length, total),
     transactions,

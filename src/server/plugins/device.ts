@@ -1,0 +1,185 @@
+// The device protocol as one Fastify plugin: enrollment, check-in (state up, desired releases down) and blob
+// download with Range. Bodies are validated by the TypeBox schemas of src/protocol/device.ts, which also type
+// the handlers (the type provider): a route validates, calls a service and shapes the answer.
+import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { CheckinAnswer, CheckinRequest, EnrollAnswer, EnrollRequest } from '../../protocol/device.ts';
+import { TufRepository } from '../../trust/signer/tuf-repository.ts';
+import { CheckinBatcher, type CheckinResult } from '../checkin.ts';
+import { HttpError, type ServerContext } from '../context.ts';
+import { liveDeviceIdByTokenHash } from '../db/devices.ts';
+import { releaseUsesBlob } from '../db/releases.ts';
+import { reportApplier } from '../services/device-reports.ts';
+import { enrollDevice } from '../services/enrollment.ts';
+import { bearer, hashToken } from '../tokens.ts';
+
+/**
+ * The organisation's current root (root.json, the newest version) for a device to pin, or undefined without
+ * keys. The newest, not 1.root.json: keys revoked by a rotation must not be trusted by new devices.
+ */
+function currentRoot(ctx: ServerContext): Record<string, unknown> | undefined {
+  const bytes = TufRepository.open(ctx.dataDir)?.file('root.json');
+  return bytes ? JSON.parse(bytes.toString('utf8')) : undefined;
+}
+
+/** Blobs that belong to an approved release (approval is final, so hits are cached for the process's life). */
+class ApprovedBlobs {
+  private readonly known = new Set<string>();
+  constructor(private readonly ctx: ServerContext) {}
+
+  /** True when an approved release lists the blob. */
+  async has(sha256: string): Promise<boolean> {
+    if (this.known.has(sha256)) return true;
+    const hit = await releaseUsesBlob(this.ctx.store.db, sha256, true);
+    if (hit) this.known.add(sha256);
+    return hit;
+  }
+}
+
+/** A 401 counts against the address; past its budget the answer becomes 429. Other errors pass through. */
+function failedAuth(ctx: ServerContext, ip: string, e: unknown): unknown {
+  if (!(e instanceof HttpError) || e.statusCode !== 401) return e;
+  if (ctx.guards.failedAuth.take(ip)) return e;
+  ctx.metrics.throttled.inc({ what: 'auth' });
+  return new HttpError(429, 'too many failed authentications from this address');
+}
+
+/** Check-in limits, before the body is read or parsed: a refused check-in costs next to nothing. */
+async function checkinGate(ctx: ServerContext, req: FastifyRequest): Promise<void> {
+  const token = bearer(req.headers.authorization);
+  const hash = token ? hashToken(token) : null;
+  if (!hash) throw failedAuth(ctx, req.ip, new HttpError(401, 'device token required'));
+  // An address that keeps presenting bad tokens gets 429 without the batch; a valid token always passes
+  // (one indexed lookup unless it checked in recently), so honest devices behind that address keep working.
+  if (ctx.guards.failedAuth.exhausted(req.ip) && !ctx.guards.knownDevices.has(hash)) {
+    if (!(await liveDeviceIdByTokenHash(ctx.store.db, hash)))
+      throw failedAuth(ctx, req.ip, new HttpError(401, 'unknown device token'));
+    ctx.guards.rememberDevice(hash);
+  }
+  if (!ctx.guards.checkins.take(hash)) {
+    ctx.metrics.throttled.inc({ what: 'checkin' });
+    throw new HttpError(429, 'check-ins too frequent for this device; keep to the poll interval');
+  }
+}
+
+/** Sends a blob, or the single byte range asked for. */
+function sendBlob(ctx: ServerContext, sha256: string, range: string | undefined, reply: FastifyReply) {
+  const size = ctx.blobs.size(sha256);
+  reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream');
+  reply.header('cache-control', 'public, max-age=31536000, immutable').header('etag', `"${sha256}"`);
+  const m = /^bytes=(\d*)-(\d*)$/.exec(range ?? '');
+  if (range && m) {
+    let start = m[1] === '' ? size - Number(m[2]) : Number(m[1]);
+    let end = m[1] === '' || m[2] === '' ? size - 1 : Number(m[2]);
+    start = Math.max(0, start);
+    end = Math.min(end, size - 1);
+    if (start > end || start >= size) {
+      reply.code(416).header('content-range', `bytes */${size}`);
+      return reply.send();
+    }
+    reply
+      .code(206)
+      .header('content-range', `bytes ${start}-${end}/${size}`)
+      .header('content-length', end - start + 1);
+    return reply.send(ctx.blobs.read(sha256, { start, end }));
+  }
+  reply.header('content-length', size);
+  return reply.send(ctx.blobs.read(sha256));
+}
+
+/** Registers the device routes on `app` (no scope of their own: devices authenticate per route). */
+export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext): void {
+  const app = base.withTypeProvider<TypeBoxTypeProvider>();
+  const batcher = new CheckinBatcher(ctx, reportApplier(ctx));
+  const approvedBlobs = new ApprovedBlobs(ctx);
+
+  app.post(
+    '/v1/enroll',
+    {
+      schema: {
+        summary: 'Enroll a device with an enrollment token; returns its own device token (shown once)',
+        tags: ['device'],
+        body: EnrollRequest,
+        response: { 200: EnrollAnswer },
+      },
+    },
+    async (req) => {
+      if (!ctx.guards.enrollments.take(req.ip)) {
+        ctx.metrics.throttled.inc({ what: 'enroll' });
+        throw new HttpError(429, 'too many enrollments from this address; try again later');
+      }
+      try {
+        const enrolled = await enrollDevice(ctx, req.body);
+        return { ...enrolled, poll_seconds: ctx.pollSeconds, tuf_root: currentRoot(ctx) };
+      } catch (e) {
+        throw failedAuth(ctx, req.ip, e);
+      }
+    },
+  );
+
+  app.post(
+    '/v1/checkin',
+    {
+      schema: {
+        summary: 'Device check-in: report component states and transaction results; receive desired releases',
+        tags: ['device'],
+        body: CheckinRequest,
+        response: { 200: CheckinAnswer },
+      },
+      onRequest: async (req) => checkinGate(ctx, req),
+    },
+    async (req) => {
+      const end = ctx.metrics.checkinSeconds.startTimer();
+      const body = req.body;
+      const hash = hashToken(bearer(req.headers.authorization) ?? ''); // present: checked in onRequest
+      // Concurrent check-ins share one transaction (group commit); see ../services/checkin.ts.
+      let result: CheckinResult;
+      try {
+        result = await batcher.submit(hash, body);
+      } catch (e) {
+        throw failedAuth(ctx, req.ip, e);
+      }
+      ctx.guards.rememberDevice(hash);
+      ctx.metrics.checkins.inc();
+      for (const r of body.reports ?? []) ctx.metrics.reports.inc({ outcome: r.outcome });
+      end();
+      // A device with no pinned root (enrolled before `keys init`) gets the root to pin (trust on first use).
+      const unverified = body.components.some((c) => c.health?.trust === 'unverified');
+      const root = unverified ? currentRoot(ctx) : undefined;
+      return {
+        poll_seconds: ctx.pollSeconds,
+        desired: result.desired,
+        acked: (body.reports ?? []).map((r) => r.txn_id),
+        ...(root ? { tuf_root: root } : {}),
+      };
+    },
+  );
+
+  app.get(
+    '/v1/blobs/:sha256',
+    {
+      schema: {
+        summary: 'Download a content-addressed blob (device or admin token); supports a single HTTP Range',
+        tags: ['device'],
+        params: Type.Object({ sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }) }),
+      },
+    },
+    async (req, reply) => {
+      const token = bearer(req.headers.authorization);
+      const { sha256 } = req.params;
+      if (!(await ctx.admin.matches(token))) {
+        const dev = token ? await liveDeviceIdByTokenHash(ctx.store.db, hashToken(token)) : undefined;
+        if (!dev) throw failedAuth(ctx, req.ip, new HttpError(401, 'device or admin token required'));
+        // Devices get only what they could be offered: content of approved releases.
+        if (!(await approvedBlobs.has(sha256))) throw new HttpError(404, `no blob ${sha256}`);
+      }
+      if (!ctx.blobs.has(sha256)) throw new HttpError(404, `no blob ${sha256}`);
+      return sendBlob(ctx, sha256, req.headers.range, reply);
+    },
+  );
+}
+
+/** The device plugin: `await devicePlugin(app, ctx)` registers the device protocol's routes. */
+export async function devicePlugin(app: FastifyInstance, ctx: ServerContext): Promise<void> {
+  await app.register(async (scope) => registerDeviceRoutes(scope, ctx));
+}

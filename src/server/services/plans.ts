@@ -1,0 +1,59 @@
+// Plans: apply (validated, checked against the live fleet, audited) and list.
+import { analysePlan } from '../../engine/exposure.ts';
+import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
+import { appendAudit } from '../db/audit.ts';
+import type { Db } from '../db/database.ts';
+import { listPlans, type StoredPlan, savePlan } from '../db/plans.ts';
+import type { Channel } from '../db/rollouts.ts';
+import { badRequest, conflict } from '../errors.ts';
+import { liveFleetLabels } from './rollout-fleet.ts';
+
+/** What a plan is applied with. */
+export interface PlanInput {
+  source: string;
+  file?: string;
+  allowWide?: boolean;
+}
+
+/**
+ * Refuses (409) a plan whose first wave is over its cap against the live fleet (for a rollout: the devices of
+ * its channel that run its component; `null`: every device), unless allowed (the caller audits that).
+ */
+export async function refuseWide(
+  db: Db,
+  plan: Plan,
+  target: { component: string; channel: Channel | null } | null,
+  allowWide: boolean,
+): Promise<void> {
+  const a = analysePlan(plan, await liveFleetLabels(db, target), { allowWide });
+  if (a.problems.length) throw conflict(a.problems.join('; '));
+}
+
+/** Validates a plan's YAML (400 naming line and field), checks it and stores it, audited, in one transaction. */
+export async function applyPlan(db: Db, input: PlanInput, now: number, actor = 'admin'): Promise<Plan> {
+  let plan: Plan;
+  try {
+    plan = parsePlan(input.source, input.file ?? 'plan.yaml');
+  } catch (e) {
+    if (e instanceof PlanError) throw badRequest(e.message);
+    throw e;
+  }
+  const allowWide = input.allowWide === true;
+  await db.transaction().execute(async (tx) => {
+    await refuseWide(tx, plan, null, allowWide);
+    await savePlan(tx, plan, input.source, now);
+    await appendAudit(tx, {
+      at: now,
+      actor,
+      action: 'plan.applied',
+      subject: `plan/${plan.name}`,
+      detail: { ...plan, allow_wide: allowWide },
+    });
+  });
+  return plan;
+}
+
+/** Every plan as applied, with when. */
+export async function plansWithTimes(db: Db): Promise<Array<Plan & { updated_at: number }>> {
+  return (await listPlans(db)).map((p: StoredPlan) => ({ ...p.plan, updated_at: p.updatedAt }));
+}

@@ -1,0 +1,65 @@
+// The fleet as one rollout's engine sees it: devices, what they run, who holds them, who is busy elsewhere.
+import { ACTIVE, type DeviceView } from '../../engine/rollout-state.ts';
+import type { Labels } from '../../engine/selector.ts';
+import type { ComponentState } from '../../protocol/component-state.ts';
+import { busyDevices } from '../db/assignments.ts';
+import type { Db } from '../db/database.ts';
+import { componentStatesOf } from '../db/device-components.ts';
+import { liveDevicesOfChannel } from '../db/devices.ts';
+import type { Channel } from '../db/rollouts.ts';
+
+/** States a device reports for a component when its own local controls keep it where it is. */
+const LOCALLY_HELD: ReadonlySet<ComponentState> = new Set(['held', 'pinned']);
+/** Component states with no transaction open on the device. */
+const SETTLED: ReadonlySet<ComponentState> = new Set(['idle', 'held', 'pinned']);
+
+/** Which rollout is looking (busy = owned by another one) and at which channel's devices (null = all). */
+export interface FleetScope {
+  component: string;
+  rolloutId: number; // -1: no rollout yet (dry run, plan checks)
+  channel: Channel | null;
+}
+
+/**
+ * Devices as one rollout's engine sees them, for a component. A rollout scoped to a channel sees only that
+ * channel's devices. Operator holds and the device's own hold or pin both count as held.
+ */
+export async function deviceViews(db: Db, scope: FleetScope): Promise<DeviceView[]> {
+  const [devices, comps, busy] = await Promise.all([
+    liveDevicesOfChannel(db, scope.channel),
+    componentStatesOf(db, scope.component),
+    busyDevices(db, scope.component, scope.rolloutId, ACTIVE),
+  ]);
+  const version = new Map(comps.map((c) => [c.deviceId, c.version]));
+  const localHold = new Set(comps.filter((c) => LOCALLY_HELD.has(c.state)).map((c) => c.deviceId));
+  const settled = new Set(comps.filter((c) => SETTLED.has(c.state)).map((c) => c.deviceId));
+  return devices.map(
+    (d): DeviceView => ({
+      id: d.id,
+      labels: d.labels,
+      held: d.held || localHold.has(d.id),
+      pinned: Object.hasOwn(d.pins, scope.component),
+      busy: busy.has(d.id),
+      version: version.get(d.id) ?? null,
+      deferredUntil: d.deferredUntil,
+      settled: settled.has(d.id),
+      seenAt: d.lastSeenAt,
+      hasComponent: version.has(d.id),
+    }),
+  );
+}
+
+/**
+ * The labels of the live fleet a plan is measured against (retired devices excluded): for a rollout, the devices
+ * of its channel that run its component (the only ones it can offer); for a plan alone (`null`), every device.
+ */
+export async function liveFleetLabels(
+  db: Db,
+  target: { component: string; channel: Channel | null } | null,
+): Promise<Labels[]> {
+  if (target) {
+    const views = await deviceViews(db, { ...target, rolloutId: -1 });
+    return views.filter((v) => v.hasComponent !== false).map((v) => v.labels);
+  }
+  return (await liveDevicesOfChannel(db, null)).map((d) => d.labels);
+}

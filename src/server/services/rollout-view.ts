@@ -1,0 +1,118 @@
+// The operator's view of a rollout: its engine state plus per-wave counts of what the devices did.
+import type { Plan } from '../../engine/plan.ts';
+import type {
+  AssignmentState,
+  DeviceOutcome,
+  RolloutState,
+  RolloutStatus,
+} from '../../engine/rollout-state.ts';
+import { assignmentCounts } from '../db/assignments.ts';
+import type { Db } from '../db/database.ts';
+import { type Channel, findRollout, listRolloutIds } from '../db/rollouts.ts';
+import { notFound } from '../errors.ts';
+
+export interface RolloutView {
+  id: number;
+  component: string;
+  version: string;
+  plan: string;
+  channel: Channel | null;
+  status: RolloutStatus;
+  wave: string | null;
+  wave_index: number;
+  waves: WaveCounts[];
+  exposed: number;
+  state: RolloutState;
+  created_at: number;
+  updated_at: number;
+}
+
+/**
+ * One wave's counts. Each means one thing and never goes down as the rollout moves on (a revert does not turn a
+ * failure into something else): `offered` devices were sent the release; of those, `succeeded`, `failed` (the
+ * device reported a failure or a refusal, or did not report before the deadline; including `rolled_back`) and
+ * `rolled_back` (the device undid it by itself) are the devices' own verdicts; `reverted` were put back by the
+ * rollout and confirmed; `unconfirmed` were told to revert and did not confirm before the deadline; `skipped`
+ * were selected but never offered.
+ */
+export interface WaveCounts {
+  name: string;
+  selected: number;
+  offered: number;
+  succeeded: number;
+  failed: number;
+  rolled_back: number;
+  reverted: number;
+  unconfirmed: number;
+  skipped: number;
+}
+
+/** Assignments grouped by wave, state and outcome: how many, and how many were ever offered. */
+export interface AssignmentCount {
+  wave: number;
+  state: AssignmentState;
+  outcome: DeviceOutcome | null;
+  n: number;
+  offered: number;
+}
+
+/** Pure: the per-wave counts of a plan from grouped assignment counts; also the total ever offered. */
+export function waveCounts(plan: Plan, counts: AssignmentCount[]): { waves: WaveCounts[]; exposed: number } {
+  const waves: WaveCounts[] = plan.waves.map((w) => ({
+    name: w.name,
+    selected: 0,
+    offered: 0,
+    succeeded: 0,
+    failed: 0,
+    rolled_back: 0,
+    reverted: 0,
+    unconfirmed: 0,
+    skipped: 0,
+  }));
+  let exposed = 0;
+  for (const c of counts) {
+    const w = waves[c.wave];
+    if (!w) continue;
+    const { n, offered } = c;
+    w.offered += offered;
+    exposed += offered;
+    // A skipped device that was offered before (retired, or left to a newer rollout) was selected.
+    const neverOffered = c.state === 'skipped' ? n - offered : 0;
+    w.skipped += neverOffered;
+    w.selected += n - neverOffered;
+    if (c.outcome === 'succeeded') w.succeeded += n;
+    if (c.outcome === 'failed' || c.outcome === 'rolled-back') w.failed += n;
+    if (c.outcome === 'rolled-back') w.rolled_back += n;
+    if (c.state === 'reverted' && c.outcome !== 'rolled-back' && c.outcome !== 'failed') w.reverted += n;
+    if (c.state === 'unconfirmed') w.unconfirmed += n;
+  }
+  return { waves, exposed };
+}
+
+/** Builds the operator's view of a rollout (404 when there is none). */
+export async function rolloutView(db: Db, id: number): Promise<RolloutView> {
+  const ro = await findRollout(db, id);
+  if (!ro) throw notFound(`no rollout ${id}`);
+  const { waves, exposed } = waveCounts(ro.plan, await assignmentCounts(db, id));
+  const state = ro.state;
+  return {
+    id,
+    component: ro.component,
+    version: ro.version,
+    plan: ro.planName,
+    channel: ro.channel,
+    status: ro.status,
+    wave: state.wave >= 0 ? ro.plan.waves[state.wave].name : null,
+    wave_index: state.wave,
+    waves,
+    exposed,
+    state,
+    created_at: ro.createdAt,
+    updated_at: ro.updatedAt,
+  };
+}
+
+/** Every rollout's view, oldest first. */
+export async function rolloutViews(db: Db): Promise<RolloutView[]> {
+  return Promise.all((await listRolloutIds(db)).map((id) => rolloutView(db, id)));
+}
