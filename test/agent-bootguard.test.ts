@@ -1,6 +1,8 @@
 // The crash-loop case and local control: a release that keeps killing the machine during probation is
 // rolled back by `agent boot-guard` before the service starts again; local hold/pin/rollback win, with no server.
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import {
   activeRelease,
@@ -118,13 +120,47 @@ describe('boot guard and local control', () => {
     assert.equal(activeRelease(d), GOOD);
     await kill(d);
 
+    // A crash right after the commit was journaled, before its report was queued, leaves the transaction open
+    // in `committed` (the agent has not started since). The operator's rollback settles it, then undoes it.
+    const journalFile = join(d.dir, 'state', 'component-sensor-content.json');
+    const settledJournal = journalOf(d);
+    writeFileSync(
+      journalFile,
+      JSON.stringify({
+        ...settledJournal,
+        txn: {
+          id: 'txn-crashed-after-commit',
+          version: GOOD,
+          from: OLD,
+          phase: 'committed',
+          attempts: 0,
+          startedAt: Date.now(),
+          failure: null,
+        },
+      }),
+    );
+
     // No server needed: the operator rolls back on the device.
     r = ringfence(['agent', 'rollback', '--config', d.config]);
     assert.equal(r.code, 0, r.out);
     assert.equal(activeRelease(d), OLD);
     let j = journalOf(d);
     assert.equal(j.current, OLD);
+    assert.equal(j.txn, null);
     assert.deepEqual(j.quarantined, [GOOD]);
+    const queued = JSON.parse(readFileSync(join(d.dir, 'state', 'outbox.json'), 'utf8')) as Array<{
+      txn_id: string;
+      outcome: string;
+      class?: string;
+    }>;
+    assert.ok(
+      queued.some((q) => q.txn_id === 'txn-crashed-after-commit' && q.outcome === 'succeeded'),
+      'the interrupted commit is reported',
+    );
+    assert.ok(
+      queued.some((q) => q.outcome === 'rolled-back' && q.class === 'operator'),
+      'the rollback is reported',
+    );
 
     r = ringfence(['agent', 'hold', '--config', d.config]);
     assert.equal(r.code, 0, r.out);

@@ -10,7 +10,7 @@ import { writeContent } from '../src/demo/fleet.ts';
 import { type Assignment, applyReport } from '../src/engine/rollout.ts';
 import { isRetryableFailure } from '../src/engine/rollout-state.ts';
 import { componentState, componentStatus } from '../src/protocol/component-state.ts';
-import { isRetryable, legacyClass } from '../src/protocol/failure-class.ts';
+import { classOnWire, isRetryable, legacyClass } from '../src/protocol/failure-class.ts';
 import type { DeviceSummary } from '../src/server/routes/admin-fleet.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { deviceWants } from '../src/server/services/device-wants.ts';
@@ -199,15 +199,28 @@ describe('retry over the device protocol: by class, not by prose', { timeout: 60
     assert.equal((await send({ version: '1', phase: 'sleeping' })).status, 400);
   });
 
-  it('refuses a report class outside the union', async () => {
-    const res = await fetch(new URL('/v1/checkin', ts.conn.server), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${devs[0].token}` },
-      body: JSON.stringify({
-        components: [{ name: C, version: '1.0.0', phase: null }],
-        reports: [{ txn_id: 'x', component: C, version: '2.0.0', outcome: 'failed', class: 'network' }],
-      }),
-    });
-    assert.equal(res.status, 400);
+  it('records a class it does not know as unknown instead of refusing the check-in; refuses one not shaped like a class', async () => {
+    const send = (cls: string, txn: string) =>
+      fetch(new URL('/v1/checkin', ts.conn.server), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${devs[0].token}` },
+        body: JSON.stringify({
+          components: [{ name: C, version: '1.0.0', phase: null }],
+          reports: [{ txn_id: txn, component: C, version: '2.0.0', outcome: 'refused', class: cls }],
+        }),
+      });
+    // A newer agent's class: refusing it would keep the report in the device's outbox and block its check-ins.
+    assert.equal((await send('quantum-flux', 'txn-newer-class')).status, 200);
+    const stored = await ts.srv.ctx.store.db
+      .selectFrom('reports')
+      .select('detail')
+      .where('txn_id', '=', 'txn-newer-class')
+      .executeTakeFirstOrThrow();
+    assert.equal(JSON.parse(stored.detail).class, 'unknown');
+    assert.equal(isRetryable(classOnWire('quantum-flux')), false);
+    assert.equal(classOnWire('download'), 'download');
+    assert.equal(classOnWire('vendor-expired'), 'vendor-expired');
+    for (const bad of ['Network', 'a'.repeat(40), 'net work', '-x', 'x\u001b[31m'])
+      assert.equal((await send(bad, `txn-bad-${bad.length}`)).status, 400, bad);
   });
 });

@@ -2,8 +2,10 @@
 // row locks, idempotent reports and the audit chain — one query layer, the second dialect.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { sql } from 'kysely';
 import { api } from '../src/cli/client.ts';
-import { openStore } from '../src/server/db/database.ts';
+import { inTransaction, openStore } from '../src/server/db/database.ts';
+import { getMeta, initMeta, setMeta } from '../src/server/db/meta.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { type PgCluster, pgBinDir, startPostgres } from './helpers/postgres.ts';
 import { guardProcesses } from './helpers/processes.ts';
@@ -108,6 +110,49 @@ describe('PostgreSQL dialect', { skip, timeout: 300_000 }, () => {
     assert.equal(end.exposed, 4);
     const audit = await api<{ ok: boolean }>(ts.conn, 'GET', '/v1/admin/audit/verify');
     assert.ok(audit.ok);
+  });
+
+  it('runs a transaction again when PostgreSQL aborts it to break a deadlock', async () => {
+    const store = await openStore({ dataDir: ts.dir, url: pg.url });
+    try {
+      await initMeta(store.db, 'deadlock-a', '-');
+      await initMeta(store.db, 'deadlock-b', '-');
+      const gate = () => {
+        let open = () => {};
+        const opened = new Promise<void>((r) => {
+          open = r;
+        });
+        return { open, opened };
+      };
+      const aHolds = gate();
+      const bHolds = gate();
+      let attempts = 0;
+      // A locks a then b; B locks b then a: a real deadlock. A checks for deadlocks after 100 ms, B only after
+      // 60 s, so PostgreSQL aborts A — which inTransaction must run again once B has committed.
+      const a = inTransaction(store, async (tx) => {
+        attempts++;
+        await sql`set local deadlock_timeout = '100ms'`.execute(tx);
+        await setMeta(tx, 'deadlock-a', `A${attempts}`);
+        if (attempts === 1) {
+          aHolds.open();
+          await bHolds.opened;
+        }
+        await setMeta(tx, 'deadlock-b', `A${attempts}`);
+      });
+      const b = store.db.transaction().execute(async (tx) => {
+        await sql`set local deadlock_timeout = '60s'`.execute(tx);
+        await setMeta(tx, 'deadlock-b', 'B');
+        bHolds.open();
+        await aHolds.opened;
+        await setMeta(tx, 'deadlock-a', 'B');
+      });
+      await Promise.all([a, b]);
+      assert.equal(attempts, 2, 'the aborted transaction ran once more');
+      assert.equal(await getMeta(store.db, 'deadlock-a'), 'A2');
+      assert.equal(await getMeta(store.db, 'deadlock-b'), 'A2');
+    } finally {
+      await store.close();
+    }
   });
 });
 

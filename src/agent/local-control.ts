@@ -37,8 +37,15 @@ export class LocalControl {
    */
   async localRollback(name: string): Promise<ComponentJournal> {
     const comp = this.comp(name);
-    const j = this.journal.read(name);
+    let j = this.journal.read(name);
     const why = 'rolled back on the device by an operator';
+    if (isOpen(j) && (j.txn.phase === 'committed' || j.txn.phase === 'rolled-back')) {
+      // Finished before a crash but not yet closed (the agent has not started since): settle it first. A
+      // rolled-back one already left the component on its previous release; a committed one is undone below.
+      const rolledBack = j.txn.phase === 'rolled-back';
+      j = this.runner.settle(comp, j);
+      if (rolledBack) return j;
+    }
     if (isOpen(j)) return this.runner.rollback(comp, fail(j, 'operator', why));
     const failed = beginUndo(j, `txn-${randomUUID()}`, Date.now(), why);
     this.journal.write(failed); // a crash from here on recovers into the rollback, never a re-commit

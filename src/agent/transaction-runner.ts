@@ -279,6 +279,14 @@ export class TransactionRunner {
     return this.finish(comp, j);
   }
 
+  /**
+   * Settles a transaction a crash left finished but open (`committed` or `rolled-back`, before its report was
+   * queued): queues the report and closes it, as recovery would.
+   */
+  settle(comp: ComponentConfig, j: OpenJournal): ComponentJournal {
+    return this.finish(comp, j);
+  }
+
   /** Queues the transaction's report and closes it (idempotent: the txn id de-duplicates on the server). */
   private finish(comp: ComponentConfig, j: OpenJournal): ComponentJournal {
     const t = j.txn;

@@ -2,7 +2,7 @@
 // both the JSON schema the server validates with (and publishes in /v1/openapi.json) and, through `Static`, the
 // TypeScript type the server and the agent share. Every length and count limit here is a security limit.
 import Type, { type Static } from 'typebox';
-import { ReportClass } from './failure-class.ts';
+import { ClassOnWire } from './failure-class.ts';
 import { NAME_RE } from './names.ts';
 
 /** Printable text only: device-chosen strings end up in operators' terminals and pages. */
@@ -100,7 +100,7 @@ export const Report = Type.Object(
     from_version: Type.Optional(nullableVersion),
     outcome: ReportOutcome,
     /** Why it failed or was refused (absent on success; older agents may omit it: see legacyClass). */
-    class: Type.Optional(ReportClass),
+    class: Type.Optional(ClassOnWire),
     reason: Type.Optional(Type.String({ maxLength: 2000 })),
     detail: Type.Optional(looseObject),
     at: Type.Optional(Type.Number()),

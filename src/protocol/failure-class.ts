@@ -36,6 +36,13 @@ export const VendorRefusalClass = Type.Unsafe<`vendor-${string}`>(
 );
 export type VendorRefusalClass = Static<typeof VendorRefusalClass>;
 
+/**
+ * A class as the server accepts it in a report: any short class-shaped name. Agents send a `ReportClass`; one
+ * this server does not know (a newer agent) is recorded as `unknown` (not retried) by `classOnWire`, never
+ * refused — a refused check-in would keep the report in the device's outbox and block every later check-in.
+ */
+export const ClassOnWire = Type.String({ pattern: '^[a-z][a-z-]{0,31}$', maxLength: 32 });
+
 /** Every class a device may put in a report. */
 export const ReportClass = Type.Union([TransactionFailureClass, TrustRefusalClass, VendorRefusalClass]);
 export type ReportClass = Static<typeof ReportClass>;
@@ -75,6 +82,11 @@ export function knownClass(s: string): FailureClass | null {
   if (known) return known;
   const vendor = VENDOR.exec(s);
   return vendor ? (`vendor-${vendor[1]}` as const) : null;
+}
+
+/** The class of a report's `class` field: a known one, else `unknown`. */
+export function classOnWire(s: string): FailureClass {
+  return knownClass(s) ?? 'unknown';
 }
 
 /** The reason the server records for a device that did not report before its deadline. */

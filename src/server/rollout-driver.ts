@@ -2,7 +2,7 @@
 // and serialises the steps; one step (load → step() → persist) is services/rollout-step.ts.
 import type { Logger } from 'pino';
 import { ACTIVE, type EngineEvent, type RolloutState, type StepOutput } from '../engine/rollout.ts';
-import type { Db, Store } from './db/database.ts';
+import { type Db, inTransaction, type Store } from './db/database.ts';
 import { dueRollouts } from './db/rollouts.ts';
 import { stepWithin } from './services/rollout-step.ts';
 
@@ -86,7 +86,7 @@ export class RolloutDriver {
     return this.exclusive(async () => {
       const started = performance.now();
       const now = this.clock();
-      const out = await this.store.db.transaction().execute((tx) => this.within(tx, id, events, actor, now));
+      const out = await inTransaction(this.store, (tx) => this.within(tx, id, events, actor, now));
       const at = performance.now();
       this.lastStep.set(id, { at, tookMs: at - started });
       this.announce([{ id, out }]);

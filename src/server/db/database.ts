@@ -77,3 +77,24 @@ export async function openStore(opts: {
   }
   return { db, dialect, close: () => db.destroy() };
 }
+
+/** True for PostgreSQL's answer when it aborted this transaction to break a deadlock or a serialisation conflict. */
+function isConflictAbort(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && 'code' in e && (e.code === '40P01' || e.code === '40001');
+}
+
+/**
+ * Runs `fn` in one transaction. On PostgreSQL, two transactions that lock the same rollouts in a different order
+ * (stop-all pausing every rollout while a check-in marks two of them dirty) can deadlock; the database aborts one,
+ * which is then run again here, up to `attempts` times in all. `fn` must have no effect outside the transaction.
+ */
+export async function inTransaction<T>(store: Store, fn: (tx: Db) => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await store.db.transaction().execute(fn);
+    } catch (e) {
+      if (attempt >= attempts || !isConflictAbort(e)) throw e;
+      await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20 * attempt));
+    }
+  }
+}

@@ -2,7 +2,7 @@
 // device's assignments through the engine's pure `applyReport`, and failures stay in the audit trail.
 import { applyReport, type DeviceOutcome } from '../../engine/rollout.ts';
 import type { Report } from '../../protocol/device.ts';
-import { type FailureClass, legacyClass } from '../../protocol/failure-class.ts';
+import { classOnWire, type FailureClass, legacyClass } from '../../protocol/failure-class.ts';
 import type { ServerContext } from '../context.ts';
 import { releasesSeenByDevice, reportableAssignments, saveVerdict } from '../db/assignments.ts';
 import { appendAudit } from '../db/audit.ts';
@@ -15,7 +15,7 @@ import { boundedDetail } from '../limits.ts';
 
 /** The class of a report: its own, else (older agents) the class its `class: reason` text names. */
 export function reportClass(r: Report): FailureClass {
-  return r.class ?? legacyClass(r.reason);
+  return r.class !== undefined ? classOnWire(r.class) : legacyClass(r.reason);
 }
 
 /**
@@ -118,7 +118,7 @@ export function reportApplier(ctx: ServerContext) {
         detail: {
           component: r.component,
           version: r.version,
-          class: r.class,
+          class: r.class === undefined ? undefined : classOnWire(r.class),
           reason: r.reason,
           offline: r.offline,
         },
@@ -157,7 +157,7 @@ export function reportApplier(ctx: ServerContext) {
         outcome: r.outcome,
         reason: r.reason ?? null,
         detail: {
-          class: r.class,
+          class: r.class === undefined ? undefined : classOnWire(r.class),
           offline: r.offline ?? false,
           ...boundedDetail(r.detail, guards.limits.detailMaxBytes),
         },

@@ -4,7 +4,7 @@
 import { type EngineEvent, eventRefusal, newRollout } from '../../engine/rollout.ts';
 import { ACTIVE } from '../../engine/rollout-state.ts';
 import { appendAudit } from '../db/audit.ts';
-import type { Db, Store } from '../db/database.ts';
+import { type Db, inTransaction, type Store } from '../db/database.ts';
 import { findPlan } from '../db/plans.ts';
 import { findRelease } from '../db/releases.ts';
 import {
@@ -86,7 +86,8 @@ export async function startRollout(deps: RolloutDeps, req: StartRollout): Promis
   const id = await driver.exclusive(async () => {
     const now = deps.clock();
     const steps: StepsWithin = [];
-    const created = await store.db.transaction().execute(async (tx) => {
+    const created = await inTransaction(store, async (tx) => {
+      steps.length = 0; // run again after a deadlock: only the last attempt's steps count
       const { rel, plan } = await startable(tx, req.release, req.plan);
       const { component, version } = rel;
       await refuseWide(tx, plan, { component, channel }, req.allowWide === true);
@@ -161,7 +162,7 @@ export async function steerRollout(
       : { kind: action, actor };
   await deps.driver.exclusive(async () => {
     const now = deps.clock();
-    const out = await deps.store.db.transaction().execute(async (tx) => {
+    const out = await inTransaction(deps.store, async (tx) => {
       // Locked on PostgreSQL, so the status the refusal reads is the one the step starts from.
       const ro = await findRollout(tx, id, deps.store.dialect === 'postgres' ? 'for-update' : 'none');
       if (!ro) throw notFound(`no rollout ${id}`);
@@ -179,7 +180,8 @@ export async function stopAll(deps: RolloutDeps, actor = 'admin'): Promise<numbe
   return deps.driver.exclusive(async () => {
     const now = deps.clock();
     const steps: StepsWithin = [];
-    await deps.store.db.transaction().execute(async (tx) => {
+    await inTransaction(deps.store, async (tx) => {
+      steps.length = 0; // run again after a deadlock: only the last attempt's steps count
       for (const id of await rolloutIdsIn(tx, PAUSABLE))
         steps.push({
           id,
