@@ -2,13 +2,15 @@
 // role runs as its own process, so neither shares an event loop with the server it measures.
 //
 //   --role honest: honest devices check in once per round (rounds paced at --round-ms, bounded concurrency,
-//     keep-alive), one unmeasured warm-up round before --start-at, then --rounds measured rounds. Prints one
+//     keep-alive), two unmeasured warm-up rounds before --start-at, then --rounds measured rounds. Prints one
 //     JSON line: latency percentiles (ms) and answers by status.
-//   --role abuser: one enrolled device misbehaving from --start-at until its stdin closes or --seconds pass:
+//   --role abuser: one enrolled device misbehaving from --start-at until its stdin closes or --seconds pass
+//     (with --windows 0-4000,8000-12000: only in those windows, ms after --start-at, dropping its slow
+//     connections at the end of each, so a bench can alternate quiet and abuse phases):
 //     (a) check-ins carrying 256 reports for transactions it was never offered, as fast as it can;
 //     (b) check-ins with label maps that grow each time; (c) slow connections sending partial headers, from
 //     --slow-address; (d) check-ins with random bad tokens. Prints "attacking" once started, then one JSON line
-//     with what it sent and how it was answered. --vectors reports,labels,slow,bad-tokens picks the attacks.
+//     with what it sent and how it was answered (after a "ready" line once set up). --vectors reports,labels,slow,bad-tokens picks the attacks.
 // Every loop is bounded in count and in time.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -25,6 +27,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '10' },
     'round-ms': { type: 'string', default: '2000' },
     concurrency: { type: 'string', default: '64' },
+    phases: { type: 'string', default: '' },
     // both: wall-clock time (ms since epoch) at which the measured part starts
     'start-at': { type: 'string', default: '0' },
     // abuser
@@ -35,6 +38,7 @@ const { values } = parseArgs({
     slow: { type: 'string', default: '2000' },
     'max-requests': { type: 'string', default: '200000' },
     vectors: { type: 'string', default: 'reports,labels,slow,bad-tokens' },
+    windows: { type: 'string', default: '' },
   },
 });
 
@@ -89,17 +93,39 @@ const pct = (sorted: number[], p: number) =>
     ? 0
     : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] * 100) / 100;
 
+/** Latency percentiles and answers of a set of check-ins. */
+function figures(lat: number[], statuses: Record<string, number>) {
+  const all = [...lat].sort((a, b) => a - b);
+  return {
+    requests: all.length,
+    statuses,
+    p50_ms: pct(all, 0.5),
+    p90_ms: pct(all, 0.9),
+    p99_ms: pct(all, 0.99),
+    max_ms: pct(all, 1),
+  };
+}
+const addStatuses = (into: Record<string, number>, from: Record<string, number>) => {
+  for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+  return into;
+};
+
 async function honest() {
   const tokens = JSON.parse(readFileSync(values.tokens!, 'utf8')) as string[];
   const rounds = Number(values.rounds);
   const roundMs = Number(values['round-ms']);
   const concurrency = Number(values.concurrency);
+  // --phases qaaq…: the measured rounds fall into that many equal phases, each of one kind (the caller's labels,
+  // e.g. q = quiet, a = under abuse); figures are also given per phase and pooled per kind.
+  const phases = values.phases ? [...values.phases] : [];
+  const perPhase = phases.length ? rounds / phases.length : rounds;
+  if (phases.length && !Number.isInteger(perPhase))
+    throw new Error('--rounds must be a multiple of --phases');
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
   const body = JSON.stringify({ components: [{ name: 'app', version: '1', state: 'idle' }] });
-  const statuses: Record<string, number> = {};
 
   /** Every device checks in once, at most `concurrency` in flight. */
-  async function round(lat: number[] | null) {
+  async function round(lat: number[] | null, statuses: Record<string, number>) {
     let next = 0;
     const worker = async () => {
       while (next < tokens.length) {
@@ -114,11 +140,20 @@ async function honest() {
     await Promise.all(Array.from({ length: concurrency }, worker));
   }
 
-  await round(null); // warm-up: connections, JIT, the devices' component rows
+  // Warm-up, two rounds: connections, JIT, the devices' component rows (with one, the first measured round still
+  // ran 2–3× the later ones' p99).
+  await round(null, {});
+  await round(null, {});
   await sleep(startAt - Date.now());
-  const all: number[] = [];
   const cpu0 = process.cpuUsage();
-  const perRound: Array<{ p50_ms: number; p99_ms: number; seconds: number }> = [];
+  const perRound: Array<{
+    lat: number[];
+    statuses: Record<string, number>;
+    p50_ms: number;
+    p99_ms: number;
+    seconds: number;
+    cpu_s: number;
+  }> = [];
   let late = 0;
   const t0 = performance.now();
   for (let k = 0; k < rounds; k++) {
@@ -127,34 +162,53 @@ async function honest() {
     if (performance.now() > due + 50) late++;
     await sleep(due - performance.now());
     const r0 = performance.now();
+    const c0 = process.cpuUsage();
     const lat: number[] = [];
-    await round(lat);
-    lat.sort((a, b) => a - b);
+    const statuses: Record<string, number> = {};
+    await round(lat, statuses);
+    const sorted = [...lat].sort((a, b) => a - b);
     perRound.push({
-      p50_ms: pct(lat, 0.5),
-      p99_ms: pct(lat, 0.99),
+      lat,
+      statuses,
+      p50_ms: pct(sorted, 0.5),
+      p99_ms: pct(sorted, 0.99),
       seconds: (performance.now() - r0) / 1000,
+      cpu_s: cpuSeconds(c0),
     });
-    all.push(...lat);
   }
   const seconds = (performance.now() - t0) / 1000;
-  all.sort((a, b) => a - b);
   agent.destroy();
+  const pool = (rs: typeof perRound) => ({
+    ...figures(
+      rs.flatMap((r) => r.lat),
+      rs.reduce((s, r) => addStatuses(s, r.statuses), {} as Record<string, number>),
+    ),
+    cpu_s: Math.round(rs.reduce((s, r) => s + r.cpu_s, 0) * 100) / 100,
+  });
+  const byPhase = phases.map((kind, j) => ({
+    kind,
+    ...pool(perRound.slice(j * perPhase, (j + 1) * perPhase)),
+  }));
+  const byKind = Object.fromEntries(
+    [...new Set(phases)].map((kind) => [
+      kind,
+      pool(perRound.filter((_, k) => phases[Math.floor(k / perPhase)] === kind)),
+    ]),
+  );
   out({
     devices: tokens.length,
     rounds,
     round_ms: roundMs,
     concurrency,
-    requests: all.length,
-    statuses,
     seconds: Math.round(seconds * 100) / 100,
     rounds_started_late: late,
+    ...pool(perRound),
     cpu_s: cpuSeconds(cpu0),
-    p50_ms: pct(all, 0.5),
-    p90_ms: pct(all, 0.9),
-    p99_ms: pct(all, 0.99),
-    max_ms: pct(all, 1),
-    per_round: perRound.map((r) => ({ ...r, seconds: Math.round(r.seconds * 100) / 100 })),
+    per_round: perRound.map(({ lat, statuses, ...r }) => ({
+      ...r,
+      seconds: Math.round(r.seconds * 100) / 100,
+    })),
+    ...(phases.length ? { per_phase: byPhase, by_kind: byKind } : {}),
   });
 }
 
@@ -171,7 +225,13 @@ async function abuser() {
     stopping = true;
   });
   process.stdin.resume();
-  const stop = () => stopping || Date.now() >= deadline;
+  const over = () => stopping || Date.now() >= deadline;
+  // Attack windows (absolute ms since epoch); the whole run when none is given.
+  const windows = values.windows
+    ? values.windows.split(',').map((w) => w.split('-').map((x) => startAt + Number(x)) as [number, number])
+    : [[startAt, deadline] as [number, number]];
+  let windowEnd = deadline;
+  const stop = () => over() || Date.now() >= windowEnd;
   const agent = new Agent({ keepAlive: true, maxSockets: 16 });
   let sent = 0;
   const tally = () => ({ sent: 0, statuses: {} as Record<string, number> });
@@ -216,7 +276,8 @@ async function abuser() {
 
   // (c) slow connections: partial headers, one more header line a second, never finished.
   const slowTarget = Number(values.slow);
-  const slowBudget = slowTarget * 10; // bounded: at most this many connections over the whole run
+  // Bounded: at most this many connections over the whole run (ten times the target per attack window).
+  const slowBudget = slowTarget * 10 * windows.length;
   const slow = {
     opened: 0,
     open_now: 0,
@@ -246,7 +307,7 @@ async function abuser() {
       live.delete(s);
       if (slow.open_now > 0 && ticker) slow.open_now--;
       const ms = performance.now() - t0;
-      if (stopping || Date.now() >= deadline) return; // closed by us at the end
+      if (stop()) return; // closed by us at the end (of the run or of a window)
       if (ms < 1000) slow.refused_fast++;
       else {
         slow.closed_later++;
@@ -256,35 +317,47 @@ async function abuser() {
     });
   };
 
-  await sleep(startAt - Date.now());
-  out('attacking');
-  const t0 = performance.now();
   const cpu0 = process.cpuUsage();
+  let attackMs = 0;
+  out('ready'); // set up (its start-up and body pool cost CPU): the caller may start the honest devices now
+  let announced = false;
   const loop = (n: number, fn: () => Promise<void>) =>
     Promise.all(
       Array.from({ length: n }, async () => {
         while (!stop() && sent < maxRequests) await fn();
       }),
     );
-  const slowOpening = (async () => {
-    for (let i = 0; vectors.has('slow') && i < slowTarget && !stop(); i++) {
-      openSlow();
-      if (i % 100 === 99) await sleep(10);
-    }
-  })();
-  await Promise.all([
-    loop(vectors.has('reports') ? 8 : 0, () =>
-      send('reports', token, reportPool[nextReport++ % reportPool.length]),
-    ),
-    loop(vectors.has('labels') ? 2 : 0, () => send('labels', token, labelsBody())),
-    loop(vectors.has('bad-tokens') ? 4 : 0, () =>
-      send('bad_tokens', `dev_${randomBytes(24).toString('base64url')}`, bad),
-    ),
-    slowOpening,
-  ]);
-  // Wait (bounded) for stdin to close or the deadline, then drop every slow connection.
-  while (!stop()) await sleep(50);
-  const seconds = (performance.now() - t0) / 1000;
+  for (const [from, to] of windows) {
+    if (over()) break;
+    await sleep(from - Date.now());
+    if (over()) break;
+    windowEnd = Math.min(to, deadline);
+    if (!announced) out('attacking');
+    announced = true;
+    const w0 = performance.now();
+    const slowOpening = (async () => {
+      for (let i = 0; vectors.has('slow') && i < slowTarget && !stop(); i++) {
+        openSlow();
+        if (i % 100 === 99) await sleep(10);
+      }
+    })();
+    await Promise.all([
+      loop(vectors.has('reports') ? 8 : 0, () =>
+        send('reports', token, reportPool[nextReport++ % reportPool.length]),
+      ),
+      loop(vectors.has('labels') ? 2 : 0, () => send('labels', token, labelsBody())),
+      loop(vectors.has('bad-tokens') ? 4 : 0, () =>
+        send('bad_tokens', `dev_${randomBytes(24).toString('base64url')}`, bad),
+      ),
+      slowOpening,
+    ]);
+    // Wait (bounded) for the end of the window, stdin to close or the deadline, then drop every slow connection.
+    while (!stop()) await sleep(50);
+    for (const s of live) s.destroy();
+    attackMs += performance.now() - w0;
+  }
+  while (!over()) await sleep(50);
+  const seconds = attackMs / 1000;
   for (const s of live) s.destroy();
   agent.destroy();
   process.stdin.destroy(); // nothing left to wait for: the process ends once this line is printed

@@ -1,9 +1,13 @@
 // Engine step benchmark: how long one step() takes for 10k, 100k and 1M devices, against a reference
 // measured in the same run (a plain loop over the same device array reading one label), so the figures
-// can be compared across machines. Usage: npx tsx bench/engine.ts [sizes...]; writes bench/results/engine.json.
+// can be compared across machines. Usage: npx tsx bench/engine.ts [--rounds 5] [sizes...]; writes
+// bench/results/engine.json. The step and the reference alternate in --rounds rounds (reference first, then
+// steps first, …); each ratio is the median over the rounds of step / reference, given with its spread, so a
+// neighbour's load on a shared machine does not fall on one side only.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { parsePlan } from '../src/engine/plan.ts';
 import {
   type Assignment,
@@ -47,8 +51,26 @@ function fleet(n: number): DeviceView[] {
   return out;
 }
 
-function time(fn: () => void, reps: number): number {
-  fn(); // warm-up
+const { values: opts, positionals } = parseArgs({
+  options: { rounds: { type: 'string', default: '5' } },
+  allowPositionals: true,
+});
+const ROUNDS = Math.max(1, Number(opts.rounds));
+
+/** Median, quartiles (linear interpolation) and range. */
+function spread(xs: number[]) {
+  const v = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => {
+    const i = (v.length - 1) * p;
+    const lo = Math.floor(i);
+    return v[lo] + (v[Math.min(lo + 1, v.length - 1)] - v[lo]) * (i - lo);
+  };
+  const r = (x: number) => +x.toFixed(1);
+  return { median: r(q(0.5)), q1: r(q(0.25)), q3: r(q(0.75)), min: r(v[0]), max: r(v[v.length - 1]) };
+}
+
+function time(fn: () => void, reps: number, warm = true): number {
+  if (warm) fn(); // warm-up
   const t0 = performance.now();
   for (let i = 0; i < reps; i++) fn();
   return (performance.now() - t0) / reps;
@@ -60,36 +82,41 @@ interface Row {
   steadyMs: number; // step in a running wave with every device assigned: deadlines, gates, offers
   steadyFreshMs: number; // the same with a new device array each step (as the server does)
   referenceMs: number; // plain loop over the same array
-  startRatio: number;
+  startRatio: number; // median over the rounds of start-wave step / reference
   steadyRatio: number;
+  startRatioSpread: ReturnType<typeof spread>;
+  steadyRatioSpread: ReturnType<typeof spread>;
+  rounds: Array<{ referenceMs: number; startWaveMs: number; steadyMs: number; steadyFreshMs: number }>;
 }
 
 function bench(n: number): Row {
   const devices = fleet(n);
-  const reps = n >= 1_000_000 ? 2 : n >= 100_000 ? 4 : 20;
+  // Repetitions per round: about the same total as one long measurement of each (at least one per round).
+  const reps = Math.max(1, Math.round((n >= 1_000_000 ? 2 : n >= 100_000 ? 4 : 20) / ROUNDS));
   let sink = 0;
-  const referenceMs = time(() => {
+  const reference = () => {
     let c = 0;
     for (const d of devices) if (d.labels.tier === 'C' && !d.held) c++;
     sink += c;
-  }, reps);
+  };
   // Step 1 → canary wave; report all → tier-C wave starts (selection over the fleet).
-  let rollout: RolloutState = newRollout({
+  const rollout0: RolloutState = newRollout({
     id: 'b',
     component: 'c',
     version: '2',
     releaseCreatedAt: 0,
     now: 0,
   });
-  const asg = new Map<string, Assignment>();
-  let out = step({ plan, rollout, assignments: asg, devices, now: 0 });
-  for (const a of out.changed) asg.set(a.deviceId, { ...a, state: 'succeeded', reportedAt: 1 });
-  rollout = out.rollout;
-  const before = rollout;
-  const startWaveMs = time(() => {
-    out = step({ plan, rollout: before, assignments: asg, devices, now: 1000 });
-  }, reps);
-  rollout = out.rollout;
+  const asgStart = new Map<string, Assignment>();
+  let out = step({ plan, rollout: rollout0, assignments: asgStart, devices, now: 0 });
+  for (const a of out.changed) asgStart.set(a.deviceId, { ...a, state: 'succeeded', reportedAt: 1 });
+  const before = out.rollout;
+  const startWave = () => {
+    out = step({ plan, rollout: before, assignments: asgStart, devices, now: 1000 });
+  };
+  startWave();
+  const rollout = out.rollout;
+  const asg = new Map(asgStart);
   for (const a of out.changed) asg.set(a.deviceId, a);
   // Steady state: fake every remaining device as assigned to the current wave, half of them reported.
   let i = 0;
@@ -104,42 +131,75 @@ function bench(n: number): Row {
         reportedAt: null,
         reason: null,
       });
-  const steadyMs = time(() => {
+  const steady = () => {
     sink += step({ plan, rollout, assignments: asg, devices, now: 2000 }).commands.length;
-  }, reps);
+  };
   // The server builds a fresh device array per step, so it pays for the id index every time.
-  const steadyFreshMs = time(() => {
+  const steadyFresh = () => {
     sink += step({ plan, rollout, assignments: asg, devices: devices.slice(), now: 2000 }).commands.length;
-  }, reps);
+  };
+  const rounds: Row['rounds'] = [];
+  // Round -1 is a warm-up (JIT tiers, caches), not kept: its figures ran 1.5–3× the later ones.
+  for (let k = -1; k < ROUNDS; k++) {
+    const warm = k === -1;
+    // The reference loop is cheap: more repetitions of it, for a stable figure.
+    const ref = () => time(reference, reps * 10, warm);
+    const steps = () => ({
+      startWaveMs: time(startWave, reps, warm),
+      steadyMs: time(steady, reps, warm),
+      steadyFreshMs: time(steadyFresh, reps, warm),
+    });
+    if (k % 2 === 0) {
+      const referenceMs = ref();
+      const s = steps();
+      if (k >= 0) rounds.push({ referenceMs, ...s });
+    } else {
+      const s = steps();
+      const referenceMs = ref();
+      if (k >= 0) rounds.push({ referenceMs, ...s });
+    }
+  }
   if (sink < 0) console.log(sink);
+  const med = (f: (r: Row['rounds'][number]) => number) => spread(rounds.map(f)).median;
+  const startRatioSpread = spread(rounds.map((r) => r.startWaveMs / r.referenceMs));
+  const steadyRatioSpread = spread(rounds.map((r) => r.steadyMs / r.referenceMs));
+  const ms = (x: number, d: number) => +x.toFixed(d);
   return {
     devices: n,
-    startWaveMs: +startWaveMs.toFixed(2),
-    steadyMs: +steadyMs.toFixed(2),
-    steadyFreshMs: +steadyFreshMs.toFixed(2),
-    referenceMs: +referenceMs.toFixed(3),
-    startRatio: +(startWaveMs / referenceMs).toFixed(1),
-    steadyRatio: +(steadyMs / referenceMs).toFixed(1),
+    // Medians over the rounds.
+    startWaveMs: ms(spread(rounds.map((r) => r.startWaveMs * 100)).median / 100, 2),
+    steadyMs: ms(spread(rounds.map((r) => r.steadyMs * 100)).median / 100, 2),
+    steadyFreshMs: ms(spread(rounds.map((r) => r.steadyFreshMs * 100)).median / 100, 2),
+    referenceMs: ms(med((r) => r.referenceMs * 1000) / 1000, 3),
+    startRatio: startRatioSpread.median,
+    steadyRatio: steadyRatioSpread.median,
+    startRatioSpread,
+    steadyRatioSpread,
+    rounds: rounds.map((r) => ({
+      referenceMs: ms(r.referenceMs, 3),
+      startWaveMs: ms(r.startWaveMs, 2),
+      steadyMs: ms(r.steadyMs, 2),
+      steadyFreshMs: ms(r.steadyFreshMs, 2),
+    })),
   };
 }
 
-const sizes = process.argv
-  .slice(2)
-  .map(Number)
-  .filter((n) => n > 0);
+const sizes = positionals.map(Number).filter((n) => n > 0);
 const rows: Row[] = [];
 for (const n of sizes.length ? sizes : [10_000, 100_000, 1_000_000]) {
   const r = bench(n);
   rows.push(r);
   console.log(
     `${String(n).padStart(9)} devices: wave start ${r.startWaveMs} ms, steady step ${r.steadyMs} ms (fresh array ${r.steadyFreshMs} ms), ` +
-      `plain loop ${r.referenceMs} ms (×${r.startRatio} / ×${r.steadyRatio})`,
+      `plain loop ${r.referenceMs} ms (medians of ${ROUNDS} alternating rounds); ratio start / steady: ×${r.startRatio} ` +
+      `(${r.startRatioSpread.min}–${r.startRatioSpread.max}, IQR ${r.startRatioSpread.q1}–${r.startRatioSpread.q3}) / ` +
+      `×${r.steadyRatio} (${r.steadyRatioSpread.min}–${r.steadyRatioSpread.max}, IQR ${r.steadyRatioSpread.q1}–${r.steadyRatioSpread.q3})`,
   );
 }
 const file = join(dirname(fileURLToPath(import.meta.url)), 'results', 'engine.json');
 mkdirSync(dirname(file), { recursive: true });
 writeFileSync(
   file,
-  `${JSON.stringify({ node: process.version, at: new Date().toISOString(), rows }, null, 2)}\n`,
+  `${JSON.stringify({ node: process.version, at: new Date().toISOString(), rounds: ROUNDS, rows }, null, 2)}\n`,
 );
 console.log(`written ${file}`);
