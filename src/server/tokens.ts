@@ -6,6 +6,7 @@ export function newToken(prefix: 'adm' | 'dev' | 'enr'): string {
   return `rf${prefix}_${randomBytes(24).toString('base64url')}`;
 }
 
+/** The sha256 (hex) a token is stored and looked up by. */
 export function hashToken(token: string): string {
   return createHash('sha256').update(token).digest('hex');
 }

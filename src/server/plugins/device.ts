@@ -44,11 +44,15 @@ function failedAuth(ctx: ServerContext, ip: string, e: unknown): unknown {
   return new HttpError(429, 'too many failed authentications from this address');
 }
 
+/** The device token's hash, computed once per check-in by the gate and read by the handler. */
+const gateHashes = new WeakMap<FastifyRequest, string>();
+
 /** Check-in limits, before the body is read or parsed: a refused check-in costs next to nothing. */
 async function checkinGate(ctx: ServerContext, req: FastifyRequest): Promise<void> {
   const token = bearer(req.headers.authorization);
   const hash = token ? hashToken(token) : null;
   if (!hash) throw failedAuth(ctx, req.ip, new HttpError(401, 'device token required'));
+  gateHashes.set(req, hash);
   // An address that keeps presenting bad tokens gets 429 without the batch; a valid token always passes
   // (one indexed lookup unless it checked in recently), so honest devices behind that address keep working.
   if (ctx.guards.failedAuth.exhausted(req.ip) && !ctx.guards.knownDevices.has(hash)) {
@@ -131,7 +135,8 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
     async (req) => {
       const end = ctx.metrics.checkinSeconds.startTimer();
       const body = req.body;
-      const hash = hashToken(bearer(req.headers.authorization) ?? ''); // present: checked in onRequest
+      const hash = gateHashes.get(req);
+      if (hash === undefined) throw new HttpError(401, 'device token required'); // the gate always sets it
       // Concurrent check-ins share one transaction (group commit); see ../services/checkin.ts.
       let result: CheckinResult;
       try {

@@ -4,7 +4,7 @@
 //
 // Nothing here needs the server at run time: the CLI and the dashboard take the shapes (and states) from here.
 import type { AssignmentState } from '../../engine/rollout-state.ts';
-import type { ReportTable } from '../db/schema.ts';
+import type { ReportRow } from '../db/reports.ts';
 
 /** Characters of a check's output kept in an answer (the tail: errors are usually at the end). */
 export const CHECK_OUTPUT_MAX = 2000;
@@ -149,7 +149,7 @@ export function checkView(raw: unknown): CheckView {
 }
 
 /** A row of the reports table as the device's report, with its checks. */
-export function reportView(r: ReportTable): ReportView {
+export function reportView(r: ReportRow): ReportView {
   const parsed = parseJson(r.detail);
   const detail = (parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed : {}) as Record<
     string,
