@@ -3,6 +3,10 @@
 // missing or older than src/): apply-to-commit latency and the agent's peak RSS for a 1 MiB and a 50 MiB
 // release, rollback latency (failing health check → `current` switched back) and idle RSS (target < 60 MB);
 // each a median of --runs runs. Idle RSS via bin/ringfence.js (tsx, whole CLI) is printed for comparison.
+// Beside it, in alternating rounds: Mender 3.4 standalone (bench/mender.ts) installing and committing a signed
+// single-file artifact of the same payload, with the median Ringfence/Mender time ratio and its spread.
+// The apply's peak RSS is the agent's VmHWM reset just before the offer. The agent runs with the node flags
+// of docs/examples/ringfence-agent.service, and the server has TUF keys, so every apply is verified.
 // `--idle-only` measures idle RSS alone. Writes bench/results/agent.json (not with --idle-only).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -26,15 +30,24 @@ import { api, type Conn } from '../src/cli/client.ts';
 import { importRelease } from '../src/cli/commands/release.ts';
 import { prepareDevice, type SpawnedDevice, startAgent, stopAgents } from '../src/demo/fleet.ts';
 import { createServer } from '../src/server/app.ts';
+import { TufRepository } from '../src/trust/signer/tuf-repository.ts';
+import { type MenderRun, menderMissing, setUpMender } from './mender.ts';
 
 const { values } = parseArgs({
   options: { runs: { type: 'string', default: '3' }, 'idle-only': { type: 'boolean', default: false } },
 });
 const RUNS = Number(values.runs);
 const TARGET_IDLE_MB = 60;
+/** Issue 11: the agent's peak RSS during a 50 MiB apply. */
+const TARGET_APPLY_MB = 60;
 const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Resets a process's peak RSS (VmHWM) to its current RSS (Linux: `5` in /proc/<pid>/clear_refs). */
+function resetPeak(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
+}
 
 /** Reads a field (kB) of /proc/<pid>/status: VmRSS now, VmHWM the peak. */
 function procKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
@@ -84,10 +97,20 @@ async function shippedBuild(): Promise<string> {
   return AGENT_BUNDLE;
 }
 
-/** Runs an agent from the shipped build, logging to agent.log like the CLI's fleet does. */
+/** The node flags the shipped systemd unit runs the agent with (docs/examples/ringfence-agent.service). */
+function unitNodeFlags(): string[] {
+  const unit = readFileSync(new URL('../docs/examples/ringfence-agent.service', import.meta.url), 'utf8');
+  const m = /^ExecStart=\S*node((?:\s+--\S+)*)\s+\S*ringfence-agent\.mjs/m.exec(unit);
+  if (!m)
+    throw new Error('no ExecStart running ringfence-agent.mjs in docs/examples/ringfence-agent.service');
+  return m[1].split(/\s+/).filter(Boolean);
+}
+const NODE_FLAGS = unitNodeFlags();
+
+/** Runs an agent from the shipped build as the unit does, logging to agent.log like the CLI's fleet does. */
 function startShipped(d: SpawnedDevice, bundle: string): void {
   const log = openSync(join(d.dir, 'agent.log'), 'a');
-  d.proc = spawn(process.execPath, [bundle, '--config', d.config], {
+  d.proc = spawn(process.execPath, [...NODE_FLAGS, bundle, '--config', d.config], {
     stdio: ['ignore', log, log],
     env: { ...process.env, RINGFENCE_LOG_LEVEL: 'info' },
   });
@@ -102,6 +125,8 @@ function content(dir: string, version: string, threads: number, size: number): s
 
 async function main() {
   const root = mkdtempSync(join(tmpdir(), 'rf-bench-agent-'));
+  // Organisation keys, so every apply is verified with TUF (signed metadata), as Mender verifies its signature.
+  TufRepository.init(join(root, 'server'));
   const srv = await createServer({
     dataDir: join(root, 'server'),
     logger: pino({ level: 'silent' }),
@@ -167,6 +192,15 @@ async function main() {
       return mb;
     };
 
+    const menderWhy = values['idle-only'] ? 'not measured (--idle-only)' : menderMissing();
+    const mender = menderWhy
+      ? null
+      : setUpMender(
+          join(root, 'mender'),
+          sizes.map((x) => ({ bytes: x.bytes, payload: join(root, 'c', x.version, 'payload.bin') })),
+        );
+    if (menderWhy) console.log(`Mender: ${menderWhy}`);
+
     const idle: number[] = [];
     const idleTsx: number[] = [];
     for (let r = 0; r < RUNS; r++) {
@@ -174,18 +208,33 @@ async function main() {
       idleTsx.push(await idleRss(`idle-tsx-${r}`, 'tsx'));
     }
     const rows: Array<[string, string, string]> = [];
-    const results: Record<string, unknown> = { build: 'dist/ringfence-agent.mjs on plain node' };
+    const build = `node ${NODE_FLAGS.join(' ')} dist/ringfence-agent.mjs (as docs/examples/ringfence-agent.service), TUF-verified`;
+    const results: Record<string, unknown> = { build, node_flags: NODE_FLAGS };
     if (!values['idle-only']) {
       const rollback: number[] = [];
       for (const s of sizes) {
         const lat: number[] = [];
         const rss: number[] = [];
+        const startRss: number[] = [];
+        const mLat: number[] = [];
+        const mRss: number[] = [];
+        const ratios: number[] = [];
         for (let r = 0; r < RUNS; r++) {
+          // Alternating rounds (Ringfence then Mender, Mender then Ringfence) so a busy spell hits both.
+          const menderFirst = r % 2 === 1;
+          let m: MenderRun | undefined;
+          if (mender && menderFirst) m = await mender.apply(s.bytes);
           const d = await device(`${s.version}-${r}`);
           await sleep(1000);
+          // The peak of the apply itself, not of start-up: reset just before the offer, read after the commit.
+          const startPeak = procKb(d.proc!.pid!, 'VmHWM') / 1024;
+          resetPeak(d.proc!.pid!);
           await pin(d, s.version);
           lat.push((await span(d, s.version, 'committed')).ms);
+          if (!existsSync(join(d.dir, 'state', 'tuf', 'timestamp.json')))
+            throw new Error(`${d.name}: the apply was not verified with TUF`);
           rss.push(procKb(d.proc!.pid!, 'VmHWM') / 1024);
+          startRss.push(startPeak);
           if (s.bytes === MiB) {
             // Rollback latency: from the failing health check's verdict to `current` switched back.
             await pin(d, 'bad');
@@ -194,14 +243,47 @@ async function main() {
             rollback.push(end - j.lastHealth.at);
           }
           await stopAgents([d]);
+          if (mender && !menderFirst) m = await mender.apply(s.bytes);
+          if (m) {
+            mLat.push(Math.round(m.ms));
+            mRss.push(m.peakRssMb);
+            ratios.push(lat[lat.length - 1] / m.ms);
+          }
         }
         results[s.label] = {
           apply_to_commit_ms: median(lat),
           peak_rss_mb: +median(rss).toFixed(1),
+          peak_rss_runs: rss.map((x) => +x.toFixed(1)),
+          startup_peak_rss_mb: +median(startRss).toFixed(1),
           runs: lat,
+          ...(mender
+            ? {
+                mender_install_commit_ms: median(mLat),
+                mender_runs: mLat,
+                mender_peak_rss_mb: +median(mRss).toFixed(1),
+                ratio_ringfence_to_mender: +median(ratios).toFixed(2),
+                ratio_spread: [+Math.min(...ratios).toFixed(2), +Math.max(...ratios).toFixed(2)],
+              }
+            : {}),
         };
         rows.push([`apply → commit, ${s.label}`, `${median(lat)} ms`, `runs ${lat.join(', ')}`]);
-        rows.push([`peak RSS during ${s.label} apply`, `${median(rss).toFixed(1)} MB`, '']);
+        rows.push([
+          `peak RSS during ${s.label} apply`,
+          `${median(rss).toFixed(1)} MB`,
+          `${s.bytes > MiB ? `target ≤ ${TARGET_APPLY_MB} MB: ${median(rss) <= TARGET_APPLY_MB ? 'met' : 'NOT met'}; ` : ''}runs ${rss.map((x) => x.toFixed(1)).join(', ')}; start-up peak ${median(startRss).toFixed(1)} MB`,
+        ]);
+        if (mender) {
+          rows.push([
+            `Mender install + commit, ${s.label}`,
+            `${median(mLat)} ms`,
+            `runs ${mLat.join(', ')}; Ringfence/Mender ${median(ratios).toFixed(2)} (spread ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`,
+          ]);
+          rows.push([
+            `Mender peak RSS, ${s.label}`,
+            `${median(mRss).toFixed(1)} MB`,
+            `runs ${mRss.map((x) => x.toFixed(1)).join(', ')}`,
+          ]);
+        }
       }
       results.rollback_ms = median(rollback);
       rows.push([
@@ -226,7 +308,7 @@ async function main() {
       'for comparison: whole CLI, TypeScript compiled at start-up',
     ]);
     const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length)));
-    console.log(`\nagent figures (${RUNS} runs each, median; ${results.build})`);
+    console.log(`\nagent figures (${RUNS} runs each, median; ${build})`);
     for (const r of rows) console.log(`  ${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2]}`);
     if (!values['idle-only']) {
       mkdirSync(new URL('results', import.meta.url).pathname, { recursive: true });

@@ -1,6 +1,7 @@
 // Load generator for POST /v1/checkin, run as its own process so it does not share an event loop with the server.
 // Usage: tsx bench/checkin-load.ts --url URL --tokens FILE [--concurrency 32] [--seconds 10] [--max 200000]
-//   or   tsx bench/checkin-load.ts --url A --url B --rounds 5 ... to compare two servers: after a warm-up of each,
+//   or   tsx bench/checkin-load.ts --url A --url B --rounds 5 ... to compare two servers (a side may be several,
+//   --url B1,B2: its requests go to them in turn): after a warm-up of each,
 //   it runs --rounds rounds alternating A and B (A B, B A, A B, …, so a slow drift of the machine falls on both),
 //   each phase --seconds / --rounds long.
 // Prints one JSON line: requests, errors, seconds, rps, latency percentiles (ms); with two URLs,
@@ -29,14 +30,20 @@ const body = JSON.stringify({
   agent_version: 'bench',
   components: [{ name: 'sensor-content', version: '1.0.0', state: 'idle', health: { ok: true } }],
 });
-const targets = (values.url ?? []).map((u) => ({
-  url: new URL('/v1/checkin', u),
-  agent: new Agent({ keepAlive: true, maxSockets: concurrency }),
-}));
+// A side may be several servers (`--url A,B`: replicas): its requests go to them in turn.
+const targets = (values.url ?? []).map((side) => {
+  const servers = side.split(',').map((u) => ({
+    url: new URL('/v1/checkin', u),
+    agent: new Agent({ keepAlive: true, maxSockets: concurrency }),
+  }));
+  let turn = 0;
+  return { servers, next: () => servers[turn++ % servers.length] };
+});
 if (targets.length < 1 || targets.length > 2) throw new Error('--url once, or twice to compare');
 type Target = (typeof targets)[number];
 
-function once(t: Target, token: string): Promise<number> {
+function once(side: Target, token: string): Promise<number> {
+  const t = side.next();
   return new Promise((resolve, reject) => {
     const req = request(
       t.url,
@@ -115,4 +122,4 @@ if (targets.length === 1) {
   }
   process.stdout.write(`${JSON.stringify({ rounds: out, phase_seconds: ms / 1000 })}\n`);
 }
-for (const t of targets) t.agent.destroy();
+for (const side of targets) for (const t of side.servers) t.agent.destroy();

@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { AssignmentIndex } from '../src/engine/assignment-index.ts';
 import { parsePlan } from '../src/engine/plan.ts';
 import {
   type Assignment,
@@ -16,6 +17,7 @@ import {
   type RolloutState,
   step,
 } from '../src/engine/rollout.ts';
+import { spread as spreadOf } from './stats.ts';
 
 const plan = parsePlan(`
 name: bench
@@ -57,17 +59,8 @@ const { values: opts, positionals } = parseArgs({
 });
 const ROUNDS = Math.max(1, Number(opts.rounds));
 
-/** Median, quartiles (linear interpolation) and range. */
-function spread(xs: number[]) {
-  const v = [...xs].sort((a, b) => a - b);
-  const q = (p: number) => {
-    const i = (v.length - 1) * p;
-    const lo = Math.floor(i);
-    return v[lo] + (v[Math.min(lo + 1, v.length - 1)] - v[lo]) * (i - lo);
-  };
-  const r = (x: number) => +x.toFixed(1);
-  return { median: r(q(0.5)), q1: r(q(0.25)), q3: r(q(0.75)), min: r(v[0]), max: r(v[v.length - 1]) };
-}
+/** Median, quartiles and range, to one decimal. */
+const spread = (xs: number[]) => spreadOf(xs, 1);
 
 function time(fn: () => void, reps: number, warm = true): number {
   if (warm) fn(); // warm-up
@@ -79,14 +72,21 @@ function time(fn: () => void, reps: number, warm = true): number {
 interface Row {
   devices: number;
   startWaveMs: number; // step that selects, orders and queues a wave over the whole fleet
-  steadyMs: number; // step in a running wave with every device assigned: deadlines, gates, offers
+  steadyMs: number; // step in a running wave with every device assigned, given the kept index (incremental)
   steadyFreshMs: number; // the same with a new device array each step (as the server does)
+  steadyFullMs: number; // the same without an index: the step builds it (the full recomputation)
   referenceMs: number; // plain loop over the same array
   startRatio: number; // median over the rounds of start-wave step / reference
   steadyRatio: number;
   startRatioSpread: ReturnType<typeof spread>;
   steadyRatioSpread: ReturnType<typeof spread>;
-  rounds: Array<{ referenceMs: number; startWaveMs: number; steadyMs: number; steadyFreshMs: number }>;
+  rounds: Array<{
+    referenceMs: number;
+    startWaveMs: number;
+    steadyMs: number;
+    steadyFreshMs: number;
+    steadyFullMs: number;
+  }>;
 }
 
 function bench(n: number): Row {
@@ -131,12 +131,18 @@ function bench(n: number): Row {
         reportedAt: null,
         reason: null,
       });
+  // The caller's index, kept beside the assignments (built once here; kept by note() across steps).
+  const index = AssignmentIndex.of(asg.values());
   const steady = () => {
-    sink += step({ plan, rollout, assignments: asg, devices, now: 2000 }).commands.length;
+    sink += step({ plan, rollout, assignments: asg, index, devices, now: 2000 }).commands.length;
   };
-  // The server builds a fresh device array per step, so it pays for the id index every time.
+  // A fresh device array per step (as the server builds one) pays for the id index when it looks devices up.
   const steadyFresh = () => {
-    sink += step({ plan, rollout, assignments: asg, devices: devices.slice(), now: 2000 }).commands.length;
+    sink += step({ plan, rollout, assignments: asg, index, devices: devices.slice(), now: 2000 }).commands
+      .length;
+  };
+  const steadyFull = () => {
+    sink += step({ plan, rollout, assignments: asg, devices, now: 2000 }).commands.length;
   };
   const rounds: Row['rounds'] = [];
   // Round -1 is a warm-up (JIT tiers, caches), not kept: its figures ran 1.5–3× the later ones.
@@ -148,6 +154,7 @@ function bench(n: number): Row {
       startWaveMs: time(startWave, reps, warm),
       steadyMs: time(steady, reps, warm),
       steadyFreshMs: time(steadyFresh, reps, warm),
+      steadyFullMs: time(steadyFull, reps, warm),
     });
     if (k % 2 === 0) {
       const referenceMs = ref();
@@ -170,6 +177,7 @@ function bench(n: number): Row {
     startWaveMs: ms(spread(rounds.map((r) => r.startWaveMs * 100)).median / 100, 2),
     steadyMs: ms(spread(rounds.map((r) => r.steadyMs * 100)).median / 100, 2),
     steadyFreshMs: ms(spread(rounds.map((r) => r.steadyFreshMs * 100)).median / 100, 2),
+    steadyFullMs: ms(spread(rounds.map((r) => r.steadyFullMs * 100)).median / 100, 2),
     referenceMs: ms(med((r) => r.referenceMs * 1000) / 1000, 3),
     startRatio: startRatioSpread.median,
     steadyRatio: steadyRatioSpread.median,
@@ -180,6 +188,7 @@ function bench(n: number): Row {
       startWaveMs: ms(r.startWaveMs, 2),
       steadyMs: ms(r.steadyMs, 2),
       steadyFreshMs: ms(r.steadyFreshMs, 2),
+      steadyFullMs: ms(r.steadyFullMs, 2),
     })),
   };
 }
@@ -190,7 +199,7 @@ for (const n of sizes.length ? sizes : [10_000, 100_000, 1_000_000]) {
   const r = bench(n);
   rows.push(r);
   console.log(
-    `${String(n).padStart(9)} devices: wave start ${r.startWaveMs} ms, steady step ${r.steadyMs} ms (fresh array ${r.steadyFreshMs} ms), ` +
+    `${String(n).padStart(9)} devices: wave start ${r.startWaveMs} ms, steady step ${r.steadyMs} ms (fresh array ${r.steadyFreshMs} ms, no index ${r.steadyFullMs} ms), ` +
       `plain loop ${r.referenceMs} ms (medians of ${ROUNDS} alternating rounds); ratio start / steady: ×${r.startRatio} ` +
       `(${r.startRatioSpread.min}–${r.startRatioSpread.max}, IQR ${r.startRatioSpread.q1}–${r.startRatioSpread.q3}) / ` +
       `×${r.steadyRatio} (${r.steadyRatioSpread.min}–${r.steadyRatioSpread.max}, IQR ${r.steadyRatioSpread.q1}–${r.steadyRatioSpread.q3})`,

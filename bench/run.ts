@@ -10,6 +10,9 @@
 //   check-in: --seconds is the total per side, split over the rounds (10 s and 5 rounds: 2 s phases).
 //   abuse: --honest 1000 --phase-rounds 2 --round-ms 2000 --honest-concurrency 64 --slow 2000
 //     --abuse-vectors reports,labels,slow,bad-tokens (a subset runs only those attacks, to see what each costs)
+//   fleet1m (not in the default set: minutes): --only fleet1m --fleet1m-devices 1000000 --fleet1m-seconds 16
+//   replicas (not in the default set; PostgreSQL): --only replicas — check-ins with one and two replicas
+//   wake (not in the default set): --only wake --held 10000
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
@@ -18,12 +21,16 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { AssignmentIndex } from '../src/engine/assignment-index.ts';
 import { parsePlan } from '../src/engine/plan.ts';
 import { type Assignment, newRollout, step } from '../src/engine/rollout.ts';
 import { createServer } from '../src/server/app.ts';
 import { engineView, generateFleet } from '../src/sim/fleet.ts';
 import { createRng } from '../src/sim/prng.ts';
 import { rehearse } from '../src/sim/rehearsal.ts';
+import { compareLoad, type Load, type Rounds } from './load-generator.ts';
+import { benchReplicas } from './replicas.ts';
+import { round, spread as spreadOf } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -35,11 +42,15 @@ const { values } = parseArgs({
     only: { type: 'string', default: 'checkin,engine,rehearsal,abuse' },
     honest: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '5' },
+    // --only fleet1m (bench/fleet1m.ts): devices registered, and seconds of check-ins per side.
+    'fleet1m-devices': { type: 'string', default: '1000000' },
+    'fleet1m-seconds': { type: 'string', default: '16' },
     'phase-rounds': { type: 'string', default: '2' },
     'round-ms': { type: 'string', default: '2000' },
     'honest-concurrency': { type: 'string', default: '64' },
     slow: { type: 'string', default: '2000' },
     'abuse-vectors': { type: 'string', default: 'reports,labels,slow,bad-tokens' },
+    held: { type: 'string', default: '10000' }, // --only wake: held waits (bench/wake.ts)
   },
 });
 const only = new Set(values.only!.split(','));
@@ -61,72 +72,13 @@ const save = (name: string, data: unknown) =>
     `${JSON.stringify({ at: new Date().toISOString(), machine, ...(data as object) }, null, 2)}\n`,
   );
 
-interface Load {
-  requests: number;
-  errors: number;
-  seconds: number;
-  rps: number;
-  p50_ms: number;
-  p99_ms: number;
-  max_ms: number;
-}
+/** Unrounded: this file rounds where it prints. */
+const spread = (xs: number[]) => spreadOf(xs, 15);
+const round2 = (x: number) => round(x);
 
-/** Median, quartiles (linear interpolation) and range of a sample. */
-function spread(xs: number[]) {
-  const v = [...xs].sort((a, b) => a - b);
-  const q = (p: number) => {
-    const i = (v.length - 1) * p;
-    const lo = Math.floor(i);
-    return v[lo] + (v[Math.min(lo + 1, v.length - 1)] - v[lo]) * (i - lo);
-  };
-  return { median: q(0.5), q1: q(0.25), q3: q(0.75), min: v[0], max: v[v.length - 1] };
-}
-const round2 = (x: number) => Math.round(x * 100) / 100;
-
-interface Rounds {
-  rounds: Array<{ first: 'a' | 'b'; a: Load; b: Load }>;
-  phase_seconds: number;
-}
-
-/**
- * Runs the load generator as a separate process against two servers, alternating them in `rounds` rounds of
- * seconds / rounds each (A B, B A, …), and returns its figures per round.
- */
-function load(urls: [string, string], tokensFile: string, rounds: number): Promise<Rounds> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(root, 'bench', 'checkin-load.ts'),
-        '--url',
-        urls[0],
-        '--url',
-        urls[1],
-        '--rounds',
-        String(rounds),
-        '--tokens',
-        tokensFile,
-        '--concurrency',
-        values.concurrency!,
-        '--seconds',
-        values.seconds!,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: root },
-    );
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.on('error', reject);
-    child.on('exit', (code) =>
-      code === 0
-        ? resolve(JSON.parse(out.trim().split('\n').at(-1)!))
-        : reject(new Error(`load generator exited ${code}`)),
-    );
-  });
-}
+/** The load generator against the server and the ceiling, with this run's options. */
+const load = (urls: [string, string], tokensFile: string, rounds: number): Promise<Rounds> =>
+  compareLoad({ urls, tokensFile, rounds, concurrency: values.concurrency!, seconds: values.seconds! });
 
 async function benchCheckin() {
   const n = Number(values.devices);
@@ -286,24 +238,33 @@ waves:
     const first = step({ plan, rollout, assignments: new Map(), devices, now: 1 });
     const startMs = performance.now() - t0;
     const assignments = new Map<string, Assignment>(first.changed.map((a) => [a.deviceId, a]));
+    // A caller that keeps its assignments keeps the index beside them (built once here): the steady step reads
+    // it instead of visiting every assignment. Without one the step rebuilds it (the full recomputation).
+    const index = AssignmentIndex.of(assignments.values());
     const times: number[] = [];
+    const fullTimes: number[] = [];
     for (let k = 0; k < 3; k++) {
       t0 = performance.now();
-      step({ plan, rollout: first.rollout, assignments, devices, now: 2 + k });
+      step({ plan, rollout: first.rollout, assignments, index, devices, now: 2 + k });
       times.push(performance.now() - t0);
+      t0 = performance.now();
+      step({ plan, rollout: first.rollout, assignments, devices, now: 2 + k });
+      fullTimes.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);
+    fullTimes.sort((a, b) => a - b);
     const row = {
       devices: n,
       selected: new Set(first.changed.map((a) => a.deviceId)).size,
       start_wave_step_ms: Math.round(startMs),
       steady_step_ms: Math.round(times[1]),
+      steady_step_without_index_ms: Math.round(fullTimes[1]),
       heap_mb: Math.round((process.memoryUsage().heapUsed - heapBefore) / 2 ** 20),
       rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20),
     };
     rows.push(row);
     say(
-      `engine step, ${n} devices: start wave ${row.start_wave_step_ms} ms (${row.selected} selected and offered), steady step ${row.steady_step_ms} ms, rss ${row.rss_mb} MB`,
+      `engine step, ${n} devices: start wave ${row.start_wave_step_ms} ms (${row.selected} selected and offered), steady step ${row.steady_step_ms} ms (${row.steady_step_without_index_ms} ms rebuilding the index), rss ${row.rss_mb} MB`,
     );
   }
   save('engine-step', { plan: 'one 100% wave over env=prod, ordered replicas first', rows });
@@ -731,6 +692,56 @@ if (only.has('engine')) {
   }
   benchEngine();
 }
+if (only.has('fleet1m')) {
+  // Its own process (it starts the server in another, and the load generator in a third).
+  say('fleet1m (bench/fleet1m.ts):');
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(root, 'bench', 'fleet1m.ts'),
+        '--devices',
+        values['fleet1m-devices']!,
+        '--seconds',
+        values['fleet1m-seconds']!,
+        '--rounds',
+        String(Math.min(4, Number(values.rounds))),
+        '--concurrency',
+        values.concurrency!,
+      ],
+      { stdio: 'inherit', cwd: root },
+    );
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`bench/fleet1m.ts exited ${code}`)),
+    );
+  });
+}
 if (only.has('rehearsal')) benchRehearsal();
 if (only.has('abuse')) await benchAbuse();
+if (only.has('wake')) {
+  // bench/wake.ts: held wake-up waits (RSS, fds, notify-all time) and a 300 s-poll fleet's rollout time.
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(root, 'bench', 'wake.ts'), '--held', values.held!],
+      { stdio: 'inherit', cwd: root },
+    );
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`bench/wake.ts exited ${code}`))));
+  });
+}
+if (only.has('replicas'))
+  save(
+    'replicas',
+    await benchReplicas({
+      devices: Number(values.devices),
+      seconds: Number(values.seconds),
+      concurrency: Number(values.concurrency),
+      rounds: Math.max(1, Number(values.rounds)),
+      say,
+    }),
+  );
 say(`results written to ${resultsDir}`);

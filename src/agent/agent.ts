@@ -19,6 +19,7 @@ import { StepError } from './step-error.ts';
 import { decide } from './transaction.ts';
 import { TransactionRunner } from './transaction-runner.ts';
 import { Verification } from './verification.ts';
+import { holdWaits, type WakeOffer, wakeOffer } from './wake.ts';
 
 export type { Offered } from './download.ts';
 
@@ -34,6 +35,10 @@ const MAX_POLL_SECONDS = 86_400;
 const DEFAULT_POLL_SECONDS = 60;
 /** At most this many check-ins in a row right after a change (to deliver reports); then the poll interval. */
 const MAX_QUICK_CHECKINS = 3;
+/** Waits in a row cut by the network after which the agent stops checking in early (until one works again). */
+const MAX_CUT_WAITS = 4;
+/** Wake-ups that brought nothing new space the next wake-triggered check-ins out: 1 s, 2 s, 4 s … up to this. */
+const MAX_WAKE_SPACING_MS = 60_000;
 /** A device id or token: printable ASCII, no space (it goes into an HTTP header). */
 const TOKEN_RE = /^[\x21-\x7e]{1,512}$/;
 
@@ -55,6 +60,7 @@ export class Agent {
   private readonly control: LocalControl;
   private stopping = false;
   private wakeUp: (() => void) | null = null;
+  private readonly stopWaits = new AbortController();
   private caLoaded = false;
 
   constructor(
@@ -152,7 +158,7 @@ export class Agent {
   }
 
   /** One check-in: report state and queued results, then apply what the server wants (local controls win). */
-  async checkin(): Promise<{ poll_seconds: number; changed: boolean }> {
+  async checkin(): Promise<{ poll_seconds: number; changed: boolean; wake: WakeOffer | null }> {
     this.serverTls();
     const id = await this.enroll();
     // The configured server wins over the one enrolled with: moving a device to https takes effect at its next start.
@@ -231,14 +237,21 @@ export class Agent {
         if (this.journal.outbox().length > queued) changed = true;
       }
     }
-    return { poll_seconds: pollSeconds, changed };
+    return { poll_seconds: pollSeconds, changed, wake: wakeOffer(body, server, id.device_token) };
   }
 
-  /** The daemon loop: check in, sleep with jitter; back off exponentially while the server is unreachable. */
+  /**
+   * The daemon loop: check in, then wait with jitter (holding wake-up waits when the server offers them, so a
+   * change arrives at once); back off exponentially while the server is unreachable.
+   */
   async run(): Promise<void> {
     await this.recoverAll();
     let failures = 0;
     let quick = 0; // check-ins in a row made at once: bounded, so a server cannot drive a tight loop
+    let wake: WakeOffer | null = null;
+    let woke = false; // this check-in was made because a wait answered changed
+    let spurious = 0; // wake-ups in a row after which nothing had changed
+    let lost = 0; // held waits in a row cut by a network error
     while (!this.stopping) {
       let waitMs: number;
       try {
@@ -249,6 +262,9 @@ export class Agent {
       try {
         const r = await this.checkin();
         failures = 0;
+        // Not keyed on the tag: a server flipping tags must not turn wake-ups into a tight loop.
+        spurious = woke && !r.changed ? spurious + 1 : 0;
+        wake = this.cfg.wake === 'off' ? null : r.wake;
         // After a transaction, report at once instead of waiting a whole poll interval.
         quick = r.changed ? quick + 1 : 0;
         waitMs =
@@ -258,25 +274,56 @@ export class Agent {
         if (quick > MAX_QUICK_CHECKINS) quick = 0;
       } catch (e) {
         failures++;
+        wake = null;
         waitMs = backoff(failures, this.cfg.retry.base, this.cfg.retry.max);
         this.log.warn(
           { err: (e as Error).message, retry_ms: Math.round(waitMs) },
           'check-in failed; last good release keeps running',
         );
       }
-      if (waitMs > 0)
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, waitMs);
-          this.wakeUp = () => {
-            clearTimeout(t);
-            r();
-          };
-        });
+      woke = false;
+      if (waitMs <= 0) continue;
+      const deadline = Date.now() + waitMs;
+      let cut = false;
+      if (wake && !this.stopping) {
+        const outcome = await holdWaits(wake, deadline, this.stopWaits.signal, this.log);
+        woke = outcome === 'changed';
+        // A wait cut by the network (the replica holding it died, a proxy dropped it): check in again soon
+        // (through the load balancer, to a live replica) rather than at the end of the interval; spaced out
+        // 1 s, 2 s, 4 s … and at most MAX_CUT_WAITS times in a row.
+        lost = outcome === 'lost' ? lost + 1 : 0;
+        // Waits that keep failing (a proxy that resets them) stop costing extra check-ins: sleep instead.
+        cut = outcome === 'lost' && lost <= MAX_CUT_WAITS;
+        // A server that keeps waking the device for nothing gets its check-ins spaced out (still ≤ the interval).
+        const spacing = cut ? lost : woke ? spurious : 0;
+        if (spacing > 0)
+          await this.pause(
+            Math.min(
+              1000 * 2 ** (spacing - 1) * (0.5 + Math.random()),
+              MAX_WAKE_SPACING_MS,
+              deadline - Date.now(),
+            ),
+          );
+      }
+      if (!woke && !cut) await this.pause(deadline - Date.now());
     }
+  }
+
+  /** Sleeps `ms` (nothing when ≤ 0); stop() ends it early. */
+  private async pause(ms: number): Promise<void> {
+    if (ms <= 0 || this.stopping) return;
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      this.wakeUp = () => {
+        clearTimeout(t);
+        r();
+      };
+    });
   }
 
   stop(): void {
     this.stopping = true;
+    this.stopWaits.abort();
     this.wakeUp?.();
   }
 

@@ -11,7 +11,7 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readFileSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
@@ -19,9 +19,21 @@ import {
 import { basename, dirname, join } from 'node:path';
 import { fsyncDir } from '../files/atomic-file.ts';
 import type { Backend } from './backend.ts';
+import { moveFile } from './backend-dir.ts';
 import { effectiveMode, within } from './offer.ts';
 
-const digest = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+/** sha256 of a file through one reused buffer: a large file is never read into memory whole. */
+function digest(path: string): string {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(256 * 1024);
+  const fd = openSync(path, 'r');
+  try {
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
 
 export class FileBackend implements Backend {
   readonly store: string;
@@ -42,14 +54,21 @@ export class FileBackend implements Backend {
     return null;
   }
 
-  /** Keeps the version's bytes in the store with its release file mode (masked to 0o755; 0o644 without one). */
-  async stage(version: string, files: Array<{ name: string; path: string; mode?: number }>): Promise<void> {
+  /**
+   * Keeps the version's bytes in the store (moved there when marked `move`: the device's own download) with its
+   * release file mode (masked to 0o755; 0o644 without one).
+   */
+  async stage(
+    version: string,
+    files: Array<{ name: string; path: string; mode?: number; move?: boolean }>,
+  ): Promise<void> {
     if (files.length !== 1) throw new Error(`file backend takes exactly one artifact, got ${files.length}`);
     const tmp = within(this.store, `.staging-${version}-${process.pid}`);
     const dest = within(this.store, version);
     try {
       mkdirSync(this.store, { recursive: true });
-      copyFileSync(files[0].path, tmp);
+      if (files[0].move) await moveFile(files[0].path, tmp);
+      else copyFileSync(files[0].path, tmp);
       chmodSync(tmp, effectiveMode(files[0].mode));
       renameSync(tmp, dest);
       fsyncDir(this.store);

@@ -108,6 +108,9 @@ function schemas() {
       state_dir: z.string().min(1),
       labels: z.record(z.string(), z.string()).default({}),
       poll_interval: duration.optional(),
+      // Wake-ups (docs/agent.md): between check-ins, hold the server's /v1/wait and check in as soon as it
+      // answers that something changed. Absent: long-poll. `off`: check in at the poll interval only.
+      wake: z.enum(['long-poll', 'off']).optional(),
       retry: z
         .object({
           base: duration.default(1000),

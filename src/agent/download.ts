@@ -1,17 +1,24 @@
 // Downloads of offered artifacts into STATE/downloads/<sha256>: resumed with Range after an interruption,
 // retried with backoff while the failure is transient, and checked against the offered sha256 and length.
-import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { discard, type HttpResponse, request } from '../net/http.ts';
-import { hashFile } from './backend-dir.ts';
+import { hashFile, hashInto } from './backend-dir.ts';
 import type { AgentConfig } from './config.ts';
+import { collectYoung } from './gc.ts';
 import type { FailureClass } from './journal.ts';
 import { SHA256_RE, show, within } from './offer.ts';
 import { backoff, sleep, TRANSIENT } from './retry.ts';
 import { StepError } from './step-error.ts';
+
+/**
+ * Every socket read is a fresh 64 KiB buffer that is garbage once written, and V8 collects such buffers only
+ * after tens of MB of them (its external-memory limit): a young-generation collection after every 512 KiB
+ * keeps a download to about that much garbage (docs/agent.md, "Memory").
+ */
+const GC_EVERY_BYTES = 512 * 1024;
 
 /** A download that receives no byte for this long is abandoned (and resumed at the next attempt). */
 const STALL_MS = 120_000;
@@ -29,6 +36,8 @@ export interface ObtainedFile {
   name: string;
   path: string;
   mode?: number;
+  /** The device's own verified download (blob cache or verified folder): the backend may move it, not copy it. */
+  move?: boolean;
 }
 
 /** Where to download from, and the device's credential there. */
@@ -108,31 +117,60 @@ async function downloadOnce(
     throw new StepError('download', `GET ${a.url}: HTTP ${res.status}`);
   }
   if (res.status === 200) have = 0;
-  // Never more than the offered length: a server streaming endless data cannot fill the disk.
-  let room = a.length - have;
-  const cap = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      room -= chunk.length;
-      if (room < 0)
-        done(new StepError('verify', `${a.name}: the server sent more than the offered ${a.length} bytes`));
-      else done(null, chunk);
-    },
-  });
+  // Hashed while it streams to disk (a resumed file's first part from the disk first): one pass, never the
+  // whole artifact in memory, and never more than the offered length, so endless data cannot fill the disk.
+  const hash = createHash('sha256');
+  if (have > 0) await hashInto(hash, part, have);
+  let got = have;
+  let sinceGc = 0;
+  const out = openSync(part, have ? 'a' : 'w');
   try {
-    await pipeline(res.body, cap, createWriteStream(part, { flags: have ? 'a' : 'w' }));
+    // 'data' events and synchronous writes: a socket read is written to the page cache in microseconds, far
+    // less than a promise and a thread-pool round trip per chunk, and with nothing queued there is no backpressure.
+    await new Promise<void>((resolve, reject) => {
+      const body = res.body;
+      let failed = false;
+      body.on('data', (chunk: Buffer) => {
+        if (failed) return; // destroyed: nothing more is written
+        try {
+          got += chunk.length;
+          if (got > a.length)
+            throw new StepError(
+              'verify',
+              `${a.name}: the server sent more than the offered ${a.length} bytes`,
+            );
+          hash.update(chunk);
+          for (let off = 0; off < chunk.length; ) off += writeSync(out, chunk, off);
+          sinceGc += chunk.length;
+          if (sinceGc >= GC_EVERY_BYTES) {
+            sinceGc = 0;
+            collectYoung();
+          }
+        } catch (e) {
+          failed = true;
+          body.destroy();
+          reject(e);
+        }
+      });
+      body.once('end', resolve);
+      body.once('error', reject);
+      body.once('close', () => reject(new Error('connection closed before the end of the body')));
+    });
   } catch (e) {
+    closeSync(out);
     if (e instanceof StepError) {
       rmSync(part, { force: true });
       throw e;
     }
     throw new StepError('download', `GET ${a.url}: ${(e as Error).message}`); // resumed next time by Range
   }
-  const h = await hashFile(part);
-  if (h.length !== a.length || h.sha256 !== a.sha256) {
+  closeSync(out);
+  const sha256 = hash.digest('hex');
+  if (got !== a.length || sha256 !== a.sha256) {
     rmSync(part, { force: true });
     throw new StepError(
       'verify',
-      `${a.name}: expected sha256 ${a.sha256} (${a.length} bytes), got ${h.sha256} (${h.length} bytes)`,
+      `${a.name}: expected sha256 ${a.sha256} (${a.length} bytes), got ${sha256} (${got} bytes)`,
     );
   }
   renameSync(part, file);

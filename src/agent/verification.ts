@@ -108,6 +108,7 @@ export class Verification {
         files.push({
           name: a.name,
           path: await download(a, id, this.cfg, this.log),
+          move: true, // a second copy of a large artifact costs time and disk; a retry downloads it again
           ...(mode !== undefined ? { mode } : {}),
         });
       }
@@ -145,6 +146,7 @@ export class Verification {
       return r.artifacts.map((a) => ({
         name: a.name,
         path: a.file!,
+        move: true,
         ...(a.mode !== undefined ? { mode: a.mode } : {}),
       }));
     try {

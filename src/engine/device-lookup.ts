@@ -8,11 +8,18 @@ import type { DeviceView } from './rollout-state.ts';
 const deviceIndexes = new WeakMap<readonly DeviceView[], Map<string, number>>();
 
 export class DeviceLookup {
-  private index: Map<string, number>;
+  private indexed: Map<string, number> | null = null;
   private rebuilt = false;
-  constructor(private readonly devices: readonly DeviceView[]) {
-    const cached = deviceIndexes.get(devices);
-    this.index = cached && cached.size === devices.length ? cached : this.build();
+  constructor(private readonly devices: readonly DeviceView[]) {}
+  /** Built on first use: a steady step that looks no device up does not pay for a fresh array's index. */
+  private get index(): Map<string, number> {
+    if (this.indexed) return this.indexed;
+    const cached = deviceIndexes.get(this.devices);
+    this.indexed = cached && cached.size === this.devices.length ? cached : this.build();
+    return this.indexed;
+  }
+  private set index(m: Map<string, number>) {
+    this.indexed = m;
   }
   private build(): Map<string, number> {
     const m = new Map<string, number>();

@@ -1,7 +1,9 @@
 // A wave's gates, judged over its assignments: the failure budget (checked all along, for every started
 // wave), the success gate and the evidence (min_reported) gate (checked when the wave has settled).
+
+import { selectedOf, type WaveTally } from './assignment-index.ts';
 import { resolveAmount, type WaveSpec } from './plan.ts';
-import { type Assignment, isRetryableFailure, NO_REPORT } from './rollout-state.ts';
+import { type Assignment, isRetryableFailure } from './rollout-state.ts';
 
 function failureBudgetExceeded(wave: WaveSpec, failed: number, selected: number): boolean {
   if ('count' in wave.maxFailures) return failed > wave.maxFailures.count;
@@ -15,18 +17,14 @@ function failureBudgetExceeded(wave: WaveSpec, failed: number, selected: number)
 export function overFailureBudget(
   waves: readonly WaveSpec[],
   current: number,
-  assignments: Iterable<Assignment>,
+  tally: (wave: number) => WaveTally,
 ): string | null {
-  const failed = new Array<number>(current + 1).fill(0);
-  const selected = new Array<number>(current + 1).fill(0);
-  for (const a of assignments) {
-    if (a.wave > current || a.wave < 0 || a.state === 'skipped') continue;
-    selected[a.wave]++;
-    if (a.state === 'failed') failed[a.wave]++;
+  for (let w = 0; w <= current; w++) {
+    const t = tally(w);
+    const selected = selectedOf(t);
+    if (failureBudgetExceeded(waves[w], t.failed, selected))
+      return `wave ${waves[w].name}: ${t.failed} of ${selected} devices failed, over the failure budget`;
   }
-  for (let w = 0; w <= current; w++)
-    if (failureBudgetExceeded(waves[w], failed[w], selected[w]))
-      return `wave ${waves[w].name}: ${failed[w]} of ${selected[w]} devices failed, over the failure budget`;
   return null;
 }
 
@@ -60,16 +58,10 @@ export function retryWithinBudget(
  */
 export type WaveVerdict = { kind: 'passed' } | { kind: 'inconclusive' | 'failed'; why: string };
 
-export function judgeWave(wave: WaveSpec, index: number, assignments: Iterable<Assignment>): WaveVerdict {
-  let selected = 0;
-  let succeeded = 0;
-  let reported = 0;
-  for (const a of assignments) {
-    if (a.wave !== index || a.state === 'skipped') continue;
-    selected++;
-    if (a.state === 'succeeded') succeeded++;
-    if (a.state === 'succeeded' || (a.state === 'failed' && a.reason !== NO_REPORT)) reported++;
-  }
+export function judgeWave(wave: WaveSpec, t: WaveTally): WaveVerdict {
+  const selected = selectedOf(t);
+  const succeeded = t.succeeded;
+  const reported = t.succeeded + t.failedReported;
   const need = resolveAmount(wave.minReported ?? { count: 0 }, selected);
   if (reported < need)
     return {

@@ -47,67 +47,99 @@ function governingWindow(plan: Plan, wave: WaveSpec, d: DeviceView | undefined):
   return wave.window;
 }
 
-/** Offered devices that have not reported in time count as failed (NO_REPORT). */
-export function expireOffers(ctx: OfferContext, wave: readonly Assignment[]): OfferDecision {
+/**
+ * Offered devices that have not reported in time count as failed (NO_REPORT). Offers come grouped by the instant
+ * they were made: where no maintenance window can govern the wave, a group whose deadline is still ahead is
+ * passed over without visiting its devices (a steady step then costs nothing per offered device).
+ */
+export function expireOffers(
+  ctx: OfferContext,
+  groups: ReadonlyMap<number | null, Iterable<Assignment>>,
+): OfferDecision {
   const { now } = ctx;
   const out: OfferDecision = { changed: [], commands: [], wakeAt: null };
-  for (const a of wave) {
-    if (a.state !== 'offered' || a.offeredAt === null) continue;
-    // A device waiting for its maintenance window is not late: the deadline never expires while the
-    // window is closed. A device that did not report in the window it was offered in gets one more
-    // window, with the deadline shortened to fit inside it, so it fails at the latest when that ends.
-    let from = a.offeredAt;
-    let limit = ctx.wave.reportDeadlineMs;
-    const spec = governingWindow(ctx.plan, ctx.wave, ctx.device(a.deviceId));
-    if (spec) {
-      const w = ctx.window(spec);
-      if (!w.open) {
-        out.wakeAt = earlier(out.wakeAt, w.nextChange);
-        continue;
-      }
-      if (w.openedAt !== null && w.openedAt > from) {
-        from = w.openedAt;
-        limit = Math.min(limit, Math.max(w.nextChange - w.openedAt - 60_000, 1));
-      }
+  const windows = Boolean(ctx.plan.deviceWindows) || Boolean(ctx.wave.window);
+  for (const [at, group] of groups) {
+    if (at === null) continue;
+    if (!windows && now < at + ctx.wave.reportDeadlineMs) {
+      out.wakeAt = earlier(out.wakeAt, at + ctx.wave.reportDeadlineMs);
+      continue;
     }
-    const due = from + limit;
-    // No report in time is a failure of the release on that device (outcome too: the wave's counts see it).
-    if (now >= due)
-      out.changed.push({
-        ...a,
-        state: 'failed',
-        outcome: 'failed',
-        reportedAt: now,
-        reason: NO_REPORT,
-        failureClass: 'no-report',
-      });
-    else out.wakeAt = earlier(out.wakeAt, due);
+    for (const a of group) expireOne(ctx, a, out);
   }
   return out;
 }
 
-/** Offers the release to the wave's queued devices that may take it now, in queue order. */
+function expireOne(ctx: OfferContext, a: Assignment, out: OfferDecision): void {
+  const { now } = ctx;
+  if (a.state !== 'offered' || a.offeredAt === null) return;
+  // A device waiting for its maintenance window is not late: the deadline never expires while the
+  // window is closed. A device that did not report in the window it was offered in gets one more
+  // window, with the deadline shortened to fit inside it, so it fails at the latest when that ends.
+  let from = a.offeredAt;
+  let limit = ctx.wave.reportDeadlineMs;
+  const spec = governingWindow(ctx.plan, ctx.wave, ctx.device(a.deviceId));
+  if (spec) {
+    const w = ctx.window(spec);
+    if (!w.open) {
+      out.wakeAt = earlier(out.wakeAt, w.nextChange);
+      return;
+    }
+    if (w.openedAt !== null && w.openedAt > from) {
+      from = w.openedAt;
+      limit = Math.min(limit, Math.max(w.nextChange - w.openedAt - 60_000, 1));
+    }
+  }
+  const due = from + limit;
+  // No report in time is a failure of the release on that device (outcome too: the wave's counts see it).
+  if (now >= due)
+    out.changed.push({
+      ...a,
+      state: 'failed',
+      outcome: 'failed',
+      reportedAt: now,
+      reason: NO_REPORT,
+      failureClass: 'no-report',
+    });
+  else out.wakeAt = earlier(out.wakeAt, due);
+}
+
+/**
+ * A wave's queued assignments in queue order; `devices`, when given, holds each one's device at the same
+ * position (a wave that starts and offers in one step has them at hand: no lookup per device).
+ */
+export interface QueuedList {
+  assignments: Iterable<Assignment>;
+  devices?: readonly DeviceView[];
+}
+
+/**
+ * Offers the release to the wave's queued devices that may take it now, in queue order. `offered` is the wave's
+ * offered devices: only counted, and visited only under a per-label limit (max_concurrent_per).
+ */
 export function offerQueued(
   ctx: OfferContext,
-  wave: readonly Assignment[],
+  queued: QueuedList,
+  offered: { count: number; each: () => Iterable<Assignment> },
   release: { component: string; version: string },
 ): OfferDecision {
   const { now, wave: spec } = ctx;
   const out: OfferDecision = { changed: [], commands: [], wakeAt: null };
-  let inFlight = 0;
+  let inFlight = offered.count;
   const perGroup = new Map<string, number>();
-  const groupOf = (id: string) =>
-    spec.maxConcurrentPer ? (ctx.device(id)?.labels[spec.maxConcurrentPer.label] ?? '') : '';
-  for (const a of wave) {
-    if (a.state !== 'offered') continue;
-    inFlight++;
-    const g = groupOf(a.deviceId);
-    perGroup.set(g, (perGroup.get(g) ?? 0) + 1);
-  }
-  for (const a of wave) {
-    if (a.state !== 'queued') continue;
+  const groupOf = (d: DeviceView | undefined) =>
+    spec.maxConcurrentPer ? (d?.labels[spec.maxConcurrentPer.label] ?? '') : '';
+  if (spec.maxConcurrentPer)
+    for (const a of offered.each()) {
+      const g = groupOf(ctx.device(a.deviceId));
+      perGroup.set(g, (perGroup.get(g) ?? 0) + 1);
+    }
+  const known = queued.devices;
+  let i = -1;
+  for (const a of queued.assignments) {
+    i++;
     if (spec.maxConcurrent !== null && inFlight >= spec.maxConcurrent) break;
-    const d = ctx.device(a.deviceId);
+    const d = known ? known[i] : ctx.device(a.deviceId);
     if (!d) {
       out.changed.push({ ...a, state: 'skipped', reason: 'device no longer in the fleet' });
       continue;
@@ -125,7 +157,7 @@ export function offerQueued(
         continue;
       }
     }
-    const g = groupOf(a.deviceId);
+    const g = groupOf(d);
     if (spec.maxConcurrentPer && (perGroup.get(g) ?? 0) >= spec.maxConcurrentPer.max) continue;
     out.changed.push({ ...a, state: 'offered', offeredAt: now });
     out.commands.push({

@@ -50,15 +50,19 @@ export interface RolloutState {
 /** Reason recorded for a device that did not report before its deadline (class `no-report`: retryable). */
 export const NO_REPORT = NO_REPORT_REASON;
 
-export type AssignmentState =
-  | 'queued'
-  | 'offered'
-  | 'succeeded'
-  | 'failed'
-  | 'skipped'
-  | 'reverting'
-  | 'unconfirmed' // told to revert, but did not confirm before the deadline (it still gets the revert on return)
-  | 'reverted';
+/** Every state of a device in a rollout, in the order views list them. */
+export const ASSIGNMENT_STATES = [
+  'queued',
+  'offered',
+  'succeeded',
+  'failed',
+  'skipped',
+  'reverting',
+  'unconfirmed', // told to revert, but did not confirm before the deadline (it still gets the revert on return)
+  'reverted',
+] as const;
+
+export type AssignmentState = (typeof ASSIGNMENT_STATES)[number];
 
 /** What the device itself said about the release: it kept it, it failed it, or it undid it by itself. */
 export type DeviceOutcome = 'succeeded' | 'failed' | 'rolled-back';

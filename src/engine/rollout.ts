@@ -2,6 +2,7 @@
 // The server, the rehearsal simulator and the tests all run exactly this code. This file holds the step and
 // the rollout's state transitions; the data types are in rollout-state.ts, choosing a wave's devices in
 // wave-selection.ts, offering and deadlines in offers.ts, the failure and success gates in gates.ts.
+import { AssignmentIndex, selectedOf } from './assignment-index.ts';
 import { AssignmentOverlay } from './assignment-overlay.ts';
 import { DeviceLookup } from './device-lookup.ts';
 import { judgeWave, overFailureBudget, retryWithinBudget } from './gates.ts';
@@ -47,10 +48,19 @@ export interface Transition {
   why: string;
 }
 
+/**
+ * Engine at scale: a step reads counts and the open (queued, offered, reverting) assignments from an
+ * AssignmentIndex rather than visiting every assignment, so a steady step costs what changed, not the fleet.
+ * A caller that keeps its assignments between steps passes the index it keeps beside them (`index`, noted on
+ * every change: AssignmentIndex.note); without one the step builds it (O(assignments)). Either way the step
+ * is pure: it reads the map and the index and writes neither.
+ */
 export interface StepInput {
   plan: Plan;
   rollout: RolloutState;
   assignments: ReadonlyMap<string, Assignment>;
+  /** Must describe exactly `assignments` (AssignmentIndex.of(assignments.values()) gives the same step). */
+  index?: AssignmentIndex;
   devices: readonly DeviceView[];
   events?: readonly EngineEvent[];
   now: number;
@@ -71,7 +81,10 @@ class Stepper {
   private readonly windowAt: OfferContext['window'];
 
   constructor(private readonly input: StepInput) {
-    this.asg = new AssignmentOverlay(input.assignments);
+    this.asg = new AssignmentOverlay(
+      input.assignments,
+      input.index ?? AssignmentIndex.of(input.assignments.values()),
+    );
     this.devById = new DeviceLookup(input.devices);
     this.windowAt = windowsAt(input.now);
     this.out = { rollout: { ...input.rollout }, changed: [], commands: [], transitions: [], wakeAt: null };
@@ -84,9 +97,9 @@ class Stepper {
     return this.input.now;
   }
 
-  private set(a: Assignment): void {
-    this.asg.set(a.deviceId, a);
-    this.out.changed.push(a);
+  /** `isNew`: the device has no assignment in this rollout yet (a wave takes it). */
+  private set(a: Assignment, isNew = false): void {
+    this.asg.set(a.deviceId, a, isNew);
   }
 
   private wake(at: number): void {
@@ -107,12 +120,6 @@ class Stepper {
     if (TERMINAL.has(to)) this.r.finishedAt = this.now;
   }
 
-  private waveAssignments(wave: number): Assignment[] {
-    const list: Assignment[] = [];
-    for (const a of this.asg.values()) if (a.wave === wave) list.push(a);
-    return list;
-  }
-
   run(): StepOutput {
     for (const ev of this.input.events ?? []) this.event(ev);
     // Bounded loop: each pass either changes status/wave or stops; waves are finite.
@@ -121,12 +128,9 @@ class Stepper {
       this.advance();
       if (`${this.r.status}/${this.r.wave}` === before) break;
     }
-    // One row per device: an assignment queued and offered in the same step is persisted once, as offered.
-    if (this.out.changed.length > 1) {
-      const latest = new Map<string, Assignment>();
-      for (const a of this.out.changed) latest.set(a.deviceId, a);
-      if (latest.size !== this.out.changed.length) this.out.changed = [...latest.values()];
-    }
+    // One row per device, in the order devices first changed: an assignment queued and offered in the same
+    // step is persisted once, as offered.
+    this.out.changed = this.asg.changes();
     return this.out;
   }
 
@@ -166,12 +170,11 @@ class Stepper {
           // Stop asking for reverts: devices not yet back stay where they are, and say so.
           const why = ev.reason ?? `revert abandoned by ${ev.actor}`;
           let left = 0;
-          for (const a of [...this.asg.values()])
-            if (a.state === 'reverting') {
-              this.set({ ...a, state: 'unconfirmed', reason: why });
-              this.out.commands.push({ kind: 'withdraw', deviceId: a.deviceId, component: this.r.component });
-              left++;
-            }
+          for (const a of [...this.asg.reverting()]) {
+            this.set({ ...a, state: 'unconfirmed', reason: why });
+            this.out.commands.push({ kind: 'withdraw', deviceId: a.deviceId, component: this.r.component });
+            left++;
+          }
           this.r.reason = `${why} (${left} devices had not confirmed their revert)`;
           this.go('aborted', this.r.reason);
         } else if (!TERMINAL.has(s)) {
@@ -219,8 +222,8 @@ class Stepper {
   }
 
   private dropQueued(why: string): void {
-    for (const a of [...this.asg.values()])
-      if (a.state === 'queued') this.set({ ...a, state: 'skipped', reason: why });
+    for (const w of this.asg.waves())
+      for (const a of [...this.asg.queued(w)]) this.set({ ...a, state: 'skipped', reason: why });
   }
 
   private halt(why: string): void {
@@ -296,9 +299,8 @@ class Stepper {
         // A device that never confirms its revert must not hold the rollout in rolling-back forever.
         let left = 0;
         let unconfirmed = 0;
-        for (const a of [...this.asg.values()]) {
-          if (a.state === 'unconfirmed') unconfirmed++;
-          if (a.state !== 'reverting') continue;
+        for (const w of this.asg.waves()) unconfirmed += this.asg.tally(w).unconfirmed;
+        for (const a of [...this.asg.reverting()]) {
           // Confirmed by observation: the device checked in on its previous release with nothing open.
           if (observedReverted(a, this.devById.get(a.deviceId))) {
             this.set({ ...a, state: 'reverted', reportedAt: this.now });
@@ -352,17 +354,22 @@ class Stepper {
     const { chosen, without } = selectWaveDevices(wave, this.input.devices, this.asg);
     const n = chosen.length;
     for (const d of without)
-      this.set({
-        deviceId: d.id,
-        wave: index,
-        state: 'skipped',
-        fromVersion: d.version,
-        offeredAt: null,
-        reportedAt: null,
-        reason: `does not run ${this.r.component}`,
-      });
-    for (const d of chosen)
-      this.set({
+      this.set(
+        {
+          deviceId: d.id,
+          wave: index,
+          state: 'skipped',
+          fromVersion: d.version,
+          offeredAt: null,
+          reportedAt: null,
+          reason: `does not run ${this.r.component}`,
+        },
+        true,
+      );
+    const queued: Assignment[] = new Array(chosen.length);
+    for (let i = 0; i < chosen.length; i++) {
+      const d = chosen[i];
+      queued[i] = {
         deviceId: d.id,
         wave: index,
         state: 'queued',
@@ -370,7 +377,10 @@ class Stepper {
         offeredAt: null,
         reportedAt: null,
         reason: null,
-      });
+      };
+    }
+    // Queued without being written yet: if this step offers the wave at once, each device is written once.
+    this.asg.queueNew(index, queued, chosen);
     this.r.wave = index;
     this.r.waveStartedAt = this.now;
     this.r.bakeUntil = null;
@@ -387,7 +397,7 @@ class Stepper {
 
   /** Halts when a started wave's failures exceed its budget; true when it did. */
   private checkFailures(): boolean {
-    const why = overFailureBudget(this.input.plan.waves, this.r.wave, this.asg.values());
+    const why = overFailureBudget(this.input.plan.waves, this.r.wave, (w) => this.asg.tally(w));
     if (why === null) return false;
     this.halt(why);
     return true;
@@ -395,7 +405,7 @@ class Stepper {
 
   /** Halts when the current wave's evidence or success ratio is below its gate; true when it did. */
   private successGateFailed(): boolean {
-    const verdict = judgeWave(this.input.plan.waves[this.r.wave], this.r.wave, this.asg.values());
+    const verdict = judgeWave(this.input.plan.waves[this.r.wave], this.asg.tally(this.r.wave));
     if (verdict.kind === 'passed') return false;
     if (verdict.kind === 'failed') {
       this.halt(verdict.why);
@@ -422,15 +432,30 @@ class Stepper {
   private runWave(): void {
     const wave = this.input.plan.waves[this.r.wave];
     const ctx = this.offerContext(wave);
-    this.apply(expireOffers(ctx, this.waveAssignments(this.r.wave)));
+    const w = this.r.wave;
+    this.apply(expireOffers(ctx, this.asg.offeredGroups(w)));
     if (this.checkFailures()) return;
-    this.apply(offerQueued(ctx, this.waveAssignments(this.r.wave), this.r));
-    const list = this.waveAssignments(this.r.wave);
-    const open = list.some((a) => a.state === 'queued' || a.state === 'offered');
-    if (open) return;
+    const offered = {
+      count: this.asg.tally(w).offered,
+      each: () => [...this.asg.offeredGroups(w).values()].flatMap((g) => [...g]),
+    };
+    // A wave this step started offers from the list it queued, with its devices at hand: each device's
+    // assignment is written once (offered, or still queued), in queue order.
+    const fresh = this.asg.takeNew(w);
+    if (fresh) {
+      const d = offerQueued(ctx, fresh, offered, this.r);
+      let j = 0;
+      for (const a of fresh.assignments) {
+        const next = j < d.changed.length && d.changed[j].deviceId === a.deviceId ? d.changed[j++] : a;
+        this.asg.setTaken(a, next);
+      }
+      this.apply({ ...d, changed: [] });
+    } else this.apply(offerQueued(ctx, { assignments: this.asg.queued(w) }, offered, this.r));
+    const t = this.asg.tally(w);
+    if (t.queued + t.offered > 0) return;
     if (this.successGateFailed()) return;
-    const selected = list.filter((a) => a.state !== 'skipped').length;
-    const succeeded = list.filter((a) => a.state === 'succeeded').length;
+    const selected = selectedOf(t);
+    const succeeded = t.succeeded;
     const factor = this.r.emergency ? this.input.plan.emergencyBakeFactor : 1;
     this.r.bakeUntil = this.now + Math.round(wave.bakeMs * factor);
     this.go('baking', `wave ${wave.name} passed its gate (${succeeded}/${selected}); baking`);

@@ -4,6 +4,8 @@ import { resolveAmount, type WaveSpec } from './plan.ts';
 import type { DeviceView } from './rollout-state.ts';
 import { matches, parseSelector } from './selector.ts';
 
+const byId = (a: DeviceView, b: DeviceView) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
 /**
  * The wave's devices, in offer order, and the devices its selector matched that do not run the component (never
  * offered it; the rollout records them as skipped). `taken` holds the devices already in this rollout.
@@ -16,24 +18,28 @@ export function selectWaveDevices(
   const sel = parseSelector(wave.select);
   const order = wave.order.map(parseSelector);
   const without: DeviceView[] = [];
-  const candidates = devices.filter((d) => {
-    if (taken.has(d.id) || !matches(sel, d.labels)) return false;
+  // One bucket per `order` selector (the first it matches) and one for the rest: ranking once per device,
+  // then sorting each bucket by id, which a fleet listed in id order already is (checked, then not sorted).
+  const buckets: DeviceView[][] = Array.from({ length: order.length + 1 }, () => []);
+  for (const d of devices) {
+    if (!matches(sel, d.labels) || taken.has(d.id)) continue;
     if (d.hasComponent === false) {
       without.push(d);
-      return false;
+      continue;
     }
-    return !d.held && !d.pinned && !d.busy;
-  });
-  // Rank once per device, not once per comparison: the sort is the step's hot spot on large fleets.
-  const ranks = new Map<DeviceView, number>();
-  if (order.length > 0)
-    for (const d of candidates) {
-      const i = order.findIndex((o) => matches(o, d.labels));
-      ranks.set(d, i < 0 ? order.length : i);
-    }
-  const rank = (d: DeviceView) => ranks.get(d) ?? 0;
-  candidates.sort((a, b) => rank(a) - rank(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    if (d.held || d.pinned || d.busy) continue;
+    let i = 0;
+    while (i < order.length && !matches(order[i], d.labels)) i++;
+    buckets[i].push(d);
+  }
+  for (const b of buckets) if (!sortedById(b)) b.sort(byId);
+  const candidates = buckets.length === 1 ? buckets[0] : buckets.flat();
   const n = Math.min(candidates.length, resolveAmount(wave.size, candidates.length));
   candidates.length = n;
   return { chosen: candidates, without };
+}
+
+function sortedById(list: readonly DeviceView[]): boolean {
+  for (let i = 1; i < list.length; i++) if (list[i - 1].id > list[i].id) return false;
+  return true;
 }

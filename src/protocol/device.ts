@@ -145,5 +145,23 @@ export const CheckinAnswer = Type.Object({
   acked: Type.Array(Type.String()),
   desired: Type.Array(DesiredRelease),
   tuf_root: Type.Optional(TufRoot),
+  /** A short hash of `desired` (its content, the same on every replica): the device hands it to /v1/wait. */
+  desired_tag: Type.Optional(Type.String()),
+  /** Present when the server offers wake-ups: where to hold a wait and for how long at most. */
+  wake: Type.Optional(Type.Object({ path: Type.String(), max_seconds: Type.Integer() })),
 });
 export type CheckinAnswer = Static<typeof CheckinAnswer>;
+
+/** A held wait: answered early when the device's desired answer differs from `tag`, else after `seconds`. */
+export const WaitRequest = Type.Object(
+  {
+    tag: Type.String({ minLength: 1, maxLength: 64, pattern: '^[0-9a-f]+$' }),
+    seconds: Type.Integer({ minimum: 1, maximum: 3600 }),
+  },
+  { additionalProperties: false },
+);
+export type WaitRequest = Static<typeof WaitRequest>;
+
+/** `changed: true`: check in now (possibly spurious); false: the hold ended with nothing new. */
+export const WaitAnswer = Type.Object({ changed: Type.Boolean() });
+export type WaitAnswer = Static<typeof WaitAnswer>;

@@ -42,7 +42,14 @@ export class AdminToken {
     const token = initial ?? newToken('adm');
     await initMeta(store.db, KEY, hashToken(token));
     admin.cached = null;
-    return { admin, generated: initial === undefined ? token : null, fromInitial: initial !== undefined };
+    // Replicas started together on a new database race to create the token: only the one stored counts, so
+    // a replica whose token lost shows nothing (the winner shows its own once).
+    const won = (await admin.storedHash()) === hashToken(token);
+    return {
+      admin,
+      generated: initial === undefined && won ? token : null,
+      fromInitial: initial !== undefined && won,
+    };
   }
 
   private async storedHash(): Promise<string | null> {

@@ -3,12 +3,14 @@
 import { join } from 'node:path';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
+import { shareRepositoryLock } from '../trust/signer/tuf-repository.ts';
 import { VERSION } from '../version.ts';
 import { AdminToken } from './admin-token.ts';
 import { BlobStore } from './blobs.ts';
 import { guardEdges, timeoutOptions } from './connections.ts';
 import type { ServerContext } from './context.ts';
 import { openStore } from './db/database.ts';
+import { LOCK_KEYS, withSharedLock } from './db/locks.ts';
 import { errorAnswer } from './errors.ts';
 import { DEFAULT_LIMITS, Guards, type ServerLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
@@ -19,6 +21,9 @@ import { tufPlugin } from './plugins/tuf.ts';
 import { webPlugin } from './plugins/web.ts';
 import { RolloutDriver } from './rollout-driver.ts';
 import { vendorTufAdminRoutes } from './routes/tuf.ts';
+import { LocalWakeBus, type WakeBus } from './wake/bus.ts';
+import { WakeHub } from './wake/hub.ts';
+import { PgWakeBus } from './wake/pg-bus.ts';
 
 export { VERSION };
 
@@ -35,6 +40,8 @@ export interface ServerOptions {
   limits?: Partial<ServerLimits>;
   /** HTTPS without a proxy: PEM certificate chain and key. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Carries wake-up notifications (default: this process only). */
+  wakeBus?: WakeBus;
 }
 
 export interface RunningServer {
@@ -63,6 +70,27 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   const metrics = createMetrics();
   const driver = new RolloutDriver(store, log, clock);
   driver.onStep(() => metrics.rolloutSteps.inc());
+  // Replicas on one PostgreSQL share wake-ups (LISTEN/NOTIFY) and sign the shared TUF repository one at a time.
+  let bus: WakeBus;
+  try {
+    bus =
+      opts.wakeBus ??
+      (store.dialect === 'postgres' && opts.databaseUrl
+        ? await PgWakeBus.open(store.db, opts.databaseUrl, log)
+        : new LocalWakeBus());
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  shareRepositoryLock(
+    opts.dataDir,
+    store.dialect === 'postgres' ? (fn) => withSharedLock(store, LOCK_KEYS.trustRepository, fn) : null,
+  );
+  const hub = new WakeHub(bus, limits.wakeMaxHeld, (n) => metrics.waitsHeld.set(n));
+  // Every committed step's commands (offers, reverts, withdrawals) change what those devices are told.
+  driver.onStep((_id, out) => {
+    if (out.commands.length > 0) bus.notify(out.commands.map((c) => c.deviceId));
+  });
   const ctx: ServerContext = {
     store,
     blobs: new BlobStore(join(opts.dataDir, 'blobs'), { log }),
@@ -74,6 +102,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     dataDir: opts.dataDir,
     admin: admin.admin,
     guards: new Guards(limits),
+    wake: { bus, hub },
   };
 
   const app = Fastify({
@@ -121,7 +150,10 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     adminTokenFromEnv: admin.fromInitial,
     async close() {
       await driver.stop();
+      hub.close(); // held waits answer now, so closing does not wait for their holds
       await app.close();
+      await bus.close();
+      shareRepositoryLock(opts.dataDir, null);
       await store.close();
     },
   };

@@ -27,6 +27,11 @@ const limitsSchema = z
     request_timeout_s: positive(86_400).default(d.requestTimeoutS),
     headers_timeout_s: positive(3600).default(d.headersTimeoutS),
     idle_timeout_s: positive(86_400).default(d.idleTimeoutS),
+    wake_enabled: z.boolean().default(d.wakeEnabled),
+    wake_max_held: positive(10_000_000).default(d.wakeMaxHeld),
+    wake_max_hold_s: positive(3600).default(d.wakeMaxHoldS),
+    waits_per_device_per_minute: positive(60_000).default(d.waitsPerDevicePerMinute),
+    wait_burst: positive(100_000).default(d.waitBurst),
   })
   .strict()
   .default({} as never);
@@ -82,6 +87,14 @@ limits:
   request_timeout_s: ${d.requestTimeoutS}
   headers_timeout_s: ${d.headersTimeoutS}
   idle_timeout_s: ${d.idleTimeoutS}
+  # Wake-ups: agents hold POST /v1/wait and hear of a change at once (docs/operations.md, "Wake-ups").
+  # Waits held at once by this process (over it: 503 + Retry-After), the longest hold in seconds (kept below
+  # idle_timeout_s), and how often one device may ask.
+  wake_enabled: ${d.wakeEnabled}
+  wake_max_held: ${d.wakeMaxHeld}
+  wake_max_hold_s: ${d.wakeMaxHoldS}
+  waits_per_device_per_minute: ${d.waitsPerDevicePerMinute}
+  wait_burst: ${d.waitBurst}
 `;
 
 /** Reads DATA/server.yaml, creating it with defaults on first start. */
@@ -117,5 +130,10 @@ export function limitsOf(c: ServerConfig): ServerLimits {
     requestTimeoutS: l.request_timeout_s,
     headersTimeoutS: l.headers_timeout_s,
     idleTimeoutS: l.idle_timeout_s,
+    wakeEnabled: l.wake_enabled,
+    wakeMaxHeld: l.wake_max_held,
+    wakeMaxHoldS: l.wake_max_hold_s,
+    waitsPerDevicePerMinute: l.waits_per_device_per_minute,
+    waitBurst: l.wait_burst,
   };
 }

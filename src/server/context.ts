@@ -6,6 +6,8 @@ import type { Store } from './db/database.ts';
 import type { Guards } from './limits.ts';
 import type { Metrics } from './metrics.ts';
 import type { RolloutDriver } from './rollout-driver.ts';
+import type { WakeBus } from './wake/bus.ts';
+import type { WakeHub } from './wake/hub.ts';
 
 export interface ServerContext {
   store: Store;
@@ -18,6 +20,8 @@ export interface ServerContext {
   dataDir: string;
   admin: AdminToken;
   guards: Guards;
+  /** Wake-ups: `bus` is told of devices whose desired answer may have changed; `hub` holds their waits. */
+  wake: { bus: WakeBus; hub: WakeHub };
 }
 
 // Kept here for the route files that import it from the context; its home is errors.ts.

@@ -29,6 +29,13 @@ export interface ServerLimits {
   requestTimeoutS: number;
   headersTimeoutS: number;
   idleTimeoutS: number;
+  /** Wake-ups (POST /v1/wait): offered at all, waits held at once by this process, longest hold (seconds). */
+  wakeEnabled: boolean;
+  wakeMaxHeld: number;
+  wakeMaxHoldS: number;
+  /** Wait requests one device may make: a burst, then this many per minute (a device cannot spin on it). */
+  waitsPerDevicePerMinute: number;
+  waitBurst: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -48,7 +55,20 @@ export const DEFAULT_LIMITS: ServerLimits = {
   requestTimeoutS: 300,
   headersTimeoutS: 15,
   idleTimeoutS: 75,
+  wakeEnabled: true,
+  wakeMaxHeld: 20_000,
+  wakeMaxHoldS: 25,
+  waitsPerDevicePerMinute: 30,
+  waitBurst: 10,
 };
+
+/**
+ * How long a wait may really be held: the configured maximum, but always below the idle timeout (the server
+ * would otherwise close the quiet connection under the held request) and the whole-request timeout.
+ */
+export function wakeHoldS(l: ServerLimits): number {
+  return Math.max(1, Math.min(l.wakeMaxHoldS, l.idleTimeoutS - 5, l.requestTimeoutS - 5));
+}
 
 const MAX_KEYS = 200_000;
 
@@ -173,6 +193,7 @@ export class Guards {
   readonly checkins: RateLimiter;
   readonly enrollments: RateLimiter;
   readonly failedAuth: RateLimiter;
+  readonly waits: RateLimiter;
   readonly reports: HourlyQuota;
   readonly audit: HourlyQuota;
   /** Token hashes that recently authenticated: they pass an address's failed-auth block (never auth itself). */
@@ -185,6 +206,7 @@ export class Guards {
     this.checkins = new RateLimiter(limits.checkinBurst, limits.checkinsPerDevicePerMinute, clock);
     this.enrollments = new RateLimiter(limits.enrollmentBurst, limits.enrollmentsPerIpPerMinute, clock);
     this.failedAuth = new RateLimiter(limits.failedAuthBurst, limits.failedAuthPerIpPerMinute, clock);
+    this.waits = new RateLimiter(limits.waitBurst, limits.waitsPerDevicePerMinute, clock);
     this.reports = new HourlyQuota(limits.reportsPerDevicePerHour, clock);
     this.audit = new HourlyQuota(limits.auditPerDevicePerHour, clock);
   }

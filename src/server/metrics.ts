@@ -10,6 +10,8 @@ export interface Metrics {
   devices: Gauge;
   throttled: Counter<'what'>;
   reportsDropped: Counter<'reason'>;
+  waitsHeld: Gauge;
+  wakeups: Counter;
 }
 
 /** A fresh registry per server, so several servers in one process (tests, demo) do not collide. */
@@ -43,7 +45,7 @@ export function createMetrics(): Metrics {
     devices: new Gauge({ name: 'ringfence_devices', help: 'Enrolled devices', registers: [registry] }),
     throttled: new Counter({
       name: 'ringfence_throttled_total',
-      help: 'Requests or rows refused by a limit (what: checkin, enroll, auth, connections, reports, audit)',
+      help: 'Requests or rows refused by a limit (what: checkin, enroll, auth, connections, reports, audit, wait)',
       labelNames: ['what'],
       registers: [registry],
     }),
@@ -51,6 +53,16 @@ export function createMetrics(): Metrics {
       name: 'ringfence_reports_dropped_total',
       help: 'Device reports acknowledged but not stored (reason: unoffered, quota)',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    waitsHeld: new Gauge({
+      name: 'ringfence_waits_held',
+      help: 'Wake-up waits (POST /v1/wait) held open by this process',
+      registers: [registry],
+    }),
+    wakeups: new Counter({
+      name: 'ringfence_wakeups_total',
+      help: 'Held waits answered early because the device has something new',
       registers: [registry],
     }),
   };

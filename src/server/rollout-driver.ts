@@ -1,5 +1,6 @@
 // Imperative shell around the pure engine: decides when each rollout steps (news, wake time, operator action)
-// and serialises the steps; one step (load → step() → persist) is services/rollout-step.ts.
+// and serialises the steps; one step (load → step() → persist) is services/rollout-step.ts. News is stepped
+// at once (nudge) under a cost rule; listeners hear of every committed step (logs, metrics, wake-ups).
 import type { Logger } from 'pino';
 import { ACTIVE, type EngineEvent, type RolloutState, type StepOutput } from '../engine/rollout.ts';
 import { type Db, inTransaction, type Store } from './db/database.ts';
@@ -17,6 +18,13 @@ export class RolloutDriver {
   private timer: NodeJS.Timeout | null = null;
   private listeners: StepListener[] = [];
   private readonly lastStep = new Map<number, { at: number; tookMs: number }>();
+  /** A nudge is queued (setImmediate); a pass (tick or nudge) runs; another pass was asked for meanwhile. */
+  private nudgeQueued = false;
+  private passing = false;
+  private passAgain = false;
+  /** A pass deferred by the cost rule, at the moment the rule allows it (earlier than the next tick). */
+  private deferred: NodeJS.Timeout | null = null;
+  private stopped = false;
 
   constructor(
     private readonly store: Store,
@@ -39,8 +47,11 @@ export class RolloutDriver {
 
   /** Stops the timer and waits for the step in progress. */
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.deferred) clearTimeout(this.deferred);
     this.timer = null;
+    this.deferred = null;
     await this.chain.catch(() => {});
   }
 
@@ -67,17 +78,67 @@ export class RolloutDriver {
     }
   }
 
-  /** Steps every rollout that has news or whose wake time has come. */
+  /**
+   * Steps due rollouts soon (a committed batch of device reports made them dirty), instead of at the next tick:
+   * coalesced (one pass queued at a time), so a flood of reports costs one pass at a time, under tick()'s rules.
+   */
+  nudge(): void {
+    if (this.stopped || this.nudgeQueued) return;
+    this.nudgeQueued = true;
+    setImmediate(() => {
+      this.nudgeQueued = false;
+      if (this.stopped) return; // queued before stop(): the store may be closing
+      this.tick().catch((err) => this.log.error({ err }, 'rollout nudge failed'));
+    });
+  }
+
+  /**
+   * Steps every rollout that has news or whose wake time has come. Passes never overlap: one asked for while
+   * another runs is done once right after it.
+   */
   async tick(): Promise<void> {
+    if (this.passing) {
+      this.passAgain = true;
+      return;
+    }
+    this.passing = true;
+    try {
+      do {
+        this.passAgain = false;
+        await this.pass();
+      } while (this.passAgain && !this.stopped);
+    } finally {
+      this.passing = false;
+    }
+  }
+
+  private async pass(): Promise<void> {
     const now = this.clock();
+    let soonest = Number.POSITIVE_INFINITY;
     for (const r of await dueRollouts(this.store.db, ACTIVE, now)) {
       // News alone (device reports) waits a few times the last step's cost, so with a large fleet the engine
       // takes at most about a fifth of the server's time and check-ins stay fast. Timers and operator actions
       // are never delayed; a small fleet's steps take milliseconds, so nothing changes there.
       const last = this.lastStep.get(r.id);
       const woke = r.wakeAt !== null && r.wakeAt <= now;
-      if (!woke && last && performance.now() - last.at < last.tookMs * 4) continue;
+      const allowedAt = last ? last.at + last.tookMs * 4 : 0;
+      if (!woke && performance.now() < allowedAt) {
+        soonest = Math.min(soonest, allowedAt);
+        continue;
+      }
+      if (this.stopped) return; // stop() waits for the step in progress, not for steps asked for after it
       await this.stepRollout(r.id, [], 'engine');
+    }
+    // Deferred news runs when the rule allows it, not a whole (possibly long) tick later.
+    if (soonest !== Number.POSITIVE_INFINITY && !this.deferred && !this.stopped) {
+      this.deferred = setTimeout(
+        () => {
+          this.deferred = null;
+          this.nudge();
+        },
+        Math.max(1, Math.ceil(soonest - performance.now())),
+      );
+      this.deferred.unref();
     }
   }
 

@@ -1,14 +1,14 @@
 // Bearer tokens: random, shown once, stored only as sha256 hashes.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** A new random token with a readable prefix saying what it is for. */
 export function newToken(prefix: 'adm' | 'dev' | 'enr'): string {
   return `rf${prefix}_${randomBytes(24).toString('base64url')}`;
 }
 
-/** The sha256 (hex) a token is stored and looked up by. */
+/** The sha256 (hex) a token is stored and looked up by (one-shot: every check-in hashes its token). */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
+  return hash('sha256', token, 'hex');
 }
 
 /** Constant-time comparison of a presented token with a stored hash. */

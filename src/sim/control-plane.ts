@@ -1,6 +1,7 @@
 // The rehearsal's control plane: the real engine step() over the simulated fleet, as the server runs it. It
 // steps when there is news (a report) or when the engine asked to wake, approves gated waves after the
 // operator's delay, applies device reports to their assignments, and hands the engine's commands back.
+import { AssignmentIndex } from '../engine/assignment-index.ts';
 import type { Plan } from '../engine/plan.ts';
 import {
   type Assignment,
@@ -38,6 +39,8 @@ export interface ControlPlaneSetup {
 export class SimControlPlane {
   rollout: RolloutState;
   readonly assignments = new Map<string, Assignment>();
+  /** Kept beside the assignments, so a step reads counts and open offers instead of visiting every device. */
+  private readonly assignmentIndex = new AssignmentIndex();
   readonly transitions: TransitionView[] = [];
   /** Engine steps run so far. */
   steps = 0;
@@ -96,6 +99,7 @@ export class SimControlPlane {
       plan: this.s.plan,
       rollout: this.rollout,
       assignments: this.assignments,
+      index: this.assignmentIndex,
       devices: this.s.devices,
       events: this.operatorEvents(t),
       now: t,
@@ -142,6 +146,7 @@ export class SimControlPlane {
   private setAssignment(a: Assignment): void {
     const prev = this.assignments.get(a.deviceId);
     this.assignments.set(a.deviceId, a);
+    this.assignmentIndex.note(prev, a);
     this.s.tally.assignmentChanged(this.indexOf(a.deviceId), a, prev);
   }
 

@@ -45,7 +45,7 @@ export function fleetUntil(
  * Imports sensor-content 1.0.0, whose service starts, and 2.0.0, whose service crashes on start (threads=0) so
  * that it fails its health check on every device. Neither is approved.
  */
-export async function importGoodAndBadContent(ts: TestServer): Promise<void> {
+export async function importGoodAndBadContent(ts: Pick<TestServer, 'conn' | 'dir'>): Promise<void> {
   await importRelease(ts.conn, 'sensor-content', '1.0.0', [writeContent(join(ts.dir, 'c1'), '1.0.0', 4)]);
   await importRelease(ts.conn, 'sensor-content', '2.0.0', [writeContent(join(ts.dir, 'c2'), '2.0.0', 0)]);
 }

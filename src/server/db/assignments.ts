@@ -34,7 +34,8 @@ export const OWNING: ReadonlySet<AssignmentState> = new Set([
   'reverting',
 ]);
 
-const CHUNK = 400;
+// Rows per statement: 10 columns each, under SQLite's (32,766) and PostgreSQL's (65,535) parameter limits.
+const CHUNK = 1000;
 
 /** Maps a row to the engine's `Assignment`. */
 export function toAssignment(r: AssignmentRow): Assignment {

@@ -2,7 +2,14 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import {
+  Kysely,
+  Migrator,
+  PostgresDialect,
+  type SqliteDatabase,
+  SqliteDialect,
+  type SqliteStatement,
+} from 'kysely';
 import pg from 'pg';
 import {
   ensurePrivateDir,
@@ -67,7 +74,9 @@ export async function openStore(opts: {
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    db = new Kysely<Database>({
+      dialect: new SqliteDialect({ database: cachingStatements(sqlite) }),
+    });
   }
   const migrator = new Migrator({ db, provider: migrations(dialect) });
   const { error } = await migrator.migrateToLatest();
@@ -76,6 +85,65 @@ export async function openStore(opts: {
     throw new Error(`database migration failed: ${error instanceof Error ? error.message : String(error)}`);
   }
   return { db, dialect, close: () => db.destroy() };
+}
+
+/** Prepared statements kept per SQL text; beyond this many the least recently used is dropped. */
+const STATEMENT_CACHE = 512;
+
+/**
+ * better-sqlite3 behind a bounded cache of prepared statements. Kysely prepares every query it runs, and preparing
+ * (parsing and planning the SQL) cost more than running the check-in batch's small queries (measured: the largest
+ * single cost of a check-in). A statement is reusable once `all` or `run` returned; `iterate` (a stream, which
+ * may be interleaved with other queries) gets a statement of its own.
+ */
+function cachingStatements(sqlite: SQLite.Database): SqliteDatabase {
+  const cache = new Map<string, SqliteStatement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string): SqliteStatement {
+      const hit = cache.get(sql);
+      if (hit) {
+        // Most recently used last, so the first key is the one to drop.
+        cache.delete(sql);
+        cache.set(sql, hit);
+        return hit;
+      }
+      const stmt = sqlite.prepare(sql);
+      const ddl = /^\s*(create|alter|drop)\b/i.test(sql);
+      const entry: SqliteStatement = {
+        reader: stmt.reader,
+        all: stmt.reader ? rowsAsObjects(stmt) : (params) => stmt.all(params),
+        run: ddl
+          ? (params) => {
+              // The schema changed: statements prepared before may now read other columns.
+              const r = stmt.run(params);
+              cache.clear();
+              return r;
+            }
+          : (params) => stmt.run(params),
+        iterate: (params) => sqlite.prepare(sql).iterate(params),
+      };
+      cache.set(sql, entry);
+      if (cache.size > STATEMENT_CACHE) cache.delete(cache.keys().next().value as string);
+      return entry;
+    },
+  };
+}
+
+/**
+ * A reading statement's `all`, with rows fetched as arrays and made objects here: better-sqlite3 builds an object
+ * row through one native call per column, which cost a quarter of the check-in's device read (measured). Same
+ * rows as its own object mode (a repeated column name keeps the last value).
+ */
+function rowsAsObjects(stmt: SQLite.Statement): SqliteStatement['all'] {
+  const names = stmt.columns().map((c) => c.name);
+  stmt.raw(true);
+  return (params) =>
+    (stmt.all(params) as unknown[][]).map((values) => {
+      const row: Record<string, unknown> = {};
+      for (let i = 0; i < names.length; i++) row[names[i]] = values[i];
+      return row;
+    });
 }
 
 /** True for PostgreSQL's answer when it aborted this transaction to break a deadlock or a serialisation conflict. */

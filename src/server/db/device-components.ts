@@ -4,6 +4,7 @@ import { type Selectable, sql } from 'kysely';
 import type { ComponentState } from '../../protocol/component-state.ts';
 import type { Db } from './database.ts';
 import { decode, type Json } from './json.ts';
+import { padIn, runShaped } from './shaped.ts';
 
 export interface DeviceComponentTable {
   device_id: string;
@@ -41,10 +42,12 @@ export function toDeviceComponent(r: DeviceComponentRow): DeviceComponent {
 
 /** The stored rows of these devices (all devices without `ids`). */
 export async function componentRows(db: Db, ids?: string[]): Promise<DeviceComponentRow[]> {
-  if (ids && ids.length === 0) return [];
-  let q = db.selectFrom('device_components').selectAll();
-  if (ids) q = q.where('device_id', 'in', ids);
-  return q.execute();
+  if (!ids) return db.selectFrom('device_components').selectAll().execute();
+  if (ids.length === 0) return [];
+  const padded = padIn(ids);
+  return runShaped(db, `componentRows:${padded.length}`, padded, () =>
+    db.selectFrom('device_components').selectAll().where('device_id', 'in', padded),
+  );
 }
 
 /** Inserts or replaces component rows (in chunks: one statement per 200 rows). */

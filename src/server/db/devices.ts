@@ -3,8 +3,10 @@
 import type { Generated, Selectable } from 'kysely';
 import type { Labels } from '../../protocol/device.ts';
 import type { Db } from './database.ts';
+import type { DeviceComponentRow } from './device-components.ts';
 import { decode, encode, type Json } from './json.ts';
 import type { Channel as RolloutChannel } from './rollouts.ts';
+import { padIn, runShaped } from './shaped.ts';
 
 /** `early` gets a release first; `general` only once it was promoted (the rollouts' channels). */
 export type Channel = RolloutChannel;
@@ -91,6 +93,52 @@ export async function liveDevicesOfChannel(db: Db, channel: Channel | null): Pro
   return (await q.execute()).map(toDevice);
 }
 
+/** What a rollout step reads of a live device (see services/rollout-fleet.ts). */
+export interface StepDevice {
+  id: string;
+  labels: Labels;
+  held: boolean;
+  pins: Pins;
+  deferredUntil: number | null;
+  lastSeenAt: number;
+}
+
+const NO_PINS = '{}';
+
+/**
+ * Live devices of a channel (all with `null`) with only what a rollout step reads. A step reads the whole fleet:
+ * at a million devices decoding each row's JSON dominated it, so identical label sets (most of a fleet) are
+ * decoded once and shared, and empty pins are not decoded at all. The shared objects are frozen.
+ */
+export async function stepDevicesOfChannel(db: Db, channel: Channel | null): Promise<StepDevice[]> {
+  let q = db
+    .selectFrom('devices')
+    .select(['id', 'labels', 'held', 'pins', 'deferred_until', 'last_seen_at'])
+    .where('retired_at', 'is', null);
+  if (channel) q = q.where('channel', '=', channel);
+  const rows = await q.execute();
+  const labelSets = new Map<string, Labels>();
+  const noPins: Pins = Object.freeze({});
+  const out: StepDevice[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    let labels = labelSets.get(r.labels);
+    if (!labels) {
+      labels = Object.freeze(decode(r.labels));
+      labelSets.set(r.labels, labels);
+    }
+    out[i] = {
+      id: r.id,
+      labels,
+      held: r.held === 1,
+      pins: r.pins === NO_PINS ? noPins : decode(r.pins),
+      deferredUntil: r.deferred_until,
+      lastSeenAt: r.last_seen_at,
+    };
+  }
+  return out;
+}
+
 /** Devices whose id or name is `key`, retired ones included (their history is kept). */
 export async function devicesByKey(db: Db, key: string): Promise<Device[]> {
   const rows = await db
@@ -123,6 +171,69 @@ export async function liveDevicesByTokenHash(db: Db, hashes: string[]): Promise<
     .where('retired_at', 'is', null)
     .execute();
   return rows.map(toDevice);
+}
+
+/**
+ * What a check-in reads of a device: labels and pins as their stored JSON text, so a check-in that changes
+ * nothing neither decodes nor re-encodes them (decode where needed), and its stored components.
+ */
+export interface CheckinDevice {
+  id: string;
+  tokenHash: string;
+  labels: Json<Labels>;
+  enrollLabels: Json<Labels>;
+  agentVersion: string;
+  held: boolean;
+  pins: Json<Pins>;
+  components: StoredComponent[];
+}
+
+/** A stored component as a check-in compares it with what the device reports. */
+export type StoredComponent = Omit<DeviceComponentRow, 'device_id' | 'updated_at'>;
+
+/**
+ * Live devices holding these token hashes, with their stored components and only the columns a check-in uses:
+ * one set-based read per check-in batch (every value read is built per row, the larger part of this read's cost).
+ */
+export async function checkinDevicesByTokenHash(db: Db, hashes: string[]): Promise<CheckinDevice[]> {
+  if (hashes.length === 0) return [];
+  const padded = padIn(hashes);
+  const rows = await runShaped(db, `checkinDevices:${padded.length}`, padded, () =>
+    db
+      .selectFrom('devices as d')
+      .leftJoin('device_components as c', 'c.device_id', 'd.id')
+      .select(['d.id', 'd.token_hash', 'd.labels', 'd.enroll_labels', 'd.agent_version', 'd.held', 'd.pins'])
+      .select(['c.component', 'c.version', 'c.state', 'c.health', 'c.quarantined'])
+      .where('d.token_hash', 'in', padded)
+      .where('d.retired_at', 'is', null),
+  );
+  const byId = new Map<string, CheckinDevice>();
+  for (const r of rows) {
+    let dev = byId.get(r.id);
+    if (!dev) {
+      dev = {
+        id: r.id,
+        tokenHash: r.token_hash,
+        labels: r.labels,
+        enrollLabels: r.enroll_labels,
+        agentVersion: r.agent_version,
+        held: r.held === 1,
+        pins: r.pins,
+        components: [],
+      };
+      byId.set(r.id, dev);
+    }
+    // A device without components comes back once, with nulls (the left join).
+    if (r.component !== null && r.state !== null && r.health !== null && r.quarantined !== null)
+      dev.components.push({
+        component: r.component,
+        version: r.version,
+        state: r.state,
+        health: r.health,
+        quarantined: r.quarantined,
+      });
+  }
+  return [...byId.values()];
 }
 
 /** The id of the live device holding this token hash, if any. */
@@ -170,6 +281,37 @@ export async function insertDevice(
     .execute();
 }
 
+/**
+ * Inserts many enrolled devices at once (benchmarks, imports): 1,000 rows per statement (11 columns each, under
+ * SQLite's and PostgreSQL's parameter limits), so a million devices take a thousand statements, not a million.
+ */
+export async function insertDevicesBulk(
+  db: Db,
+  list: ReadonlyArray<
+    Pick<Device, 'id' | 'name' | 'tokenHash' | 'labels' | 'agentVersion'> & { now: number }
+  >,
+): Promise<void> {
+  for (let i = 0; i < list.length; i += 1000)
+    await db
+      .insertInto('devices')
+      .values(
+        list.slice(i, i + 1000).map((d) => ({
+          id: d.id,
+          name: d.name,
+          token_hash: d.tokenHash,
+          labels: encode(d.labels),
+          enroll_labels: encode({}),
+          agent_version: d.agentVersion,
+          enrolled_at: d.now,
+          last_seen_at: d.now,
+          held: 0 as const,
+          pins: encode({}),
+          retired_at: null,
+        })),
+      )
+      .execute();
+}
+
 /** Records what a device said about itself at check-in (labels, agent version). */
 export async function updateDeviceSelf(
   db: Db,
@@ -184,10 +326,28 @@ export async function updateDeviceSelf(
     .execute();
 }
 
-/** Marks devices as seen now. */
-export async function markSeen(db: Db, ids: string[], now: number): Promise<void> {
-  if (ids.length > 0)
-    await db.updateTable('devices').set({ last_seen_at: now }).where('id', 'in', ids).execute();
+/**
+ * Records when devices were last seen (device id → time): one update per distinct time, in chunks. A time never
+ * moves back (another replica may have written a later one meanwhile).
+ */
+export async function markSeen(db: Db, seen: ReadonlyMap<string, number>): Promise<void> {
+  const byTime = new Map<number, string[]>();
+  for (const [id, at] of seen) {
+    const ids = byTime.get(at);
+    if (ids) ids.push(id);
+    else byTime.set(at, [id]);
+  }
+  for (const [at, all] of byTime)
+    for (let i = 0; i < all.length; i += 256) {
+      const ids = padIn(all.slice(i, i + 256));
+      await runShaped(db, `markSeen:${ids.length}`, [at, ...ids, at], () =>
+        db
+          .updateTable('devices')
+          .set({ last_seen_at: at })
+          .where('id', 'in', ids)
+          .where('last_seen_at', '<', at),
+      );
+    }
 }
 
 /** Stores a device's operator controls. */

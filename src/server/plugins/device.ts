@@ -3,15 +3,28 @@
 // the handlers (the type provider): a route validates, calls a service and shapes the answer.
 import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { CheckinAnswer, CheckinRequest, EnrollAnswer, EnrollRequest } from '../../protocol/device.ts';
+import {
+  CheckinAnswer,
+  CheckinRequest,
+  EnrollAnswer,
+  EnrollRequest,
+  WaitAnswer,
+  WaitRequest,
+} from '../../protocol/device.ts';
 import { TufRepository } from '../../trust/signer/tuf-repository.ts';
 import { CheckinBatcher, type CheckinResult } from '../checkin.ts';
 import { HttpError, type ServerContext } from '../context.ts';
 import { liveDeviceIdByTokenHash } from '../db/devices.ts';
 import { releaseUsesBlob } from '../db/releases.ts';
+import { errorAnswer } from '../errors.ts';
+import { wakeHoldS } from '../limits.ts';
+import { ReleaseArtifacts } from '../services/checkin.ts';
+import { currentDesiredTag, desiredTag, deviceByTokenHash } from '../services/desired-tag.ts';
 import { reportApplier } from '../services/device-reports.ts';
 import { enrollDevice } from '../services/enrollment.ts';
 import { bearer, hashToken } from '../tokens.ts';
+
+const WAIT_PATH = '/v1/wait';
 
 /**
  * The organisation's current root (root.json, the newest version) for a device to pin, or undefined without
@@ -91,11 +104,80 @@ function sendBlob(ctx: ServerContext, sha256: string, range: string | undefined,
   return reply.send(ctx.blobs.read(sha256));
 }
 
+/** Wait limits, before the body is read: a device token, and the device's own rate of waits. */
+async function waitGate(ctx: ServerContext, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const token = bearer(req.headers.authorization);
+  const hash = token ? hashToken(token) : null;
+  if (!hash) throw failedAuth(ctx, req.ip, new HttpError(401, 'device token required'));
+  gateHashes.set(req, hash);
+  if (!ctx.guards.waits.take(hash)) {
+    ctx.metrics.throttled.inc({ what: 'wait' });
+    reply.header('retry-after', String(Math.max(1, ctx.guards.waits.retryAfter(hash))));
+    throw new HttpError(429, 'waits too frequent for this device');
+  }
+}
+
+/**
+ * POST /v1/wait: the wait is registered with the hub FIRST, then the device's current desired answer is
+ * compared with its tag, so a change committed between its check-in and this wait is never lost.
+ */
+function registerWaitRoute(base: FastifyInstance, ctx: ServerContext, maxSeconds: number): void {
+  const app = base.withTypeProvider<TypeBoxTypeProvider>();
+  const artifacts = new ReleaseArtifacts();
+  app.post(
+    WAIT_PATH,
+    {
+      schema: {
+        summary: 'Wake-up: held until this device has something new (then changed: true) or the hold ends',
+        tags: ['device'],
+        body: WaitRequest,
+        response: { 200: WaitAnswer, 503: Type.Object({ error: Type.String(), message: Type.String() }) },
+      },
+      bodyLimit: 1024,
+      onRequest: async (req, reply) => waitGate(ctx, req, reply),
+    },
+    async (req, reply) => {
+      const hash = gateHashes.get(req);
+      if (hash === undefined) throw new HttpError(401, 'device token required');
+      const dev = await deviceByTokenHash(ctx.store.db, hash);
+      if (!dev) throw failedAuth(ctx, req.ip, new HttpError(401, 'unknown device token'));
+      const held = ctx.wake.hub.hold(dev.id, Math.min(req.body.seconds, maxSeconds) * 1000);
+      if (!held) {
+        // Answered here rather than thrown: a full server is expected under load, not an error to log each time.
+        ctx.metrics.throttled.inc({ what: 'wait' });
+        const { status, body } = errorAnswer(
+          new HttpError(503, 'this server holds as many waits as it may; check in at the poll interval'),
+        );
+        return reply
+          .code(status as 503)
+          .header('retry-after', String(maxSeconds))
+          .send(body);
+      }
+      // A client that goes away frees its place at once (also one gone before the wait was registered).
+      reply.raw.once('close', () => held.finish(false));
+      if (req.raw.socket?.destroyed) held.finish(false);
+      try {
+        if ((await currentDesiredTag(ctx.store.db, dev, artifacts)) !== req.body.tag) held.finish(true);
+      } catch (e) {
+        held.finish(false);
+        throw e;
+      }
+      const changed = await held.done;
+      if (changed) ctx.metrics.wakeups.inc();
+      return { changed };
+    },
+  );
+}
+
 /** Registers the device routes on `app` (no scope of their own: devices authenticate per route). */
 export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext): void {
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
   const batcher = new CheckinBatcher(ctx, reportApplier(ctx));
+  app.addHook('onClose', async () => batcher.close()); // writes the last-seen times it still holds
   const approvedBlobs = new ApprovedBlobs(ctx);
+  const limits = ctx.guards.limits;
+  const wake = limits.wakeEnabled ? { path: WAIT_PATH, max_seconds: wakeHoldS(limits) } : undefined;
+  if (wake) registerWaitRoute(app, ctx, wake.max_seconds);
 
   app.post(
     '/v1/enroll',
@@ -147,6 +229,8 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
       ctx.guards.rememberDevice(hash);
       ctx.metrics.checkins.inc();
       for (const r of body.reports ?? []) ctx.metrics.reports.inc({ outcome: r.outcome });
+      // The batch committed: rollouts its reports touched step now, not at the next tick (see the driver).
+      if (body.reports?.length) ctx.driver.nudge();
       end();
       // A device with no pinned root (enrolled before `keys init`) gets the root to pin (trust on first use).
       const unverified = body.components.some((c) => c.health?.trust === 'unverified');
@@ -156,6 +240,8 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
         desired: result.desired,
         acked: (body.reports ?? []).map((r) => r.txn_id),
         ...(root ? { tuf_root: root } : {}),
+        desired_tag: desiredTag(result.desired),
+        ...(wake ? { wake } : {}),
       };
     },
   );

@@ -86,6 +86,7 @@ function bySelector(
     ctx.store.db,
     { selector: b.selector, allowEmpty: b.allow_empty, action, detail, change },
     ctx.clock(),
+    ctx.wake.bus,
   );
 }
 
@@ -190,7 +191,7 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
     },
     async (req) => {
       const { device } = await deviceOr404(ctx, req.params.id);
-      const { leftRollouts } = await retireDevice(db, device, req.body?.reason, ctx.clock());
+      const { leftRollouts } = await retireDevice(db, device, req.body?.reason, ctx.clock(), ctx.wake.bus);
       return { id: device.id, name: device.name, retired: true, left_rollouts: leftRollouts };
     },
   );

@@ -1,6 +1,7 @@
 // The organisation's TUF repository over HTTP: metadata at /v1/tuf/<name>.json and targets at
 // /v1/tuf/targets/<component>/<version>/<sha256>.<name> (consistent snapshots, hash-prefixed). No token:
 // everything here is signed and devices verify it themselves, exactly as from any plain mirror.
+import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { TufRepository } from '../../trust/signer/tuf-repository.ts';
@@ -13,6 +14,29 @@ import { storeVendorTuf } from '../services/vendor-tuf.ts';
 /** Versioned metadata never changes (cache it for good); the rest is fetched fresh. */
 const cacheControl = (name: string) =>
   /^\d+\./.test(name) ? 'public, max-age=31536000, immutable' : 'no-cache';
+
+/**
+ * A strong validator for a metadata file, so a device can ask "has it changed?" with If-None-Match and get a
+ * 304 with no body (docs/trust.md, "Conditional requests"). The timestamp's covers the current root too, so a
+ * root rotation is never hidden behind an unchanged timestamp.
+ */
+const etagOf = (bytes: Buffer, also?: Buffer | null) =>
+  `"${createHash('sha256')
+    .update(bytes)
+    .update(also ?? '')
+    .digest('base64url')
+    .slice(0, 32)}"`;
+
+/** Answers 304 when the request's If-None-Match names this ETag (a list or `*` as RFC 9110 allows). */
+function notModified(req: FastifyRequest, reply: FastifyReply, etag: string): boolean {
+  reply.header('etag', etag);
+  const h = req.headers['if-none-match'];
+  if (typeof h !== 'string' || h.length > 1024) return false;
+  const tags = h.split(',').map((t) => t.trim().replace(/^W\//, ''));
+  if (!tags.includes(etag) && !tags.includes('*')) return false;
+  reply.code(304);
+  return true;
+}
 
 const metadataParams = {
   type: 'object',
@@ -49,7 +73,10 @@ export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
     if (name === 'timestamp.json') await repo.freshen(ctx.clock());
     const bytes = repo.file(name);
     if (!bytes) throw notFound(`no metadata ${name}`);
-    reply.header('content-type', 'application/json').header('cache-control', cacheControl(name));
+    reply.header('cache-control', cacheControl(name));
+    const etag = etagOf(bytes, name === 'timestamp.json' ? repo.file('root.json') : null);
+    if (notModified(req, reply, etag)) return reply.send();
+    reply.header('content-type', 'application/json');
     return reply.send(bytes);
   };
 
@@ -81,7 +108,10 @@ export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
     const bytes =
       VENDOR_NAME.test(vendor) && VENDOR_FILE.test(name) ? readVendorFile(ctx.dataDir, vendor, name) : null;
     if (!bytes) throw notFound(`no metadata ${name} for vendor ${vendor}`);
-    reply.header('content-type', 'application/json').header('cache-control', cacheControl(name));
+    reply.header('cache-control', cacheControl(name));
+    const root = name === 'timestamp.json' ? readVendorFile(ctx.dataDir, vendor, 'root.json') : null;
+    if (notModified(req, reply, etagOf(bytes, root))) return reply.send();
+    reply.header('content-type', 'application/json');
     return reply.send(bytes);
   };
 

@@ -3,11 +3,18 @@
 import { type ComponentState, componentState, componentStatus } from '../../protocol/component-state.ts';
 import type { CheckinRequest, DesiredRelease, Labels, OfferedArtifact } from '../../protocol/device.ts';
 import type { ServerContext } from '../context.ts';
-import type { Db } from '../db/database.ts';
+import { type Db, inTransaction } from '../db/database.ts';
 import { desiredByDevice } from '../db/desired.ts';
-import { componentRows, type DeviceComponentRow, upsertComponents } from '../db/device-components.ts';
-import { type Device, liveDevicesByTokenHash, markSeen, updateDeviceSelf } from '../db/devices.ts';
-import { encode } from '../db/json.ts';
+import { type DeviceComponentRow, upsertComponents } from '../db/device-components.ts';
+import {
+  type CheckinDevice,
+  checkinDevicesByTokenHash,
+  markSeen,
+  type Pins,
+  type StoredComponent,
+  updateDeviceSelf,
+} from '../db/devices.ts';
+import { decode, encode } from '../db/json.ts';
 import { findRelease } from '../db/releases.ts';
 import { markCleanRolloutsDirty } from '../db/rollouts.ts';
 import { HttpError } from '../errors.ts';
@@ -23,6 +30,15 @@ export const MAX_COMPONENTS = 64;
 export interface CheckinItem {
   tokenHash: string;
   body: CheckinRequest;
+}
+
+/** What a batch gives back: an answer or an error per check-in, in order, and the devices it saw. */
+export interface BatchOutcome {
+  answers: Array<CheckinResult | Error>;
+  /** Ids of the batch's devices (refused check-ins of a known device included): they were seen at `at`. */
+  seen: string[];
+  /** The batch's time (ms), as its rows record it. */
+  at: number;
 }
 
 /** The answer to one check-in (the route adds the poll interval, acks and the TUF root). */
@@ -66,40 +82,44 @@ export class ReleaseArtifacts {
 
 /** The batch's starting point: its devices by token hash and their stored components. */
 interface Loaded {
-  byHash: Map<string, Device>;
-  components: Map<string, DeviceComponentRow>;
+  byHash: Map<string, CheckinDevice>;
+  components: Map<string, StoredComponent>;
   /** How many components each device has stored (bounded: a device cannot grow the table by inventing names). */
   stored: Map<string, number>;
 }
 
+/** A device's pins as stored when it has none. */
+const NO_PINS = encode<Pins>({});
+
 const key = (deviceId: string, component: string) => `${deviceId}\u0000${component}`;
 
-/** Step 1: the devices of the batch and their components (two set-based reads). */
+/** Step 1: the devices of the batch with their components (one set-based read). */
 async function load(tx: Db, batch: readonly CheckinItem[]): Promise<Loaded> {
-  const devices = await liveDevicesByTokenHash(tx, [...new Set(batch.map((p) => p.tokenHash))]);
-  const rows = await componentRows(
-    tx,
-    devices.map((d) => d.id),
-  );
-  const stored = new Map<string, number>();
-  for (const c of rows) stored.set(c.device_id, (stored.get(c.device_id) ?? 0) + 1);
-  return {
-    byHash: new Map(devices.map((d) => [d.tokenHash, d])),
-    components: new Map(rows.map((c) => [key(c.device_id, c.component), c])),
-    stored,
-  };
+  const devices = await checkinDevicesByTokenHash(tx, [...new Set(batch.map((p) => p.tokenHash))]);
+  const l: Loaded = { byHash: new Map(), components: new Map(), stored: new Map() };
+  for (const d of devices) {
+    l.byHash.set(d.tokenHash, d);
+    l.stored.set(d.id, d.components.length);
+    for (const c of d.components) l.components.set(key(d.id, c.component), c);
+  }
+  return l;
 }
 
 /** Step 2a: refuses a check-in that would store more than MAX_COMPONENTS components for its device. */
 function checkComponentBound(
   l: Loaded,
   added: Set<string>,
-  dev: Device,
+  dev: CheckinDevice,
   body: CheckinRequest,
 ): HttpError | null {
-  const fresh = new Set(
-    body.components.map((c) => key(dev.id, c.name)).filter((k) => !l.components.has(k) && !added.has(k)),
-  );
+  let fresh: Set<string> | null = null; // names not stored yet (a steady check-in has none)
+  for (const c of body.components) {
+    const k = key(dev.id, c.name);
+    if (l.components.has(k) || added.has(k)) continue;
+    fresh ??= new Set();
+    fresh.add(k);
+  }
+  if (!fresh) return null;
   const count = (l.stored.get(dev.id) ?? 0) + fresh.size;
   if (count > MAX_COMPONENTS) return new HttpError(400, `at most ${MAX_COMPONENTS} components per device`);
   l.stored.set(dev.id, count);
@@ -108,13 +128,22 @@ function checkComponentBound(
 }
 
 /** Step 2b: records the device's own labels (its enrollment labels always win) and agent version, if changed. */
-async function recordSelf(deps: CheckinDeps, tx: Db, dev: Device, body: CheckinRequest): Promise<void> {
-  const labels: Labels = body.labels ? effectiveLabels(deps.ctx, body.labels, dev.enrollLabels) : dev.labels;
+async function recordSelf(
+  deps: CheckinDeps,
+  tx: Db,
+  dev: CheckinDevice,
+  body: CheckinRequest,
+): Promise<void> {
+  // Without labels in the check-in the stored ones stand: compared as stored text, never decoded.
+  const labels: Labels | null = body.labels
+    ? effectiveLabels(deps.ctx, body.labels, decode(dev.enrollLabels))
+    : null;
+  const text = labels ? encode(labels) : dev.labels;
   const agentVersion = body.agent_version ?? dev.agentVersion;
-  if (encode(labels) === encode(dev.labels) && agentVersion === dev.agentVersion) return;
-  await updateDeviceSelf(tx, dev.id, labels, agentVersion);
+  if (text === dev.labels && agentVersion === dev.agentVersion) return;
+  await updateDeviceSelf(tx, dev.id, labels ?? decode(dev.labels), agentVersion);
   // The loaded device follows the row: a second check-in of the same device in this batch compares with it.
-  dev.labels = labels;
+  dev.labels = text;
   dev.agentVersion = agentVersion;
 }
 
@@ -122,7 +151,7 @@ async function recordSelf(deps: CheckinDeps, tx: Db, dev: Device, body: CheckinR
 function changedComponents(
   deps: CheckinDeps,
   l: Loaded,
-  dev: Device,
+  dev: CheckinDevice,
   body: CheckinRequest,
   now: number,
 ): DeviceComponentRow[] {
@@ -184,17 +213,20 @@ async function record(
   return refused;
 }
 
-/** Step 3: everyone in the batch was seen now; rollouts rolling back look again (they confirm reverts by it). */
-async function markBatchSeen(tx: Db, l: Loaded, now: number): Promise<void> {
-  await markSeen(
-    tx,
-    [...l.byHash.values()].map((d) => d.id),
-    now,
-  );
-  await markCleanRolloutsDirty(tx, 'rolling-back');
+/**
+ * Records when devices were last seen (id → time of their check-in's batch), in a transaction of its own; rollouts
+ * rolling back then look again (they confirm a revert by a check-in after it was ordered). The batcher calls it a
+ * moment after the batches it covers: last-seen is the one write a steady check-in makes, and a device that checks
+ * in often is then written once per flush, not per check-in.
+ */
+export async function recordSeen(ctx: ServerContext, seen: ReadonlyMap<string, number>): Promise<void> {
+  await inTransaction(ctx.store, async (tx) => {
+    await markSeen(tx, seen);
+    await markCleanRolloutsDirty(tx, 'rolling-back');
+  });
 }
 
-/** Step 4: each accepted check-in's reports, applied to the assignments they belong to. */
+/** Step 3: each accepted check-in's reports, applied to the assignments they belong to. */
 async function applyAllReports(
   deps: CheckinDeps,
   tx: Db,
@@ -210,7 +242,7 @@ async function applyAllReports(
   }
 }
 
-/** Step 5: the answers, in batch order: the releases each device should run, or why its check-in was refused. */
+/** Step 4: the answers, in batch order: the releases each device should run, or why its check-in was refused. */
 async function answers(
   deps: CheckinDeps,
   tx: Db,
@@ -231,9 +263,15 @@ async function answers(
       out.push(err);
       continue;
     }
+    const wanted = desired.get(dev.id);
+    // Nothing desired and nothing pinned (most check-ins): nothing to offer, nothing to work out.
+    if (!wanted && dev.pins === NO_PINS) {
+      out.push({ device_id: dev.id, desired: [] });
+      continue;
+    }
     const wants = deviceWants({
-      desired: desired.get(dev.id) ?? new Map(),
-      pins: dev.pins,
+      desired: wanted ?? new Map(),
+      pins: decode(dev.pins),
       held: dev.held,
       current: new Map(p.body.components.map((c) => [c.name, c.version ?? null])),
     });
@@ -247,23 +285,24 @@ async function answers(
   return out;
 }
 
-/** Applies a batch of check-ins in one transaction; returns an answer or an error per check-in, in order. */
+/**
+ * Applies a batch of check-ins in one transaction; returns an answer or an error per check-in, in order, and the
+ * devices seen (the caller records them with recordSeen, see there).
+ */
 export async function applyCheckinBatch(
   deps: CheckinDeps,
   batch: readonly CheckinItem[],
-): Promise<Array<CheckinResult | Error>> {
+): Promise<BatchOutcome> {
   const now = deps.ctx.clock();
   return deps.ctx.store.db.transaction().execute(async (tx) => {
     const l = await load(tx, batch);
-    if (l.byHash.size === 0) return batch.map(() => new HttpError(401, 'unknown device token'));
+    if (l.byHash.size === 0)
+      return { answers: batch.map(() => new HttpError(401, 'unknown device token')), seen: [], at: now };
+    const seen = [...l.byHash.values()].map((d) => d.id);
     // Read before the reports are applied, as before: a report does not change what this answer offers.
-    const desired = await desiredByDevice(
-      tx,
-      [...l.byHash.values()].map((d) => d.id),
-    );
+    const desired = await desiredByDevice(tx, seen);
     const refused = await record(deps, tx, l, batch, now);
-    await markBatchSeen(tx, l, now);
     await applyAllReports(deps, tx, l, batch, refused, now);
-    return answers(deps, tx, l, batch, refused, desired);
+    return { answers: await answers(deps, tx, l, batch, refused, desired), seen, at: now };
   });
 }

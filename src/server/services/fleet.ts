@@ -22,6 +22,7 @@ import { insertToken, revokeToken } from '../db/enroll-tokens.ts';
 import { markRolloutsDirty } from '../db/rollouts.ts';
 import { badRequest, conflict, HttpError, notFound } from '../errors.ts';
 import { hashToken, newToken } from '../tokens.ts';
+import type { WakeBus } from '../wake/bus.ts';
 
 /** A new enrollment token: its id, the token (shown once) and its uses (null: unlimited). */
 export interface NewEnrollToken {
@@ -104,8 +105,9 @@ export async function retireDevice(
   device: Device,
   reason: string | undefined,
   now: number,
+  wake?: WakeBus,
 ): Promise<{ leftRollouts: number }> {
-  return db.transaction().execute(async (tx) => {
+  const out = await db.transaction().execute(async (tx) => {
     await retireDeviceRow(tx, device.id, `retired:${device.id}:${randomUUID()}`, now);
     await clearDesired(tx, device.id);
     const left = await skipOpenAssignments(tx, device.id, 'device retired', now);
@@ -119,6 +121,8 @@ export async function retireDevice(
     });
     return { leftRollouts: left };
   });
+  wake?.notify([device.id]); // committed: a held wait ends, and the next check-in learns it was retired
+  return out;
 }
 
 /** Parses an operator's selector (400 with the parser's message). */
@@ -140,10 +144,18 @@ export interface ControlChange {
   change: (c: FleetControls) => FleetControls;
 }
 
-/** Applies a control change to every live device the selector matches, in one transaction, audited. */
-export async function changeControls(db: Db, c: ControlChange, now: number): Promise<{ devices: string[] }> {
+/**
+ * Applies a control change to every live device the selector matches, in one transaction, audited; then tells
+ * `wake` (when given) which devices it touched.
+ */
+export async function changeControls(
+  db: Db,
+  c: ControlChange,
+  now: number,
+  wake?: WakeBus,
+): Promise<{ devices: string[] }> {
   const sel = selectorOrRefuse(c.selector);
-  return db.transaction().execute(async (tx) => {
+  const out = await db.transaction().execute(async (tx) => {
     const hit: string[] = [];
     for (const d of await liveDevices(tx)) {
       if (!matches(sel, { ...d.labels, id: d.id })) continue;
@@ -166,4 +178,6 @@ export async function changeControls(db: Db, c: ControlChange, now: number): Pro
     await markRolloutsDirty(tx);
     return { devices: hit };
   });
+  wake?.notify(out.devices); // after commit: what those devices are told may have changed
+  return out;
 }

@@ -3,7 +3,6 @@
 // is bounded, and an unclear check result counts as failed (fail safe on health).
 //
 // Nothing here needs the server at run time: the CLI and the dashboard take the shapes (and states) from here.
-import type { AssignmentState } from '../../engine/rollout-state.ts';
 import type { ReportRow } from '../db/reports.ts';
 
 /** Characters of a check's output kept in an answer (the tail: errors are usually at the end). */
@@ -13,16 +12,7 @@ export const CHECKS_MAX = 50;
 const NAME_MAX = 200;
 const TEXT_MAX = 2000;
 
-export const ASSIGNMENT_STATES = [
-  'queued',
-  'offered',
-  'succeeded',
-  'failed',
-  'skipped',
-  'reverting',
-  'unconfirmed',
-  'reverted',
-] as const satisfies readonly AssignmentState[];
+export { ASSIGNMENT_STATES } from '../../engine/rollout-state.ts';
 
 /** One health check as the device reported it, bounded. */
 export interface CheckView {

@@ -1,7 +1,12 @@
 // Release operations: import (from uploaded blobs, or from a verified offline bundle), approve (signed into the
 // organisation's TUF targets) and list. Each runs in one database transaction, audited.
 import { ArtifactNames, badArtifactName } from '../../protocol/names.ts';
-import { publishRelease, releaseTargets, TufRepository } from '../../trust/signer/tuf-repository.ts';
+import {
+  publishRelease,
+  releaseTargets,
+  TufRepository,
+  withRepositoryLock,
+} from '../../trust/signer/tuf-repository.ts';
 import { appendAudit } from '../db/audit.ts';
 import type { Db } from '../db/database.ts';
 import {
@@ -135,20 +140,24 @@ export async function approveRelease(
   actor = 'admin',
 ): Promise<{ component: string; version: string; approved: true }> {
   const { component, version } = parseRef(ref);
-  await db.transaction().execute(async (tx) => {
-    const rel = await findRelease(tx, component, version);
-    if (!rel) throw notFound(`no release ${component}@${version}`);
-    const signed = await publishRelease(dataDir, { component, version, artifacts: rel.artifacts }, now);
-    if (rel.approvedAt !== null) return;
-    await markReleaseApproved(tx, rel.id, now, actor);
-    await appendAudit(tx, {
-      at: now,
-      actor,
-      action: 'release.approved',
-      subject: `release/${component}@${version}`,
-      detail: signed ? { tuf_targets_version: signed.targetsVersion } : { tuf: 'unsigned (no keys)' },
-    });
-  });
+  // The signing lock first, then the transaction: waiting for another approval (here or on another replica)
+  // holds no database connection, so concurrent approvals cannot exhaust the pool.
+  await withRepositoryLock(dataDir, () =>
+    db.transaction().execute(async (tx) => {
+      const rel = await findRelease(tx, component, version);
+      if (!rel) throw notFound(`no release ${component}@${version}`);
+      const signed = await publishRelease(dataDir, { component, version, artifacts: rel.artifacts }, now);
+      if (rel.approvedAt !== null) return;
+      await markReleaseApproved(tx, rel.id, now, actor);
+      await appendAudit(tx, {
+        at: now,
+        actor,
+        action: 'release.approved',
+        subject: `release/${component}@${version}`,
+        detail: signed ? { tuf_targets_version: signed.targetsVersion } : { tuf: 'unsigned (no keys)' },
+      });
+    }),
+  );
   return { component, version, approved: true };
 }
 

@@ -5,7 +5,7 @@ import type { ComponentState } from '../../protocol/component-state.ts';
 import { busyDevices } from '../db/assignments.ts';
 import type { Db } from '../db/database.ts';
 import { componentStatesOf } from '../db/device-components.ts';
-import { liveDevicesOfChannel } from '../db/devices.ts';
+import { liveDevicesOfChannel, stepDevicesOfChannel } from '../db/devices.ts';
 import type { Channel } from '../db/rollouts.ts';
 
 /** States a device reports for a component when its own local controls keep it where it is. */
@@ -26,27 +26,28 @@ export interface FleetScope {
  */
 export async function deviceViews(db: Db, scope: FleetScope): Promise<DeviceView[]> {
   const [devices, comps, busy] = await Promise.all([
-    liveDevicesOfChannel(db, scope.channel),
+    stepDevicesOfChannel(db, scope.channel),
     componentStatesOf(db, scope.component),
     busyDevices(db, scope.component, scope.rolloutId, ACTIVE),
   ]);
-  const version = new Map(comps.map((c) => [c.deviceId, c.version]));
-  const localHold = new Set(comps.filter((c) => LOCALLY_HELD.has(c.state)).map((c) => c.deviceId));
-  const settled = new Set(comps.filter((c) => SETTLED.has(c.state)).map((c) => c.deviceId));
-  return devices.map(
-    (d): DeviceView => ({
+  // One map over the component rows (a step reads the whole fleet: at 1 M devices every pass counts).
+  const comp = new Map<string, (typeof comps)[number]>();
+  for (const c of comps) comp.set(c.deviceId, c);
+  return devices.map((d): DeviceView => {
+    const c = comp.get(d.id);
+    return {
       id: d.id,
       labels: d.labels,
-      held: d.held || localHold.has(d.id),
+      held: d.held || (c !== undefined && LOCALLY_HELD.has(c.state)),
       pinned: Object.hasOwn(d.pins, scope.component),
       busy: busy.has(d.id),
-      version: version.get(d.id) ?? null,
+      version: c?.version ?? null,
       deferredUntil: d.deferredUntil,
-      settled: settled.has(d.id),
+      settled: c !== undefined && SETTLED.has(c.state),
       seenAt: d.lastSeenAt,
-      hasComponent: version.has(d.id),
-    }),
-  );
+      hasComponent: c !== undefined,
+    };
+  });
 }
 
 /**

@@ -2,6 +2,7 @@
 // written with @tufjs/models and signed with ed25519. Consistent snapshots: every targets and snapshot
 // version is a new file ("N.targets.json"), so the single commit point of any change is the atomic
 // rename of timestamp.json; a crash before it leaves the previous, still valid, repository in place.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -65,11 +66,42 @@ const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('he
 const encode = (md: Metadata<Root | Targets | Snapshot | Timestamp>) =>
   Buffer.from(JSON.stringify(md.toJSON()));
 
-// One writer at a time per repository inside this process.
+/** Runs `fn` holding a lock that other processes share (server replicas on one PostgreSQL). */
+export type SharedLock = <T>(fn: () => Promise<T>) => Promise<T>;
+
+// One writer at a time per repository inside this process, and across processes when a shared lock is set:
+// replicas sharing a data folder must never sign two different targets files with the same version.
 const locks = new Map<string, Promise<unknown>>();
+const sharedLocks = new Map<string, SharedLock>();
+// The repositories whose lock the current async call chain holds: a holder calling a writer does not wait for
+// itself (approval holds the lock around its database transaction and signs inside it).
+const held = new AsyncLocalStorage<ReadonlySet<string>>();
+
+/** Makes every writer of the repository in `dataDir` also hold `lock` (null: this process alone). */
+export function shareRepositoryLock(dataDir: string, lock: SharedLock | null): void {
+  const key = join(dataDir, 'tuf');
+  if (lock) sharedLocks.set(key, lock);
+  else sharedLocks.delete(key);
+}
+
+/**
+ * Runs `fn` as the only writer of the repository in `dataDir` (this process and, when shared, every replica).
+ * Take it before opening a database transaction that signs: waiting for it holds no database connection.
+ */
+export function withRepositoryLock<T>(dataDir: string, fn: () => Promise<T>): Promise<T> {
+  return serial(join(dataDir, 'tuf'), fn);
+}
+
 function serial<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
+  const mine = held.getStore();
+  if (mine?.has(key)) return Promise.resolve().then(fn);
   const prev = locks.get(key) ?? Promise.resolve();
-  const next = prev.then(fn, fn);
+  const locked = () =>
+    held.run(new Set([...(mine ?? []), key]), () => {
+      const shared = sharedLocks.get(key);
+      return shared ? shared(async () => fn()) : fn();
+    });
+  const next = prev.then(locked, locked);
   locks.set(
     key,
     next.catch(() => {}),
@@ -250,7 +282,28 @@ export class TufRepository {
   freshen(now: number, validForMs?: number): Promise<{ changed: boolean; version: number }> {
     // A mirror (metadata imported from a bundle, no keys here) serves what it has; devices judge expiry.
     if (!this.canSign()) return Promise.resolve({ changed: false, version: 0 });
+    // Checked before the lock: every timestamp fetch calls this, and the lock (a PostgreSQL advisory lock
+    // with replicas) would put a database round trip, and any approval in progress, in front of each one.
+    const fresh = this.freshVersion(now, validForMs);
+    if (fresh !== null) return Promise.resolve({ changed: false, version: fresh });
     return serial(this.dir, () => this.publishSync(now, () => false, { validForMs }));
+  }
+
+  /** The targets version when nothing needs re-signing at `now` (as publishSync judges it), else null. */
+  private freshVersion(now: number, validForMs?: number): number | null {
+    const stale = (expires: string, role: Exclude<RoleName, 'root'>) =>
+      Date.parse(expires) - now <
+      Math.max(Math.max(DEFAULT_VALIDITY[role], validForMs ?? 0) / 2, validForMs ?? 0);
+    try {
+      const ts = this.timestamp().signed;
+      const snap = this.snapshot().signed;
+      const t = this.targets().signed;
+      if (stale(ts.expires, 'timestamp') || stale(snap.expires, 'snapshot') || stale(t.expires, 'targets'))
+        return null;
+      return t.version;
+    } catch {
+      return null; // files missing or mid-write: the locked path decides
+    }
   }
 
   /**

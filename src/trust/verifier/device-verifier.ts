@@ -3,17 +3,20 @@
 // artifact the server offers is listed in the signed targets with the same sha256 and length.
 // tuf-js writes its metadata cache with plain writeFileSync; we give it a scratch copy and, only when the whole
 // check passed, move the new files into the real cache one atomic rename at a time (root first, timestamp
-// last), so a crash or a refusal never leaves torn or untrusted metadata behind.
+// last), so a crash or a refusal never leaves torn or untrusted metadata behind. When the server says its
+// timestamp is unchanged since then (If-None-Match → 304), the cached metadata answers alone (conditional.ts).
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { type Fetcher, Updater } from 'tuf-js';
+// Types only: tuf-js (and the fetcher built on it) is loaded when a full refresh is needed, not when the
+// server's timestamp is unchanged (conditional.ts), which keeps it out of the agent's memory then.
+import type { Fetcher } from 'tuf-js';
 import { writeFileAtomicSync } from '../../files/atomic-file.ts';
 import { within } from '../../files/within.ts';
-import { badMode, DEFAULT_MODE, octal } from '../../protocol/names.ts';
 import { targetPath } from '../target-path.ts';
-import { MirrorFetcher } from './fetcher.ts';
+import { conditionalRefresh, recordEtag } from './conditional.ts';
+import { matchTarget } from './match.ts';
 
 export interface OfferedArtifact {
   name: string;
@@ -51,6 +54,8 @@ export interface VerifyRequest {
   pathOf?: (name: string) => string;
   /** Whose targets these are, for refusal reasons (default: the organisation). */
   signer?: string;
+  /** The clock the cached metadata's expiry is checked against on a conditional refresh (default: now). */
+  now?: number;
 }
 
 export type RefusalClass =
@@ -130,6 +135,28 @@ export async function verifyRelease(req: VerifyRequest): Promise<VerifyResult> {
         : Buffer.from(req.pinnedRoot);
     writeFileAtomicSync(join(req.metadataDir, 'root.json'), bytes);
   }
+  const base = toUrl(req.source);
+  if (!req.fetcher && !req.downloadDir) {
+    const c = await conditionalRefresh({
+      metadataDir: req.metadataDir,
+      base,
+      headers: req.headers,
+      timeoutMs: req.timeoutMs,
+      now: req.now ?? Date.now(),
+    });
+    if (c.kind === 'expired') return { ok: false, refused: true, class: 'expired', reason: c.reason };
+    if (c.kind === 'unchanged') {
+      const out: Array<OfferedArtifact & { path: string; file?: string }> = [];
+      for (const a of req.artifacts) {
+        const path = req.pathOf ? req.pathOf(a.name) : targetPath(req.component, req.version, a.name);
+        const m = matchTarget(a, path, c.target(path), { vendor: !!req.pathOf, signer: req.signer });
+        if (!m.ok) return m;
+        out.push({ ...a, path, ...(m.mode !== undefined ? { mode: m.mode } : {}) });
+      }
+      return { ok: true, versions: c.versions, artifacts: out };
+    }
+  }
+  const [{ Updater }, { MirrorFetcher }] = await Promise.all([import('tuf-js'), import('./fetcher.ts')]);
   const work = `${req.metadataDir.replace(/\/+$/, '')}.work-${randomBytes(4).toString('hex')}`;
   mkdirSync(work);
   try {
@@ -139,12 +166,12 @@ export async function verifyRelease(req: VerifyRequest): Promise<VerifyResult> {
       before.set(f, readFileSync(join(req.metadataDir, f)));
       copyFileSync(join(req.metadataDir, f), join(work, f));
     }
-    const base = toUrl(req.source);
+    const mirror = req.fetcher ? null : new MirrorFetcher({ headers: req.headers, timeoutMs: req.timeoutMs });
     const updater = new Updater({
       metadataDir: work,
       metadataBaseUrl: base,
       targetBaseUrl: req.targetsSource ? toUrl(req.targetsSource) : `${base}/targets`,
-      fetcher: req.fetcher ?? new MirrorFetcher({ headers: req.headers, timeoutMs: req.timeoutMs }),
+      fetcher: req.fetcher ?? mirror!,
     });
     const out: Array<OfferedArtifact & { path: string; file?: string }> = [];
     try {
@@ -152,46 +179,14 @@ export async function verifyRelease(req: VerifyRequest): Promise<VerifyResult> {
       for (const a of req.artifacts) {
         const path = req.pathOf ? req.pathOf(a.name) : targetPath(req.component, req.version, a.name);
         const info = await updater.getTargetInfo(path);
-        if (!info)
-          return {
-            ok: false,
-            refused: true,
-            class: 'unapproved',
-            reason: req.signer
-              ? `${path} is not in ${req.signer}'s signed targets`
-              : `${path} is not in the organisation's signed targets (not approved, or arbitrary installation)`,
-          };
-        if (info.hashes.sha256 !== a.sha256 || info.length !== a.length)
-          return {
-            ok: false,
-            refused: true,
-            class: 'mismatch',
-            reason: `${path}: offered sha256 ${a.sha256.slice(0, 12)}…/${a.length} bytes, signed ${String(info.hashes.sha256).slice(0, 12)}…/${info.length} bytes`,
-          };
-        // The file mode is part of the signed release: the one the device applies comes from the targets.
-        let mode = a.mode;
-        if (!req.pathOf) {
-          const custom = (info.custom ?? {}) as Record<string, unknown>;
-          const signed = Object.hasOwn(custom, 'mode') ? custom.mode : undefined;
-          if (signed !== undefined) {
-            const bad = badMode(signed, a.name);
-            if (bad) return { ok: false, refused: true, class: 'invalid', reason: `${path}: signed ${bad}` };
-          }
-          const want = (signed as number | undefined) ?? DEFAULT_MODE;
-          if (a.mode !== undefined && a.mode !== want)
-            return {
-              ok: false,
-              refused: true,
-              class: 'mismatch',
-              reason: `${path}: offered mode ${octal(a.mode)}, signed ${signed === undefined ? `none (${octal(DEFAULT_MODE)})` : octal(want)}`,
-            };
-          mode = signed as number | undefined;
-        }
+        const m = matchTarget(a, path, info, { vendor: !!req.pathOf, signer: req.signer });
+        if (!m.ok) return m;
+        const mode = m.mode;
         let file: string | undefined;
         if (req.downloadDir) {
           file = within(req.downloadDir, a.name); // never outside the download folder, whatever the name
           mkdirSync(dirname(file), { recursive: true });
-          await updater.downloadTarget(info, file);
+          await updater.downloadTarget(info!, file); // matched, so listed
         }
         out.push({ ...a, path, file, ...(mode !== undefined ? { mode } : {}) });
       }
@@ -204,6 +199,8 @@ export async function verifyRelease(req: VerifyRequest): Promise<VerifyResult> {
       .filter((f) => !before.get(f)?.equals(readFileSync(join(work, f))))
       .sort((a, b) => ORDER(a) - ORDER(b));
     for (const f of changed) writeFileAtomicSync(join(req.metadataDir, f), readFileSync(join(work, f)));
+    // After the metadata it vouches for: a crash in between leaves an older ETag, which only costs a full refresh.
+    recordEtag(req.metadataDir, mirror?.timestampEtag);
     const read = (f: string) =>
       JSON.parse(readFileSync(join(req.metadataDir, f), 'utf8')).signed.version as number;
     return {

@@ -11,6 +11,9 @@ import { DownloadHTTPError } from 'tuf-js/dist/error.js';
 import { discard, type HttpResponse, request } from '../../net/http.ts';
 
 export class MirrorFetcher extends BaseFetcher {
+  /** The ETag of the last timestamp.json fetched over http(s), kept for the next conditional refresh. */
+  timestampEtag: string | undefined;
+
   constructor(private readonly opts: { timeoutMs?: number; headers?: Record<string, string> } = {}) {
     super();
   }
@@ -34,6 +37,10 @@ export class MirrorFetcher extends BaseFetcher {
     if (res.status < 200 || res.status > 299) {
       discard(res);
       throw new DownloadHTTPError(`GET ${url}: HTTP ${res.status}`, res.status);
+    }
+    if (url.endsWith('/timestamp.json')) {
+      const etag = res.body.headers.etag;
+      this.timestampEtag = typeof etag === 'string' ? etag : undefined;
     }
     return Readable.toWeb(res.body) as ReadableStream<Uint8Array<ArrayBuffer>>;
   }
