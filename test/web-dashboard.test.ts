@@ -133,6 +133,7 @@ describe('web dashboard in Chromium', {
     });
     rolloutId = r.id;
     // The two canaries install it for real over the device protocol; the others report their state too.
+    const cycled = Date.now();
     for (const d of devs) await cycle(ts.conn, d, 'sensor');
     await until(
       () => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${rolloutId}`),
@@ -141,7 +142,20 @@ describe('web dashboard in Chromium', {
       'canary wave done and baking',
     );
     await api(ts.conn, 'POST', '/v1/admin/fleet/hold', { selector: 'tier=A', reason: 'quarter end' });
-    // One device went quiet an hour ago (the real column the server keeps from check-ins).
+    // One device went quiet an hour ago (the real column the server keeps from check-ins). The server writes
+    // check-in times a moment later (src/server/checkin.ts): once its write of this device's check-in is in,
+    // nothing overwrites the hour-old time.
+    await until(
+      () =>
+        ts.srv.ctx.store.db
+          .selectFrom('devices')
+          .select('last_seen_at')
+          .where('id', '=', devs[5].id)
+          .executeTakeFirstOrThrow(),
+      (r) => (r.last_seen_at ?? 0) >= cycled,
+      60_000,
+      "the server's write of the last check-in time",
+    );
     await ts.srv.ctx.store.db
       .updateTable('devices')
       .set({ last_seen_at: Date.now() - 3_600_000 })
