@@ -158,72 +158,47 @@ describe('wake-ups with real agents', { timeout: 400_000 }, () => {
     }
   });
 
-  it('a server whose waits always answer changed gets spaced-out check-ins, not a loop', async () => {
-    const ts = await startTestServer({ pollSeconds: 300 });
-    const px = await proxy(ts, (res) =>
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"changed":true}'),
-    );
-    try {
-      const [d] = await startAgents(ts, 'sp', 1, 300_000, 'long-poll', px.url);
-      all.push(d);
-      await checkedIn(ts, 'sp', 1);
-      await until(
-        async () => px.seen.waits,
-        (n) => n >= 3,
-        60_000,
-        'three spurious wake-ups',
+  // A server whose waits always answer `changed` (and, in the second case, whose check-in answers carry a new
+  // desired_tag each time, as if something changed) gets spaced-out check-ins, not a loop.
+  for (const [flipTags, prefix] of [
+    [false, 'sp'],
+    [true, 'fl'],
+  ] as const) {
+    it(`waits that always answer changed${flipTags ? ', tags flipped at every check-in,' : ''} get spaced-out check-ins, not a loop`, async () => {
+      const ts = await startTestServer({ pollSeconds: 300 });
+      const px = await proxy(
+        ts,
+        (res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"changed":true}'),
+        flipTags,
       );
-      const t0 = Date.now();
-      const before = px.seen.checkins;
-      await until(
-        async () => Date.now() - t0,
-        (ms) => ms >= 8000,
-        60_000,
-        '8 s of spurious wake-ups',
-      );
-      const checkins = px.seen.checkins - before;
-      // Spacing 1 s, 2 s, 4 s, 8 s …: a handful in 8 s (a loop would make hundreds).
-      assert.ok(checkins >= 1 && checkins <= 5, `${checkins} check-ins in 8 s`);
-    } finally {
-      await stopAgents(all);
-      await ts.close();
-      await px.close();
-    }
-  });
-
-  it('a server that also flips the tag at every check-in still gets spaced-out check-ins, not a loop', async () => {
-    const ts = await startTestServer({ pollSeconds: 300 });
-    const px = await proxy(
-      ts,
-      (res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"changed":true}'),
-      true,
-    );
-    try {
-      const [d] = await startAgents(ts, 'fl', 1, 300_000, 'long-poll', px.url);
-      all.push(d);
-      await checkedIn(ts, 'fl', 1);
-      await until(
-        async () => px.seen.waits,
-        (n) => n >= 3,
-        60_000,
-        'three wake-ups',
-      );
-      const t0 = Date.now();
-      const before = px.seen.checkins;
-      await until(
-        async () => Date.now() - t0,
-        (ms) => ms >= 8000,
-        60_000,
-        '8 s of wake-ups',
-      );
-      const checkins = px.seen.checkins - before;
-      assert.ok(checkins >= 1 && checkins <= 5, `${checkins} check-ins in 8 s`);
-    } finally {
-      await stopAgents(all);
-      await ts.close();
-      await px.close();
-    }
-  });
+      try {
+        const [d] = await startAgents(ts, prefix, 1, 300_000, 'long-poll', px.url);
+        all.push(d);
+        await checkedIn(ts, prefix, 1);
+        await until(
+          async () => px.seen.waits,
+          (n) => n >= 3,
+          60_000,
+          'three spurious wake-ups',
+        );
+        const t0 = Date.now();
+        const before = px.seen.checkins;
+        await until(
+          async () => Date.now() - t0,
+          (ms) => ms >= 8000,
+          60_000,
+          '8 s of spurious wake-ups',
+        );
+        const checkins = px.seen.checkins - before;
+        // Spacing 1 s, 2 s, 4 s, 8 s …: a handful in 8 s (a loop would make hundreds).
+        assert.ok(checkins >= 1 && checkins <= 5, `${checkins} check-ins in 8 s`);
+      } finally {
+        await stopAgents(all);
+        await ts.close();
+        await px.close();
+      }
+    });
+  }
 });
 
 /**
