@@ -147,6 +147,11 @@ waves:
     const before = server.seenCount();
     for (const action of ['pause', 'resume']) await api('POST', `/v1/admin/rollouts/${ro.id}/${action}`, {});
     const steady = (await server.timingsAfter(before, 2)).slice(-2);
+    // Steady steps with news: devices report success while the wave is offered; each committed batch of reports
+    // nudges a step, which reads only the rows the reports wrote since the last one (a delta of the kept copy).
+    const beforeReports = server.seenCount();
+    const reported = await reportSuccesses(url, picked.slice(0, REPORTS));
+    const withNews = (await server.timingsAfter(beforeReports, 1)).slice(0, 20);
 
     const perRound = measured.rounds.map((r, k) => ({
       round: k + 1,
@@ -175,6 +180,7 @@ waves:
       rollout_start_http_s: +startS.toFixed(1),
       wave_start_step: round(waveStart),
       steady_steps: steady.map(round),
+      steps_with_reports: { reports_accepted: reported, steps: withNews.map(round) },
       checkin: {
         sample_devices: sample,
         concurrency: Number(values.concurrency),
@@ -208,7 +214,15 @@ waves:
         `(ceiling ${c.ceiling_rps_median}/s; ratio median ${c.ratio_percent_median}%, ${c.ratio_percent_min}–${c.ratio_percent_max}%)`,
     );
     for (const s of result.steady_steps)
-      say(`  steady step: load ${s.loadMs} ms, engine step ${s.stepMs} ms, persist ${s.saveMs} ms`);
+      say(
+        `  steady step: load ${s.loadMs} ms (assignments: ${s.read}, ${s.devices} device views), engine step ${s.stepMs} ms, persist ${s.saveMs} ms`,
+      );
+    const news = withNews.map(round);
+    const worst = news.reduce((m, t) => Math.max(m, t.loadMs + t.stepMs + t.saveMs), 0);
+    say(
+      `  ${reported} success reports: ${news.length} steps with news, reads ${[...new Set(news.map((t) => t.read))].join('/')}, ` +
+        `slowest ${worst} ms (load + engine + persist)`,
+    );
     say(
       `  database ${result.db_mb} MB, server RSS ${result.server_rss_mb} MB; written bench/results/fleet1m.json`,
     );
@@ -221,6 +235,33 @@ waves:
 
 const ms = (x: number) => `${Math.round(x)} ms`;
 
+/** Success reports sent by this many devices, each in a check-in of its own. */
+const REPORTS = 2000;
+
+/** Each token's device checks in once with a success report for 2.0.0; returns how many were answered 200. */
+async function reportSuccesses(url: string, tokens: string[]): Promise<number> {
+  let ok = 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < tokens.length) {
+      const k = next++;
+      const res = await fetch(new URL('/v1/checkin', url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokens[k]}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          agent_version: 'bench',
+          components: [{ name: COMPONENT, version: '2.0.0', state: 'idle', health: { ok: true } }],
+          reports: [{ txn_id: `bench-${k}`, component: COMPONENT, version: '2.0.0', outcome: 'succeeded' }],
+        }),
+      });
+      await res.arrayBuffer();
+      if (res.ok) ok++;
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  return ok;
+}
+
 type Timing = ReturnType<typeof recentStepTimings>[number];
 
 function round(t: Timing) {
@@ -232,6 +273,8 @@ function round(t: Timing) {
     devices: t.devices,
     changed: t.changed,
     commands: t.commands,
+    read: t.read,
+    fleet: t.fleet,
   };
 }
 

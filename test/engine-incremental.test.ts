@@ -1,16 +1,19 @@
 // The incremental step (an AssignmentIndex kept beside the assignments across steps and reports) gives the
 // same result as the full recomputation (the step building its index from the assignments) on random fleets,
-// plans and histories; and the kept index always equals one built from scratch.
+// plans and histories; and the kept index always equals one built from scratch. A partial step (only the
+// devices fleetNeedIds names, or any subset) either gives that same result or throws FleetNeeded.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { AssignmentIndex } from '../src/engine/assignment-index.ts';
+import { fleetNeedIds } from '../src/engine/fleet-need.ts';
 import type { Amount, Plan, WaveSpec } from '../src/engine/plan.ts';
 import {
   type Assignment,
   applyReport,
   type DeviceView,
   type EngineEvent,
+  FleetNeeded,
   newRollout,
   type StepOutput,
   step,
@@ -153,6 +156,21 @@ function indexShape(ix: AssignmentIndex): string {
   );
 }
 
+/** How partial steps ended over all histories: both outcomes must occur for the property to mean something. */
+const partialSteps = { same: 0, fleetNeeded: 0 };
+
+/** Steps with only `some` devices: the same result as `full`, or FleetNeeded. */
+function checkPartial(input: Parameters<typeof step>[0], some: DeviceView[], full: StepOutput, what: string) {
+  try {
+    const out = step({ ...input, devices: some, partial: true });
+    assert.equal(normal(out), normal(full), `partial step (${what}) at ${input.now} differs`);
+    partialSteps.same++;
+  } catch (e) {
+    if (!(e instanceof FleetNeeded)) throw e;
+    partialSteps.fleetNeeded++;
+  }
+}
+
 function runHistory(fleet: DeviceSpec[], planSpec: PlanSpec, actions: Action[]): void {
   const plan = toPlan(planSpec);
   const devices: DeviceView[] = fleet.map((d, i) => ({
@@ -177,6 +195,21 @@ function runHistory(fleet: DeviceSpec[], planSpec: PlanSpec, actions: Action[]):
     const incremental = step({ plan, rollout, assignments: asg, index: kept, devices, events, now });
     const full = step({ plan, rollout, assignments: asg, devices, events, now });
     assert.equal(normal(incremental), normal(full), `step at ${now} differs`);
+    const input = { plan, rollout, assignments: asg, index: kept, devices, events, now };
+    const need = fleetNeedIds(plan, rollout, kept);
+    if (need)
+      checkPartial(
+        input,
+        devices.filter((d) => need.has(d.id)),
+        full,
+        'fleetNeedIds',
+      );
+    checkPartial(
+      input,
+      devices.filter((_, i) => (i + now / UNIT) % 3 !== 0),
+      full,
+      'a subset',
+    );
     rollout = incremental.rollout;
     for (const a of incremental.changed) put(a);
     assert.equal(indexShape(kept), indexShape(AssignmentIndex.of(asg.values())), 'kept index drifted');
@@ -222,6 +255,11 @@ describe('incremental engine step', () => {
         (fleet, plan, actions) => runHistory(fleet, plan, actions),
       ),
       { numRuns: 300 },
+    );
+    assert.ok(partialSteps.same > 100, `partial steps that matched: ${partialSteps.same}`);
+    assert.ok(
+      partialSteps.fleetNeeded > 100,
+      `partial steps that needed the fleet: ${partialSteps.fleetNeeded}`,
     );
   });
 

@@ -10,8 +10,7 @@ import pino from 'pino';
 import { ACTIVE, eventRefusal, type RolloutStatus } from '../src/engine/rollout-state.ts';
 import { listAudit } from '../src/server/db/audit.ts';
 import { openStore, type Store } from '../src/server/db/database.ts';
-import { upsertComponents } from '../src/server/db/device-components.ts';
-import { insertDevice, setControls } from '../src/server/db/devices.ts';
+import { setControls } from '../src/server/db/devices.ts';
 import { encode } from '../src/server/db/json.ts';
 import { findRollout, listRolloutIds } from '../src/server/db/rollouts.ts';
 import { RolloutDriver } from '../src/server/rollout-driver.ts';
@@ -24,6 +23,7 @@ import {
   promotionRefusal,
 } from '../src/server/services/rollout-rules.ts';
 import { type RolloutDeps, startRollout, steerRollout, stopAll } from '../src/server/services/rollouts.ts';
+import { seedDevice } from './helpers/store-seed.ts';
 
 const ALL_STATUSES: RolloutStatus[] = [
   'pending',
@@ -55,32 +55,13 @@ async function world(
   const now = Date.now();
   for (let i = 0; i < n; i++) {
     const id = `d${i}`;
-    await insertDevice(store.db, {
-      id,
-      name: id,
-      tokenHash: `hash-${i}`,
-      labels: { site: 'a' },
-      enrollLabels: {},
-      agentVersion: 'test',
-      now,
-    });
+    await seedDevice(store, { id, labels: { site: 'a' }, component: 'app', version: '0', now });
     await setControls(store.db, id, {
       held: false,
       pins: {},
       channel: i % 2 === 0 ? 'early' : 'general',
       deferredUntil: null,
     });
-    await upsertComponents(store.db, [
-      {
-        device_id: id,
-        component: 'app',
-        version: '0',
-        state: 'idle',
-        health: encode({}),
-        quarantined: encode([]),
-        updated_at: now,
-      },
-    ]);
   }
   for (const v of ['1', '2', '3']) {
     await importRelease(

@@ -4,7 +4,7 @@
 // wave-selection.ts, offering and deadlines in offers.ts, the failure and success gates in gates.ts.
 import { AssignmentIndex, selectedOf } from './assignment-index.ts';
 import { AssignmentOverlay } from './assignment-overlay.ts';
-import { DeviceLookup } from './device-lookup.ts';
+import { DeviceLookup, FleetNeeded } from './device-lookup.ts';
 import { judgeWave, overFailureBudget, retryWithinBudget } from './gates.ts';
 import { expireOffers, type OfferContext, type OfferDecision, offerQueued, windowsAt } from './offers.ts';
 import type { Plan, WaveSpec } from './plan.ts';
@@ -22,6 +22,7 @@ import {
 import { selectWaveDevices } from './wave-selection.ts';
 
 // The engine's public surface stays importable from here.
+export { FleetNeeded } from './device-lookup.ts';
 export {
   ACTIVE,
   type Assignment,
@@ -62,6 +63,11 @@ export interface StepInput {
   /** Must describe exactly `assignments` (AssignmentIndex.of(assignments.values()) gives the same step). */
   index?: AssignmentIndex;
   devices: readonly DeviceView[];
+  /**
+   * `devices` holds only some devices (at least those the step will look at, see fleetNeedIds): the step throws
+   * FleetNeeded when it needs one it was not given or the whole fleet, and the caller steps again with all.
+   */
+  partial?: boolean;
   events?: readonly EngineEvent[];
   now: number;
 }
@@ -85,7 +91,7 @@ class Stepper {
       input.assignments,
       input.index ?? AssignmentIndex.of(input.assignments.values()),
     );
-    this.devById = new DeviceLookup(input.devices);
+    this.devById = new DeviceLookup(input.devices, input.partial === true);
     this.windowAt = windowsAt(input.now);
     this.out = { rollout: { ...input.rollout }, changed: [], commands: [], transitions: [], wakeAt: null };
   }
@@ -351,6 +357,7 @@ class Stepper {
   /** Queues the wave's devices (see wave-selection.ts) and makes it the current wave. */
   private startWave(index: number): void {
     const wave = this.input.plan.waves[index];
+    if (this.input.partial) throw new FleetNeeded(`wave ${wave.name} starts`);
     const { chosen, without } = selectWaveDevices(wave, this.input.devices, this.asg);
     const n = chosen.length;
     for (const d of without)

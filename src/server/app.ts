@@ -21,6 +21,7 @@ import { tufPlugin } from './plugins/tuf.ts';
 import { webPlugin } from './plugins/web.ts';
 import { RolloutDriver } from './rollout-driver.ts';
 import { vendorTufAdminRoutes } from './routes/tuf.ts';
+import { AssignmentCache } from './services/assignment-cache.ts';
 import { LocalWakeBus, type WakeBus } from './wake/bus.ts';
 import { WakeHub } from './wake/hub.ts';
 import { PgWakeBus } from './wake/pg-bus.ts';
@@ -68,7 +69,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   }
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const metrics = createMetrics();
-  const driver = new RolloutDriver(store, log, clock);
+  const driver = new RolloutDriver(store, log, clock, new AssignmentCache(limits.stepCacheAssignments));
   driver.onStep(() => metrics.rolloutSteps.inc());
   // Replicas on one PostgreSQL share wake-ups (LISTEN/NOTIFY) and sign the shared TUF repository one at a time.
   let bus: WakeBus;

@@ -32,6 +32,7 @@ const limitsSchema = z
     wake_max_hold_s: positive(3600).default(d.wakeMaxHoldS),
     waits_per_device_per_minute: positive(60_000).default(d.waitsPerDevicePerMinute),
     wait_burst: positive(100_000).default(d.waitBurst),
+    step_cache_assignments: z.number().int().min(0).max(100_000_000).default(d.stepCacheAssignments),
   })
   .strict()
   .default({} as never);
@@ -95,6 +96,9 @@ limits:
   wake_max_hold_s: ${d.wakeMaxHoldS}
   waits_per_device_per_minute: ${d.waitsPerDevicePerMinute}
   wait_burst: ${d.waitBurst}
+  # Assignments the rollout driver keeps in memory between steps (about 0.4 kB each; 0: none). A kept rollout's
+  # step reads only the rows written since its last step instead of all of them (docs/performance.md).
+  step_cache_assignments: ${d.stepCacheAssignments}
 `;
 
 /** Reads DATA/server.yaml, creating it with defaults on first start. */
@@ -135,5 +139,6 @@ export function limitsOf(c: ServerConfig): ServerLimits {
     wakeMaxHoldS: l.wake_max_hold_s,
     waitsPerDevicePerMinute: l.waits_per_device_per_minute,
     waitBurst: l.wait_burst,
+    stepCacheAssignments: l.step_cache_assignments,
   };
 }

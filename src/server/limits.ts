@@ -36,6 +36,11 @@ export interface ServerLimits {
   /** Wait requests one device may make: a burst, then this many per minute (a device cannot spin on it). */
   waitsPerDevicePerMinute: number;
   waitBurst: number;
+  /**
+   * Assignments the rollout driver keeps in memory between steps, over all active rollouts (about 0.4 kB each):
+   * a kept rollout's step reads only what changed. 0 keeps none (every step reads all of its rollout's rows).
+   */
+  stepCacheAssignments: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -60,6 +65,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   wakeMaxHoldS: 25,
   waitsPerDevicePerMinute: 30,
   waitBurst: 10,
+  stepCacheAssignments: 2_000_000,
 };
 
 /**

@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import { ACTIVE, type EngineEvent, type RolloutState, type StepOutput } from '../engine/rollout.ts';
 import { type Db, inTransaction, type Store } from './db/database.ts';
 import { dueRollouts } from './db/rollouts.ts';
+import { DEFAULT_LIMITS } from './limits.ts';
+import { AssignmentCache } from './services/assignment-cache.ts';
 import { stepWithin } from './services/rollout-step.ts';
 
 export type StepListener = (rolloutId: number, out: StepOutput) => void;
@@ -30,6 +32,8 @@ export class RolloutDriver {
     private readonly store: Store,
     private readonly log: Logger,
     private readonly clock: () => number = Date.now,
+    /** Rollouts' assignments kept between steps (server.yaml `limits.step_cache_assignments`). */
+    readonly cache = new AssignmentCache(DEFAULT_LIMITS.stepCacheAssignments),
   ) {}
 
   /** Calls `fn` after every committed step. */
@@ -67,12 +71,14 @@ export class RolloutDriver {
 
   /** Steps rollout `id` inside the caller's transaction `tx` (call under `exclusive`; announce after commit). */
   within(tx: Db, id: number, events: EngineEvent[], actor: string, now: number): Promise<StepOutput> {
-    return stepWithin(tx, { id, events, actor, now, lock: this.store.dialect === 'postgres' });
+    const lock = this.store.dialect === 'postgres';
+    return stepWithin(tx, { id, events, actor, now, lock, cache: this.cache });
   }
 
-  /** Logs the transitions of committed steps and tells the listeners. */
+  /** Keeps what committed steps changed, logs their transitions and tells the listeners. */
   announce(steps: StepsWithin): void {
     for (const { id, out } of steps) {
+      this.cache.committed(id, out.rollout.status);
       for (const t of out.transitions) this.log.info({ rollout: id, ...t }, `rollout ${id}: ${t.why}`);
       for (const fn of this.listeners) fn(id, out);
     }

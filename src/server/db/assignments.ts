@@ -1,6 +1,6 @@
 // Table `assignments`: per rollout and device, the wave, the state and the device's own outcome. Every query of
 // the table lives here.
-import type { Selectable } from 'kysely';
+import type { Generated, Selectable } from 'kysely';
 import type {
   Assignment,
   AssignmentState,
@@ -9,6 +9,8 @@ import type {
 } from '../../engine/rollout-state.ts';
 import type { FailureClass } from '../../protocol/failure-class.ts';
 import type { Db } from './database.ts';
+import { inChunks } from './in-chunks.ts';
+import { insertShaped } from './shaped.ts';
 
 export interface AssignmentTable {
   rollout_id: number;
@@ -21,6 +23,7 @@ export interface AssignmentTable {
   reported_at: number | null;
   reason: string | null;
   failure_class: FailureClass | null; // why it failed, as a class: decides whether `retry` offers it again
+  rev: Generated<number>; // the rollout's assignment revision that last wrote the row (rollouts.asg_rev)
 }
 
 export type AssignmentRow = Selectable<AssignmentTable>;
@@ -38,7 +41,7 @@ export const OWNING: ReadonlySet<AssignmentState> = new Set([
 const CHUNK = 1000;
 
 /** Maps a row to the engine's `Assignment`. */
-export function toAssignment(r: AssignmentRow): Assignment {
+export function toAssignment(r: Omit<AssignmentRow, 'rev'>): Assignment {
   return {
     deviceId: r.device_id,
     wave: r.wave,
@@ -52,9 +55,10 @@ export function toAssignment(r: AssignmentRow): Assignment {
   };
 }
 
-/** Maps an engine `Assignment` to its row. */
-export function fromAssignment(rolloutId: number, a: Assignment): AssignmentRow {
+/** Maps an engine `Assignment` to its row, written at revision `rev`. */
+export function fromAssignment(rolloutId: number, a: Assignment, rev: number): AssignmentRow {
   return {
+    rev,
     rollout_id: rolloutId,
     device_id: a.deviceId,
     wave: a.wave,
@@ -74,48 +78,71 @@ export async function loadAssignments(db: Db, rolloutId: number): Promise<Map<st
   return new Map(rows.map((r) => [r.device_id, toAssignment(r)]));
 }
 
-/** Inserts or replaces assignments (in chunks, under the drivers' parameter limits). */
-export async function saveAssignments(db: Db, rolloutId: number, changed: Assignment[]): Promise<void> {
+/** A rollout's assignments written after revision `rev`, oldest revision first (what a kept copy lacks). */
+export async function assignmentsChangedSince(db: Db, rolloutId: number, rev: number): Promise<Assignment[]> {
+  const rows = await db
+    .selectFrom('assignments')
+    .selectAll()
+    .where('rollout_id', '=', rolloutId)
+    .where('rev', '>', rev)
+    .orderBy('rev')
+    .execute();
+  return rows.map(toAssignment);
+}
+
+/** Inserts or replaces assignments at revision `rev` (in chunks, under the drivers' parameter limits). */
+export async function saveAssignments(
+  db: Db,
+  rolloutId: number,
+  changed: Assignment[],
+  rev: number,
+): Promise<void> {
   for (let i = 0; i < changed.length; i += CHUNK) {
-    const rows = changed.slice(i, i + CHUNK).map((a) => fromAssignment(rolloutId, a));
-    await db
-      .insertInto('assignments')
-      .values(rows)
-      .onConflict((oc) =>
-        oc.columns(['rollout_id', 'device_id']).doUpdateSet((eb) => ({
-          wave: eb.ref('excluded.wave'),
-          state: eb.ref('excluded.state'),
-          outcome: eb.ref('excluded.outcome'),
-          from_version: eb.ref('excluded.from_version'),
-          offered_at: eb.ref('excluded.offered_at'),
-          reported_at: eb.ref('excluded.reported_at'),
-          reason: eb.ref('excluded.reason'),
-          failure_class: eb.ref('excluded.failure_class'),
-        })),
-      )
-      .execute();
+    const rows = changed.slice(i, i + CHUNK).map((a) => fromAssignment(rolloutId, a, rev));
+    await insertShaped(db, 'saveAssignments', rows, CHUNK, () =>
+      db
+        .insertInto('assignments')
+        .values(rows)
+        .onConflict((oc) =>
+          oc.columns(['rollout_id', 'device_id']).doUpdateSet((eb) => ({
+            wave: eb.ref('excluded.wave'),
+            state: eb.ref('excluded.state'),
+            outcome: eb.ref('excluded.outcome'),
+            from_version: eb.ref('excluded.from_version'),
+            offered_at: eb.ref('excluded.offered_at'),
+            reported_at: eb.ref('excluded.reported_at'),
+            reason: eb.ref('excluded.reason'),
+            failure_class: eb.ref('excluded.failure_class'),
+            rev: eb.ref('excluded.rev'),
+          })),
+        ),
+    );
   }
 }
 
 /**
- * Devices owned by another rollout of the component in one of `statuses` (the engine's ACTIVE): such a device is
- * busy for this rollout.
+ * Devices (all, or of `ids`) owned by another rollout of the component in one of `statuses` (the engine's
+ * ACTIVE): such a device is busy for this rollout.
  */
 export async function busyDevices(
   db: Db,
   component: string,
   exceptRolloutId: number,
   statuses: ReadonlySet<RolloutStatus>,
+  ids?: readonly string[],
 ): Promise<Set<string>> {
-  const rows = await db
-    .selectFrom('assignments')
-    .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
-    .select('assignments.device_id')
-    .where('rollouts.component', '=', component)
-    .where('rollouts.id', '!=', exceptRolloutId)
-    .where('rollouts.status', 'in', [...statuses])
-    .where('assignments.state', 'in', [...OWNING])
-    .execute();
+  const rows = await inChunks(ids, (chunk) => {
+    let q = db
+      .selectFrom('assignments')
+      .innerJoin('rollouts', 'rollouts.id', 'assignments.rollout_id')
+      .select('assignments.device_id')
+      .where('rollouts.component', '=', component)
+      .where('rollouts.id', '!=', exceptRolloutId)
+      .where('rollouts.status', 'in', [...statuses])
+      .where('assignments.state', 'in', [...OWNING]);
+    if (chunk) q = q.where('assignments.device_id', 'in', chunk);
+    return q.execute();
+  });
   return new Set(rows.map((b) => b.device_id));
 }
 
@@ -142,20 +169,31 @@ export async function assignmentCounts(
   return rows.map((r) => ({ ...r, n: Number(r.n), offered: Number(r.offered) }));
 }
 
-/** Takes a retired device out of the rollouts that had not offered it anything yet; returns how many. */
+/**
+ * Takes a retired device out of the rollouts that had not offered it anything yet; returns how many. Each row is
+ * written at a new revision of its rollout (`nextRev`, from db/rollouts.ts: this table does not write rollouts).
+ */
 export async function skipOpenAssignments(
   db: Db,
   deviceId: string,
   reason: string,
   now: number,
+  nextRev: (rolloutId: number) => Promise<number>,
 ): Promise<number> {
-  const r = await db
-    .updateTable('assignments')
-    .set({ state: 'skipped', reason, reported_at: now })
+  const open = await db
+    .selectFrom('assignments')
+    .select('rollout_id')
     .where('device_id', '=', deviceId)
     .where('state', 'in', ['queued', 'offered'])
-    .executeTakeFirst();
-  return Number(r.numUpdatedRows);
+    .execute();
+  for (const { rollout_id } of open)
+    await db
+      .updateTable('assignments')
+      .set({ state: 'skipped', reason, reported_at: now, rev: await nextRev(rollout_id) })
+      .where('rollout_id', '=', rollout_id)
+      .where('device_id', '=', deviceId)
+      .execute();
+  return open.length;
 }
 
 /** Every (component, version) a device was offered by a rollout or came from (what its reports may name). */
@@ -198,11 +236,15 @@ export async function reportableAssignments(
   return rows.map((r) => ({ rolloutId: r.rollout_id, target: r.target, assignment: toAssignment(r) }));
 }
 
-/** Stores a device's verdict on one assignment (state, outcome, when, why; the failure class while failed). */
-export async function saveVerdict(db: Db, rolloutId: number, a: Assignment): Promise<void> {
+/**
+ * Stores a device's verdict on one assignment (state, outcome, when, why; the failure class while failed), at
+ * revision `rev` of the rollout's assignments.
+ */
+export async function saveVerdict(db: Db, rolloutId: number, a: Assignment, rev: number): Promise<void> {
   await db
     .updateTable('assignments')
     .set({
+      rev,
       state: a.state,
       outcome: a.outcome ?? null,
       reported_at: a.reportedAt,

@@ -1,6 +1,6 @@
 // Table `desired`: what each device should run per component (written only by engine commands).
 import type { Db } from './database.ts';
-import { padIn, runShaped } from './shaped.ts';
+import { insertShaped, padIn, runShaped } from './shaped.ts';
 
 export interface DesiredTable {
   device_id: string;
@@ -54,26 +54,27 @@ export async function setDesiredMany(
   const latest = new Map<string, (typeof rows)[number]>();
   for (const r of rows) latest.set(`${r.deviceId}\u0000${r.component}`, r);
   const list = [...latest.values()];
-  for (let i = 0; i < list.length; i += CHUNK)
-    await db
-      .insertInto('desired')
-      .values(
-        list.slice(i, i + CHUNK).map((d) => ({
-          device_id: d.deviceId,
-          component: d.component,
-          version: d.version,
-          rollout_id: d.rolloutId,
-          updated_at: d.now,
-        })),
-      )
-      .onConflict((oc) =>
-        oc.columns(['device_id', 'component']).doUpdateSet((eb) => ({
-          version: eb.ref('excluded.version'),
-          rollout_id: eb.ref('excluded.rollout_id'),
-          updated_at: eb.ref('excluded.updated_at'),
-        })),
-      )
-      .execute();
+  for (let i = 0; i < list.length; i += CHUNK) {
+    const values = list.slice(i, i + CHUNK).map((d) => ({
+      device_id: d.deviceId,
+      component: d.component,
+      version: d.version,
+      rollout_id: d.rolloutId,
+      updated_at: d.now,
+    }));
+    await insertShaped(db, 'setDesiredMany', values, CHUNK, () =>
+      db
+        .insertInto('desired')
+        .values(values)
+        .onConflict((oc) =>
+          oc.columns(['device_id', 'component']).doUpdateSet((eb) => ({
+            version: eb.ref('excluded.version'),
+            rollout_id: eb.ref('excluded.rollout_id'),
+            updated_at: eb.ref('excluded.updated_at'),
+          })),
+        ),
+    );
+  }
 }
 
 /** Clears one component's desired version on many devices (withdrawals), CHUNK ids per statement. */

@@ -3,6 +3,7 @@
 import { type Selectable, sql } from 'kysely';
 import type { ComponentState } from '../../protocol/component-state.ts';
 import type { Db } from './database.ts';
+import { inChunks } from './in-chunks.ts';
 import { decode, type Json } from './json.ts';
 import { padIn, runShaped } from './shaped.ts';
 
@@ -90,11 +91,15 @@ export async function installedReleaseRefs(
 export async function componentStatesOf(
   db: Db,
   component: string,
+  ids?: readonly string[],
 ): Promise<Array<{ deviceId: string; version: string | null; state: ComponentState }>> {
-  const rows = await db
-    .selectFrom('device_components')
-    .select(['device_id', 'version', 'state'])
-    .where('component', '=', component)
-    .execute();
+  const rows = await inChunks(ids, (chunk) => {
+    let q = db
+      .selectFrom('device_components')
+      .select(['device_id', 'version', 'state'])
+      .where('component', '=', component);
+    if (chunk) q = q.where('device_id', 'in', chunk);
+    return q.execute();
+  });
   return rows.map((r) => ({ deviceId: r.device_id, version: r.version, state: r.state }));
 }

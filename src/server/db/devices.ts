@@ -4,6 +4,7 @@ import type { Generated, Selectable } from 'kysely';
 import type { Labels } from '../../protocol/device.ts';
 import type { Db } from './database.ts';
 import type { DeviceComponentRow } from './device-components.ts';
+import { inChunks } from './in-chunks.ts';
 import { decode, encode, type Json } from './json.ts';
 import type { Channel as RolloutChannel } from './rollouts.ts';
 import { padIn, runShaped } from './shaped.ts';
@@ -86,11 +87,41 @@ export async function liveDevices(db: Db): Promise<Device[]> {
   return rows.map(toDevice);
 }
 
-/** Live devices of a channel (every live device with `null`), in no particular order. */
-export async function liveDevicesOfChannel(db: Db, channel: Channel | null): Promise<Device[]> {
-  let q = db.selectFrom('devices').selectAll().where('retired_at', 'is', null);
-  if (channel) q = q.where('channel', '=', channel);
-  return (await q.execute()).map(toDevice);
+/**
+ * The labels of live devices (of `scope.channel`, running `scope.component`; every live device with `null`), in
+ * the table's order: what a plan is measured against. Only the labels column is read, and each distinct label
+ * set is decoded once (a million devices share a few hundred sets): a whole-fleet check costs one lean scan.
+ */
+export async function liveLabelSets(
+  db: Db,
+  scope: { component: string; channel: Channel | null } | null,
+): Promise<Labels[]> {
+  let q = db.selectFrom('devices').select('devices.labels').where('devices.retired_at', 'is', null);
+  if (scope) {
+    if (scope.channel) q = q.where('devices.channel', '=', scope.channel);
+    q = q.where((eb) =>
+      eb.exists(
+        eb
+          .selectFrom('device_components')
+          .select('device_components.device_id')
+          .whereRef('device_components.device_id', '=', 'devices.id')
+          .where('device_components.component', '=', scope.component),
+      ),
+    );
+  }
+  const rows = await q.execute();
+  const sets = new Map<string, Labels>();
+  const out: Labels[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const raw = rows[i].labels;
+    let labels = sets.get(raw);
+    if (!labels) {
+      labels = Object.freeze(decode(raw));
+      sets.set(raw, labels);
+    }
+    out[i] = labels;
+  }
+  return out;
 }
 
 /** What a rollout step reads of a live device (see services/rollout-fleet.ts). */
@@ -110,13 +141,20 @@ const NO_PINS = '{}';
  * at a million devices decoding each row's JSON dominated it, so identical label sets (most of a fleet) are
  * decoded once and shared, and empty pins are not decoded at all. The shared objects are frozen.
  */
-export async function stepDevicesOfChannel(db: Db, channel: Channel | null): Promise<StepDevice[]> {
-  let q = db
-    .selectFrom('devices')
-    .select(['id', 'labels', 'held', 'pins', 'deferred_until', 'last_seen_at'])
-    .where('retired_at', 'is', null);
-  if (channel) q = q.where('channel', '=', channel);
-  const rows = await q.execute();
+export async function stepDevicesOfChannel(
+  db: Db,
+  channel: Channel | null,
+  ids?: readonly string[],
+): Promise<StepDevice[]> {
+  const rows = await inChunks(ids, (chunk) => {
+    let q = db
+      .selectFrom('devices')
+      .select(['id', 'labels', 'held', 'pins', 'deferred_until', 'last_seen_at'])
+      .where('retired_at', 'is', null);
+    if (channel) q = q.where('channel', '=', channel);
+    if (chunk) q = q.where('id', 'in', chunk);
+    return q.execute();
+  });
   const labelSets = new Map<string, Labels>();
   const noPins: Pins = Object.freeze({});
   const out: StepDevice[] = new Array(rows.length);

@@ -170,6 +170,26 @@ export function migrations(dialect: Dialect): MigrationProvider {
             where state = 'failed' and reason is not distinct from ${reason}`.execute(db);
       },
     },
+    '0006_assignment_revisions': {
+      async up(db: Kysely<unknown>) {
+        // A rollout's assignments carry the revision that last wrote them, and the rollout its latest revision:
+        // a server that keeps a rollout's assignments in memory reads only what changed since (services/
+        // assignment-cache.ts) instead of every row at every step.
+        await db.schema
+          .alterTable('rollouts')
+          .addColumn('asg_rev', bigint, (c) => c.notNull().defaultTo(0))
+          .execute();
+        await db.schema
+          .alterTable('assignments')
+          .addColumn('rev', bigint, (c) => c.notNull().defaultTo(0))
+          .execute();
+        await db.schema
+          .createIndex('assignments_rollout_rev')
+          .on('assignments')
+          .columns(['rollout_id', 'rev'])
+          .execute();
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

@@ -22,6 +22,7 @@ export interface RolloutTable {
   created_at: number;
   updated_at: number;
   channel: Channel | null; // only devices of this channel; null = every device
+  asg_rev: Generated<number>; // the latest revision of its assignments (see assignments.rev)
 }
 
 export type RolloutRow = Selectable<RolloutTable>;
@@ -41,6 +42,8 @@ export interface Rollout {
   createdAt: number;
   updatedAt: number;
   channel: Channel | null;
+  /** The revision of its assignments this row was read at (bumped by every write to them). */
+  asgRev: number;
 }
 
 /** Maps a row to a `Rollout`. */
@@ -58,6 +61,7 @@ export function toRollout(r: RolloutRow): Rollout {
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     channel: r.channel,
+    asgRev: Number(r.asg_rev), // PostgreSQL answers bigint as text
   };
 }
 
@@ -214,9 +218,19 @@ export async function markRolloutsDirty(db: Db, statuses?: ReadonlySet<RolloutSt
   await q.execute();
 }
 
-/** Marks one rollout as having news. */
-export async function markRolloutDirty(db: Db, id: number): Promise<void> {
-  await db.updateTable('rollouts').set({ dirty: 1 }).where('id', '=', id).execute();
+/**
+ * Opens a new revision of a rollout's assignments, for a write to them in this transaction; `news` also marks the
+ * rollout as having news (a device report). Returns the revision to write on the changed rows. On PostgreSQL the
+ * update takes the rollout's row lock until commit, so revisions commit in order.
+ */
+export async function nextAssignmentRev(db: Db, id: number, news: boolean): Promise<number> {
+  const row = await db
+    .updateTable('rollouts')
+    .set((eb) => ({ asg_rev: eb('asg_rev', '+', 1), ...(news ? { dirty: 1 as const } : {}) }))
+    .where('id', '=', id)
+    .returning('asg_rev')
+    .executeTakeFirstOrThrow();
+  return Number(row.asg_rev);
 }
 
 /** Marks every rollout in `status` that has no news yet (check-ins let rolling-back rollouts look again). */

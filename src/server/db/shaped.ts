@@ -53,3 +53,24 @@ export async function runShaped<R>(
     known.set(shape, compiled.sql);
   return (await db.executeQuery<R>(compiled)).rows;
 }
+
+/**
+ * Runs an insert of `rows` (objects with the same keys in the same order) built by `build`: a full batch of the
+ * caller's fixed size is compiled once per `shape` (Kysely's parsing and compiling of a 1,000-row insert cost
+ * as much as SQLite's running it); any other size is compiled as usual, so odd tails add no shapes.
+ */
+export async function insertShaped<T extends object>(
+  db: Db,
+  shape: string,
+  rows: readonly T[],
+  fullSize: number,
+  build: () => Compilable<unknown>,
+): Promise<void> {
+  if (rows.length !== fullSize) {
+    await db.executeQuery(build().compile());
+    return;
+  }
+  const params: unknown[] = [];
+  for (const r of rows) for (const v of Object.values(r)) params.push(v);
+  await runShaped(db, `${shape}:${fullSize}`, params, build);
+}

@@ -10,7 +10,7 @@ import type { Db } from '../db/database.ts';
 import { devicePins } from '../db/devices.ts';
 import { isApprovedRelease } from '../db/releases.ts';
 import { insertReportOnce } from '../db/reports.ts';
-import { markRolloutDirty } from '../db/rollouts.ts';
+import { nextAssignmentRev } from '../db/rollouts.ts';
 import { boundedDetail } from '../limits.ts';
 
 /** The class of a report: its own, else (older agents) the class its `class: reason` text names. */
@@ -83,8 +83,8 @@ async function applyToAssignments(tx: Db, deviceId: string, r: Report, now: numb
       at: now,
     });
     if (!next) continue;
-    await saveVerdict(tx, row.rolloutId, next);
-    await markRolloutDirty(tx, row.rolloutId);
+    // The rollout has news, and its assignments a new revision (a server's kept copy reads what changed).
+    await saveVerdict(tx, row.rolloutId, next, await nextAssignmentRev(tx, row.rolloutId, true));
   }
 }
 

@@ -19,7 +19,7 @@ import {
   setControls,
 } from '../db/devices.ts';
 import { insertToken, revokeToken } from '../db/enroll-tokens.ts';
-import { markRolloutsDirty } from '../db/rollouts.ts';
+import { markRolloutsDirty, nextAssignmentRev } from '../db/rollouts.ts';
 import { badRequest, conflict, HttpError, notFound } from '../errors.ts';
 import { hashToken, newToken } from '../tokens.ts';
 import type { WakeBus } from '../wake/bus.ts';
@@ -110,7 +110,9 @@ export async function retireDevice(
   const out = await db.transaction().execute(async (tx) => {
     await retireDeviceRow(tx, device.id, `retired:${device.id}:${randomUUID()}`, now);
     await clearDesired(tx, device.id);
-    const left = await skipOpenAssignments(tx, device.id, 'device retired', now);
+    const left = await skipOpenAssignments(tx, device.id, 'device retired', now, (id) =>
+      nextAssignmentRev(tx, id, false),
+    );
     await markRolloutsDirty(tx, ACTIVE);
     await appendAudit(tx, {
       at: now,

@@ -5,7 +5,7 @@ import type { ComponentState } from '../../protocol/component-state.ts';
 import { busyDevices } from '../db/assignments.ts';
 import type { Db } from '../db/database.ts';
 import { componentStatesOf } from '../db/device-components.ts';
-import { liveDevicesOfChannel, stepDevicesOfChannel } from '../db/devices.ts';
+import { liveLabelSets, stepDevicesOfChannel } from '../db/devices.ts';
 import type { Channel } from '../db/rollouts.ts';
 
 /** States a device reports for a component when its own local controls keep it where it is. */
@@ -21,14 +21,15 @@ export interface FleetScope {
 }
 
 /**
- * Devices as one rollout's engine sees them, for a component. A rollout scoped to a channel sees only that
+ * Devices as one rollout's engine sees them, for a component: every device, or those of `ids` (a partial step;
+ * an id that is not a live device of the scope is left out). A rollout scoped to a channel sees only that
  * channel's devices. Operator holds and the device's own hold or pin both count as held.
  */
-export async function deviceViews(db: Db, scope: FleetScope): Promise<DeviceView[]> {
+export async function deviceViews(db: Db, scope: FleetScope, ids?: readonly string[]): Promise<DeviceView[]> {
   const [devices, comps, busy] = await Promise.all([
-    stepDevicesOfChannel(db, scope.channel),
-    componentStatesOf(db, scope.component),
-    busyDevices(db, scope.component, scope.rolloutId, ACTIVE),
+    stepDevicesOfChannel(db, scope.channel, ids),
+    componentStatesOf(db, scope.component, ids),
+    busyDevices(db, scope.component, scope.rolloutId, ACTIVE, ids),
   ]);
   // One map over the component rows (a step reads the whole fleet: at 1 M devices every pass counts).
   const comp = new Map<string, (typeof comps)[number]>();
@@ -54,13 +55,9 @@ export async function deviceViews(db: Db, scope: FleetScope): Promise<DeviceView
  * The labels of the live fleet a plan is measured against (retired devices excluded): for a rollout, the devices
  * of its channel that run its component (the only ones it can offer); for a plan alone (`null`), every device.
  */
-export async function liveFleetLabels(
+export function liveFleetLabels(
   db: Db,
   target: { component: string; channel: Channel | null } | null,
 ): Promise<Labels[]> {
-  if (target) {
-    const views = await deviceViews(db, { ...target, rolloutId: -1 });
-    return views.filter((v) => v.hasComponent !== false).map((v) => v.labels);
-  }
-  return (await liveDevicesOfChannel(db, null)).map((d) => d.labels);
+  return liveLabelSets(db, target);
 }

@@ -2,14 +2,32 @@
 // `step()`, and persist the new state, the changed assignments, the device commands and audit entries. The
 // driver wraps it in a transaction of its own; services (supersede) call it inside the transaction of a larger
 // operation, so that the whole operation commits or nothing does.
-import { type Command, type EngineEvent, type StepOutput, step } from '../../engine/rollout.ts';
-import { loadAssignments, saveAssignments } from '../db/assignments.ts';
+//
+// At scale a step reads what changed, not the fleet: the assignments come from the process's kept copy
+// (assignment-cache.ts) plus the rows written since, and the device views only for the devices the step will
+// look at (engine/fleet-need.ts); a step that needs more (a wave starts) throws FleetNeeded and runs again
+// with every device, which gives the same result.
+import { fleetNeedIds } from '../../engine/fleet-need.ts';
+import {
+  type Command,
+  type DeviceView,
+  type EngineEvent,
+  FleetNeeded,
+  type StepInput,
+  type StepOutput,
+  step,
+} from '../../engine/rollout.ts';
+import { saveAssignments } from '../db/assignments.ts';
 import { appendAudit } from '../db/audit.ts';
 import type { Db } from '../db/database.ts';
 import { clearDesiredMany, setDesiredMany } from '../db/desired.ts';
-import { findRollout, saveRolloutState } from '../db/rollouts.ts';
+import { findRollout, nextAssignmentRev, saveRolloutState } from '../db/rollouts.ts';
 import { notFound } from '../errors.ts';
+import type { AssignmentCache, CacheRead } from './assignment-cache.ts';
 import { deviceViews } from './rollout-fleet.ts';
+
+/** Devices a partial step may load by id; past this the whole fleet is read in one pass (cheaper per row). */
+const PARTIAL_MAX = 20_000;
 
 /** What a step needs besides the transaction. */
 export interface StepRequest {
@@ -19,6 +37,8 @@ export interface StepRequest {
   now: number;
   /** Take the rollout's row lock first (PostgreSQL: steps on other replicas wait). */
   lock: boolean;
+  /** The process's kept assignments (the driver's); its `committed` must be called once the step commits. */
+  cache: AssignmentCache;
 }
 
 /** Where one server step spent its time (ms): loading, the pure step, persisting; and what it changed. */
@@ -32,6 +52,10 @@ export interface StepTiming {
   devices: number;
   changed: number;
   commands: number;
+  /** How the assignments were read: the kept copy as it was, plus rows written since, or every row. */
+  read: CacheRead;
+  /** The device views read: only those the step looks at, or (after FleetNeeded, or at once) the whole fleet. */
+  fleet: 'partial' | 'whole' | 'partial-then-whole';
 }
 
 const TIMINGS_KEPT = 200;
@@ -43,29 +67,55 @@ export function recentStepTimings(): readonly StepTiming[] {
 }
 
 /**
- * Runs one step of a rollout in `tx` and persists it there; returns the step's output. It reads every assignment
- * and device view of the rollout (O(fleet) per step: at 1 M devices the reads, not the engine, dominate a step).
+ * Runs one step of a rollout in `tx` and persists it there; returns the step's output. Reads what changed since
+ * this process's last step of it and the devices the step looks at (see the top of this file).
  */
 export async function stepWithin(tx: Db, req: StepRequest): Promise<StepOutput> {
   const t0 = performance.now();
   const ro = await findRollout(tx, req.id, req.lock ? 'for-update' : 'none');
   if (!ro) throw notFound(`no rollout ${req.id}`);
-  const [assignments, devices] = await Promise.all([
-    loadAssignments(tx, ro.id),
-    deviceViews(tx, { component: ro.component, rolloutId: ro.id, channel: ro.channel }),
-  ]);
-  const t1 = performance.now();
-  const out = step({
+  const kept = await req.cache.read(tx, ro.id, ro.asgRev);
+  const scope = { component: ro.component, rolloutId: ro.id, channel: ro.channel };
+  const input: StepInput = {
     plan: ro.plan,
     rollout: ro.state,
-    assignments,
-    devices,
+    assignments: kept.assignments,
+    index: kept.index,
+    devices: [],
     events: req.events,
     now: req.now,
-  });
+  };
+  const need = fleetNeedIds(ro.plan, ro.state, kept.index);
+  let fleet: StepTiming['fleet'] = 'whole';
+  let devices: DeviceView[] | null = null;
+  let out: StepOutput | null = null;
+  let stepMs = 0;
+  if (need && need.size <= PARTIAL_MAX) {
+    fleet = 'partial';
+    devices = need.size === 0 ? [] : await deviceViews(tx, scope, [...need]);
+    const s0 = performance.now();
+    try {
+      out = step({ ...input, devices, partial: true });
+    } catch (e) {
+      if (!(e instanceof FleetNeeded)) throw e;
+      fleet = 'partial-then-whole';
+    }
+    stepMs += performance.now() - s0;
+  }
+  if (!out) {
+    devices = await deviceViews(tx, scope);
+    const s0 = performance.now();
+    out = step({ ...input, devices });
+    stepMs += performance.now() - s0;
+  }
   const t2 = performance.now();
   await saveRolloutState(tx, ro.id, out.rollout, out.wakeAt, req.now);
-  await saveAssignments(tx, ro.id, out.changed);
+  let rev = ro.asgRev;
+  if (out.changed.length > 0) {
+    rev = await nextAssignmentRev(tx, ro.id, false);
+    await saveAssignments(tx, ro.id, out.changed, rev);
+  }
+  req.cache.wrote(ro.id, ro.asgRev, rev, out.changed);
   await applyCommands(tx, ro.id, out.commands, req.now);
   for (const t of out.transitions) {
     await appendAudit(tx, {
@@ -79,13 +129,15 @@ export async function stepWithin(tx: Db, req: StepRequest): Promise<StepOutput> 
   timings.push({
     rolloutId: ro.id,
     at: req.now,
-    loadMs: t1 - t0,
-    stepMs: t2 - t1,
+    loadMs: t2 - t0 - stepMs,
+    stepMs,
     saveMs: performance.now() - t2,
-    assignments: assignments.size,
-    devices: devices.length,
+    assignments: kept.assignments.size,
+    devices: devices?.length ?? 0,
     changed: out.changed.length,
     commands: out.commands.length,
+    read: kept.how,
+    fleet,
   });
   if (timings.length > TIMINGS_KEPT) timings.shift();
   return out;
