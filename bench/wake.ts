@@ -249,6 +249,8 @@ async function fleetRollout(): Promise<Record<string, unknown>> {
   await buildAgent({ quiet: true });
   const dir = mkdtempSync(join(tmpdir(), 'rf-bench-wakefleet-'));
   const srv = await createServer({
+    // One operator imports and approves the benchmark's releases: four eyes (issue 12) is off here.
+    governance: { fourEyes: false },
     dataDir: join(dir, 'server'),
     logger: pino({ level: 'silent' }),
     pollSeconds: 300,

@@ -82,7 +82,7 @@ async function runScript(caches: number[], url?: string): Promise<Run> {
       now,
     );
     await approveRelease(store.db, join(dir, 'data'), 'app@1', now);
-    await applyPlan(store.db, { source: PLAN, allowWide: true }, now);
+    await applyPlan(store.db, { source: PLAN, allowWide: true, reason: 'a 40-device test fleet' }, now);
     const firstTiming = recentStepTimings().length;
     const deps = (i: number) => ({ store, driver: drivers[i % drivers.length], clock });
     const id = await startRollout(deps(0), { release: 'app@1', plan: 'cached' });

@@ -82,7 +82,17 @@ describe('CLI against a server process', { timeout: 300_000 }, () => {
     );
     assert.equal(imp.code, 0, imp.stderr);
     assert.equal(JSON.parse(imp.stdout).artifacts[0].name, 'a.conf');
-    assert.equal((await cli(['release', 'approve', 'app@1.0'], env)).code, 0);
+    // Four eyes (on by default): the admin imported it, so a second operator, an approver, approves it.
+    const reviewer = await cli(['operator', 'add', 'reviewer', '--role', 'approver'], env);
+    assert.equal(reviewer.code, 0, reviewer.stderr);
+    const mine = await cli(['release', 'approve', 'app@1.0'], env);
+    assert.equal(mine.code, 1, 'the importer may not approve');
+    assert.match(mine.stderr, /four eyes: admin imported app@1\.0/);
+    const approved = await cli(['release', 'approve', 'app@1.0'], {
+      ...env,
+      RINGFENCE_TOKEN: reviewer.stdout.trim(),
+    });
+    assert.equal(approved.code, 0, approved.stderr);
     const list = JSON.parse((await cli(['release', 'list', '--json'], env)).stdout);
     assert.deepEqual(
       list.map((r: { component: string; version: string; approved: boolean }) => [
@@ -188,17 +198,23 @@ describe('ringfence demo', { timeout: 400_000 }, () => {
 
 describe('server configuration file', () => {
   it('is written with defaults on first start, and a bad value is refused with file, line and field', async () => {
-    const { loadServerConfig, limitsOf } = await import('../src/server/config.ts');
+    const { loadServerConfig, limitsOf, governanceOf, DEFAULT_GOVERNANCE } = await import(
+      '../src/server/config.ts'
+    );
     const { DEFAULT_LIMITS } = await import('../src/server/limits.ts');
     const dir = mkdtempSync(join(tmpdir(), 'rf-cfg-'));
     try {
       const first = loadServerConfig(dir);
       assert.equal(first.created, true);
-      const { limits: _limits, tls, ...rest } = first.config;
+      const { limits: _limits, governance: _governance, tls, ...rest } = first.config;
       assert.deepEqual(rest, { host: '127.0.0.1', port: 8080, poll_seconds: 30, database: null });
+      assert.deepEqual(governanceOf(first.config), DEFAULT_GOVERNANCE, 'four eyes on by default');
       assert.equal(tls, null);
       assert.deepEqual(limitsOf(first.config), DEFAULT_LIMITS, 'the written file states the defaults');
       assert.equal(loadServerConfig(dir).created, false);
+      // A file without a `limits:` section gets every default limit (it once gave NaN timeouts).
+      writeFileSync(join(dir, 'server.yaml'), 'port: 8081\n');
+      assert.deepEqual(limitsOf(loadServerConfig(dir).config), DEFAULT_LIMITS);
       writeFileSync(join(dir, 'server.yaml'), 'host: 0.0.0.0\nport: 99999\n');
       assert.throws(() => loadServerConfig(dir), /server\.yaml:2: port: /);
     } finally {

@@ -30,7 +30,11 @@ describe('rollout guards', () => {
       api(ts.conn, 'POST', '/v1/admin/plans', { source: WIDE }),
       /409 first wave "first" exposes 50\.0% of the fleet, over the 5% cap/,
     );
-    await api(ts.conn, 'POST', '/v1/admin/plans', { source: WIDE, allow_wide: true });
+    await api(ts.conn, 'POST', '/v1/admin/plans', {
+      source: WIDE,
+      allow_wide: true,
+      reason: 'the test fleet is small',
+    });
     const log = await api<AuditEntry[]>(ts.conn, 'GET', '/v1/admin/audit?subject=plan/wide');
     assert.equal((log.at(-1)?.detail as { allow_wide?: boolean } | undefined)?.allow_wide, true);
     // Applied while allowed, it is still refused at rollout start without the flag.

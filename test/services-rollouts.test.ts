@@ -77,6 +77,7 @@ async function world(
     {
       source: 'name: slow\nwaves:\n  - name: one\n    size: 1\n  - name: rest\n    size: 100%\n',
       allowWide: true,
+      reason: 'small test fleet',
     },
     now,
   );
@@ -139,11 +140,16 @@ describe('rollout services (real SQLite)', () => {
   after(() => w.close());
 
   it('refuses a second active rollout of a component, changing nothing', async () => {
-    const first = await startRollout(w.deps, { release: 'app@1', plan: 'slow', allowWide: true });
+    const first = await startRollout(w.deps, {
+      release: 'app@1',
+      plan: 'slow',
+      allowWide: true,
+      reason: 'small test fleet',
+    });
     assert.equal((await findRollout(w.store.db, first))?.status, 'running');
     const before = await statuses(w.store);
     await assert.rejects(
-      startRollout(w.deps, { release: 'app@2', plan: 'slow', allowWide: true }),
+      startRollout(w.deps, { release: 'app@2', plan: 'slow', allowWide: true, reason: 'small test fleet' }),
       (e: Error & { statusCode?: number }) =>
         e.statusCode === 409 && /rollout \d+ of app@1 is still active/.test(e.message),
     );
@@ -192,7 +198,13 @@ describe('rollout services (real SQLite)', () => {
   it('gates promotion to the general channel on completion on the early channel (force is audited)', async () => {
     await stopAndAbortAll(w.deps, w.store);
     await assert.rejects(
-      startRollout(w.deps, { release: 'app@3', plan: 'slow', channel: 'general', allowWide: true }),
+      startRollout(w.deps, {
+        release: 'app@3',
+        plan: 'slow',
+        channel: 'general',
+        allowWide: true,
+        reason: 'small test fleet',
+      }),
       (e: Error & { statusCode?: number }) =>
         e.statusCode === 409 && /app@3 has not completed on the early channel/.test(e.message),
     );
@@ -202,6 +214,7 @@ describe('rollout services (real SQLite)', () => {
       plan: 'slow',
       channel: 'early',
       allowWide: true,
+      reason: 'small test fleet',
     });
     await w.store.db.updateTable('rollouts').set({ status: 'completed' }).where('id', '=', early).execute();
     const general = await startRollout(w.deps, {
@@ -209,6 +222,7 @@ describe('rollout services (real SQLite)', () => {
       plan: 'slow',
       channel: 'general',
       allowWide: true,
+      reason: 'small test fleet',
     });
     assert.equal((await findRollout(w.store.db, general))?.channel, 'general');
     await steerRollout(w.deps, general, 'abort');
@@ -220,6 +234,7 @@ describe('rollout services (real SQLite)', () => {
       channel: 'general',
       force: true,
       allowWide: true,
+      reason: 'small test fleet',
     });
     const created = (await listAudit(w.store.db, { subject: `rollout/${forced}` })).find(
       (e) => e.action === 'rollout.created',
@@ -241,7 +256,12 @@ describe('rollout services (real SQLite)', () => {
         now,
       );
       await approveRelease(w.store.db, w.dataDir, `c-${s}@1`, now);
-      const id = await startRollout(w.deps, { release: `c-${s}@1`, plan: 'slow', allowWide: true });
+      const id = await startRollout(w.deps, {
+        release: `c-${s}@1`,
+        plan: 'slow',
+        allowWide: true,
+        reason: 'small test fleet',
+      });
       const ro = await findRollout(w.store.db, id);
       assert.ok(ro);
       await w.store.db
@@ -252,7 +272,7 @@ describe('rollout services (real SQLite)', () => {
       ids.set(s, id);
     }
     const app = (await statuses(w.store)).filter(([, s]) => s !== 'aborted' && s !== 'completed');
-    const paused = await stopAll(w.deps);
+    const paused = await stopAll(w.deps, { reason: 'test of the kill switch' });
     const want = ALL_STATUSES.filter((s) => eventRefusal(s, 'pause') === null && ACTIVE.has(s)).map(
       (s) => ids.get(s) ?? -1,
     );

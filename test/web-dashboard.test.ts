@@ -194,7 +194,7 @@ describe('web dashboard in Chromium', {
     const page = await open();
     await signIn(page, 'rfadm_not-the-token');
     await page.locator('#login-error').waitFor();
-    assert.match(await text(page, '#login-error'), /admin token was refused \(401/);
+    assert.match(await text(page, '#login-error'), /operator token was refused \(401/);
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
     await page.close();
   });

@@ -8,6 +8,7 @@ import { bundleCommands } from './commands/bundle.ts';
 import { fleetCommands } from './commands/fleet.ts';
 import { historyCommands } from './commands/history.ts';
 import { keysCommands } from './commands/keys.ts';
+import { operatorCommands } from './commands/operator.ts';
 import { rehearseCommand } from './commands/rehearse.ts';
 import { releaseCommands } from './commands/release.ts';
 import { repoCommands } from './commands/repo.ts';
@@ -21,7 +22,7 @@ const program = new Command('ringfence')
   .version(VERSION, '-V, --cli-version', 'print the Ringfence version')
   .description('Ringfence: staged, verified, transactional updates for fleets you own')
   .option('--server <url>', 'server address (or RINGFENCE_SERVER)')
-  .option('--token <token>', 'admin token (or RINGFENCE_TOKEN)')
+  .option('--token <token>', 'operator token (or RINGFENCE_TOKEN)')
   .showHelpAfterError()
   .exitOverride();
 
@@ -34,6 +35,7 @@ planCommands(program, conn);
 rolloutCommands(program, conn);
 fleetCommands(program, conn);
 adminCommands(program, conn);
+operatorCommands(program, conn);
 historyCommands(program, conn);
 rehearseCommand(program, conn);
 watchCommand(program, conn);

@@ -133,10 +133,17 @@ export async function runDemo(
       { vendor: 'demo' },
     );
     await api(conn, 'POST', '/v1/admin/plans', { source: DEMO_PLAN, file: 'demo-plan.yaml' });
+    // Four eyes: the admin imported the releases, so a second operator (an approver) approves them.
+    const reviewer = await api<{ token: string }>(conn, 'POST', '/v1/admin/operators', {
+      name: 'reviewer',
+      role: 'approver',
+    });
+    const asReviewer = { ...conn, token: reviewer.token };
     for (const v of ['1.0.0', '1.1.0'])
-      await api(conn, 'POST', `/v1/admin/releases/sensor-content@${v}/approve`, {});
+      await api(asReviewer, 'POST', `/v1/admin/releases/sensor-content@${v}/approve`, {});
     say(
-      `${t()} imported and approved sensor-content@1.0.0 (good) and @1.1.0 (bad: crashes the service on start)`,
+      `${t()} admin imported sensor-content@1.0.0 (good) and @1.1.0 (bad: crashes the service on start); ` +
+        'operator "reviewer" (role approver) approved both: four eyes',
     );
 
     const waitFor = async (id: number, done: (r: RolloutView) => boolean, limitMs: number) => {

@@ -38,6 +38,11 @@ export interface Plan {
   firstWaveCapPercent: number;
   /** Windows chosen by a device label (e.g. `maintenance: berlin-night`); they override wave and plan windows. */
   deviceWindows?: { label: string; windows: Record<string, WindowSpec> } | null;
+  /**
+   * Four eyes on approval waves (absent: on): false lets the operator who started a rollout of this plan approve
+   * its waves too. The server-wide `governance.four_eyes: false` turns it off for every plan.
+   */
+  fourEyes?: boolean;
   waves: WaveSpec[];
 }
 
@@ -146,6 +151,7 @@ const planSchema = z
       .object({ bake_factor: z.number().positive().max(1) })
       .strict()
       .default({ bake_factor: 0.1 }),
+    four_eyes: z.boolean().default(true),
     waves: z.array(waveSchema).min(1, 'a plan needs at least one wave'),
   })
   .strict()
@@ -175,6 +181,7 @@ export function parsePlan(source: string, file = 'plan.yaml'): Plan {
     releaseAgeMs: p.release_age,
     firstWaveCapPercent: p.first_wave_cap,
     deviceWindows: p.device_windows,
+    fourEyes: p.four_eyes,
     waves: p.waves.map((w) => ({
       name: w.name,
       select: w.select,

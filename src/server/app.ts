@@ -5,8 +5,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { shareRepositoryLock } from '../trust/signer/tuf-repository.ts';
 import { VERSION } from '../version.ts';
-import { AdminToken } from './admin-token.ts';
 import { BlobStore } from './blobs.ts';
+import { DEFAULT_GOVERNANCE, type Governance } from './config.ts';
 import { guardEdges, timeoutOptions } from './connections.ts';
 import type { ServerContext } from './context.ts';
 import { openStore } from './db/database.ts';
@@ -22,6 +22,7 @@ import { webPlugin } from './plugins/web.ts';
 import { RolloutDriver } from './rollout-driver.ts';
 import { vendorTufAdminRoutes } from './routes/tuf.ts';
 import { AssignmentCache } from './services/assignment-cache.ts';
+import { Operators } from './services/operators.ts';
 import { LocalWakeBus, type WakeBus } from './wake/bus.ts';
 import { WakeHub } from './wake/hub.ts';
 import { PgWakeBus } from './wake/pg-bus.ts';
@@ -35,7 +36,10 @@ export interface ServerOptions {
   clock?: () => number;
   pollSeconds?: number;
   tickMs?: number;
-  /** Used as the admin token on first start instead of a random one (automation); must be strong. */
+  /**
+   * Used as the token `bootstrap` of operator `admin` on first start instead of a random one (automation:
+   * RINGFENCE_INITIAL_ADMIN_TOKEN); must be strong.
+   */
   initialAdminToken?: string;
   /** Limits that differ from DEFAULT_LIMITS (server.yaml `limits:`). */
   limits?: Partial<ServerLimits>;
@@ -43,6 +47,8 @@ export interface ServerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Carries wake-up notifications (default: this process only). */
   wakeBus?: WakeBus;
+  /** server.yaml `governance:` (default DEFAULT_GOVERNANCE: four eyes on). */
+  governance?: Governance;
 }
 
 export interface RunningServer {
@@ -60,9 +66,9 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   const log = opts.logger ?? pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'info' });
   const store = await openStore({ dataDir: opts.dataDir, url: opts.databaseUrl, log });
   const clock = opts.clock ?? Date.now;
-  let admin: Awaited<ReturnType<typeof AdminToken.open>>;
+  let admin: Awaited<ReturnType<typeof Operators.open>>;
   try {
-    admin = await AdminToken.open(store, Date.now, opts.initialAdminToken);
+    admin = await Operators.open(store, clock, opts.initialAdminToken);
   } catch (e) {
     await store.close();
     throw e;
@@ -101,8 +107,10 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     clock,
     pollSeconds: opts.pollSeconds ?? 30,
     dataDir: opts.dataDir,
-    admin: admin.admin,
+    operators: admin.operators,
+    admin: admin.operators,
     guards: new Guards(limits),
+    governance: opts.governance ?? DEFAULT_GOVERNANCE,
     wake: { bus, hub },
   };
 
@@ -114,7 +122,8 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   guardEdges(app, limits, opts.tls !== undefined, (what) => metrics.throttled.inc({ what }));
   const routes: RouteDoc[] = [];
   app.addHook('onRoute', (r) => {
-    if (r.schema && !r.schema.hide) routes.push({ method: r.method, url: r.url, schema: r.schema });
+    if (r.schema && !r.schema.hide)
+      routes.push({ method: r.method, url: r.url, schema: r.schema, permission: r.config?.permission });
   });
   // Authorization is bound to routes, never to the request's URL: every /v1/admin route lives in the admin
   // plugin, whose hook authenticates it; one registered anywhere else stops the server from starting.

@@ -35,7 +35,8 @@ const limitsSchema = z
     step_cache_assignments: z.number().int().min(0).max(100_000_000).default(d.stepCacheAssignments),
   })
   .strict()
-  .default({} as never);
+  // prefault, not default: zod 4 returns a default as it is, while prefault parses it, so the fields get theirs.
+  .prefault({});
 
 const schema = z
   .object({
@@ -53,10 +54,22 @@ const schema = z
       .nullable()
       .default(null),
     limits: limitsSchema,
+    governance: z
+      .object({ four_eyes: z.boolean().default(true) })
+      .strict()
+      .default({ four_eyes: true }),
   })
   .strict();
 
 export type ServerConfig = z.infer<typeof schema>;
+
+/** The server-wide governance rules (server.yaml `governance:`), as the services take them. */
+export interface Governance {
+  /** Nobody approves what they imported or started themselves (plans may turn the rollout rule off). */
+  fourEyes: boolean;
+}
+
+export const DEFAULT_GOVERNANCE: Governance = { fourEyes: true };
 
 const TEMPLATE = `# Ringfence server configuration, created on first start. Command-line flags override these values.
 # Address and port to listen on.
@@ -99,6 +112,11 @@ limits:
   # Assignments the rollout driver keeps in memory between steps (about 0.4 kB each; 0: none). A kept rollout's
   # step reads only the rows written since its last step instead of all of them (docs/performance.md).
   step_cache_assignments: ${d.stepCacheAssignments}
+# Who may approve what (docs/security.md). four_eyes: a release cannot be approved by the operator who imported
+# it, nor an approval wave by the operator who started the rollout (a plan may turn the second off with
+# four_eyes: false).
+governance:
+  four_eyes: true
 `;
 
 /** Reads DATA/server.yaml, creating it with defaults on first start. */
@@ -141,4 +159,9 @@ export function limitsOf(c: ServerConfig): ServerLimits {
     waitBurst: l.wait_burst,
     stepCacheAssignments: l.step_cache_assignments,
   };
+}
+
+/** The configured governance rules in the server's own terms. */
+export function governanceOf(c: ServerConfig): Governance {
+  return { fourEyes: c.governance.four_eyes };
 }

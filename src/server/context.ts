@@ -1,11 +1,12 @@
 // What every route handler gets: the store, blob store, engine driver, clock and metrics.
 import type { Logger } from 'pino';
-import type { AdminToken } from './admin-token.ts';
 import type { BlobStore } from './blobs.ts';
+import type { Governance } from './config.ts';
 import type { Store } from './db/database.ts';
 import type { Guards } from './limits.ts';
 import type { Metrics } from './metrics.ts';
 import type { RolloutDriver } from './rollout-driver.ts';
+import type { Operators } from './services/operators.ts';
 import type { WakeBus } from './wake/bus.ts';
 import type { WakeHub } from './wake/hub.ts';
 
@@ -18,8 +19,13 @@ export interface ServerContext {
   clock: () => number;
   pollSeconds: number;
   dataDir: string;
-  admin: AdminToken;
+  /** Who may use the admin API, and through which tokens (authenticates every admin request). */
+  operators: Operators;
+  /** Any working operator token may download blobs (plugins/device.ts); the same service as `operators`. */
+  admin: Pick<Operators, 'matches'>;
   guards: Guards;
+  /** The server-wide governance rules (server.yaml `governance:`): four eyes. */
+  governance: Governance;
   /** Wake-ups: `bus` is told of devices whose desired answer may have changed; `hub` holds their waits. */
   wake: { bus: WakeBus; hub: WakeHub };
 }

@@ -5,6 +5,8 @@ export interface RouteDoc {
   method: string | string[];
   url: string;
   schema: FastifySchema;
+  /** What an admin route needs (roles.ts), published as `x-permission`. */
+  permission?: string;
 }
 
 /** The `properties` (and `required`) of a params or querystring schema, whatever shape it was given in. */
@@ -52,8 +54,10 @@ export function openApiDocument(routes: RouteDoc[], version: string): Record<str
         parameters: params,
         responses: answers,
       };
-      if (r.url.startsWith('/v1/admin/')) op.security = [{ admin: [] }];
-      else if (r.url === '/v1/checkin' || r.url.startsWith('/v1/blobs/')) op.security = [{ device: [] }];
+      if (r.url.startsWith('/v1/admin/')) {
+        op.security = [{ admin: [] }];
+        if (r.permission) op['x-permission'] = r.permission;
+      } else if (r.url === '/v1/checkin' || r.url.startsWith('/v1/blobs/')) op.security = [{ device: [] }];
       if (r.schema.body) op.requestBody = { content: { 'application/json': { schema: r.schema.body } } };
       paths[path] = { ...(paths[path] ?? {}), [method.toLowerCase()]: op };
     }
@@ -63,7 +67,12 @@ export function openApiDocument(routes: RouteDoc[], version: string): Record<str
     info: { title: 'Ringfence', version },
     components: {
       securitySchemes: {
-        admin: { type: 'http', scheme: 'bearer', description: 'admin token, shown once at first start' },
+        admin: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            "an operator's token (operator `admin`'s first one is shown once at first start); the role must hold the operation's `x-permission` (read, operate, approve or admin; docs/security.md), else 403",
+        },
         device: { type: 'http', scheme: 'bearer', description: 'device token from /v1/enroll' },
       },
     },

@@ -2,7 +2,7 @@
 import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** A new random token with a readable prefix saying what it is for. */
-export function newToken(prefix: 'adm' | 'dev' | 'enr'): string {
+export function newToken(prefix: 'adm' | 'dev' | 'enr' | 'op'): string {
   return `rf${prefix}_${randomBytes(24).toString('base64url')}`;
 }
 

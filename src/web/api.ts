@@ -1,5 +1,6 @@
-// The dashboard's admin API client: the token lives in sessionStorage (gone when the tab closes) and goes with
-// every call as a bearer token; the server's {error, message} answers become ApiErrors with their status.
+// The dashboard's admin API client: the operator's token lives in sessionStorage (gone when the tab closes) and
+// goes with every call as a bearer token; the server's {error, message} answers become ApiErrors with their status.
+// The key keeps its old name so a tab signed in before operators existed stays signed in.
 const KEY = 'ringfence.adminToken';
 
 export class ApiError extends Error {
@@ -48,7 +49,12 @@ export async function api<T>(method: 'GET' | 'POST', path: string, body?: unknow
   if (!res.ok) {
     const msg = (parsed as { message?: string } | null)?.message ?? (text.slice(0, 200) || res.statusText);
     if (res.status === 401)
-      throw new ApiError(401, `The admin token was refused (401: ${msg}). Paste the current admin token.`);
+      throw new ApiError(
+        401,
+        `The operator token was refused (401: ${msg}). Paste a current operator token.`,
+      );
+    // The server's one-line reason ("role viewer may not approve releases (needs approver or admin)") as it is.
+    if (res.status === 403) throw new ApiError(403, `Not allowed: ${msg}`);
     throw new ApiError(res.status, `${res.status}: ${msg}`);
   }
   return parsed as T;

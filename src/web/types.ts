@@ -18,3 +18,13 @@ export type {
   RolloutDevicesPage,
   RolloutDeviceView,
 } from '../server/services/history-views.ts';
+
+/**
+ * Who imported / started it and what awaits whose approval (issue 12). Optional here so the dashboard reads
+ * answers of servers from before; the server's own view types carry them as well.
+ */
+export interface Governance {
+  imported_by?: string | null;
+  started_by?: string | null;
+  awaiting_approval?: import('./session.tsx').AwaitingApproval | null;
+}

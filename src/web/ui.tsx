@@ -18,10 +18,11 @@ export function Status({ status }: { status: string }) {
   return <span className={`badge ${TONE[status] ?? 'muted'}`}>{status}</span>;
 }
 
-export function ErrorBanner({ error }: { error: string | null }) {
+/** An error line; a refusal by role (403, "Not allowed: …") is marked as such. */
+export function ErrorBanner({ error, id }: { error: string | null; id?: string }) {
   if (!error) return null;
   return (
-    <div className="error" role="alert">
+    <div className={error.startsWith('Not allowed:') ? 'error forbidden' : 'error'} role="alert" id={id}>
       {error}
     </div>
   );
@@ -52,8 +53,8 @@ export interface ConfirmRequest {
   title: string;
   body: string;
   action: string;
-  /** Asks for an optional reason, recorded in the audit log. */
-  reason?: boolean;
+  /** Asks for a reason, recorded in the audit log ('required': the server refuses the action without one). */
+  reason?: boolean | 'required';
   run: (reason: string) => Promise<void>;
 }
 
@@ -74,7 +75,8 @@ export function ConfirmDialog({ req, onClose }: { req: ConfirmRequest; onClose: 
               value={reason}
               onChange={(e) => setReason(e.target.value)}
               maxLength={1000}
-              placeholder="optional"
+              placeholder={req.reason === 'required' ? 'required' : 'optional'}
+              required={req.reason === 'required'}
             />
           </label>
         )}
@@ -85,7 +87,7 @@ export function ConfirmDialog({ req, onClose }: { req: ConfirmRequest; onClose: 
           <button
             type="button"
             className="danger"
-            disabled={busy}
+            disabled={busy || (req.reason === 'required' && !reason.trim())}
             onClick={async () => {
               setBusy(true);
               try {

@@ -21,6 +21,9 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
     logger: pino({ level: 'silent' }),
     pollSeconds: 1,
     tickMs: 50,
+    // Most tests act as one operator (the bootstrap admin imports and approves); four eyes has tests of its own
+    // (four-eyes, web-roles, cli-operators), which pass `governance` themselves.
+    governance: { fourEyes: false },
     ...opts,
   });
   const url = await srv.app.listen({ host: '127.0.0.1', port: 0 });
@@ -57,4 +60,28 @@ export async function until<T>(
     last = await fn();
   }
   return last;
+}
+
+/** An HTTP call as `token` (none: no Authorization header) with a JSON body; the status and the JSON answer. */
+export async function callAs(
+  url: string,
+  method: string,
+  path: string,
+  token: string | null,
+  body?: unknown,
+): Promise<{ status: number; body: Record<string, unknown> & { message?: string } }> {
+  const res = await fetch(new URL(path, url), {
+    method,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = text ? JSON.parse(text) : {};
+  } catch {} // not JSON (an HTML error page): the status says enough
+  return { status: res.status, body: json };
 }

@@ -209,9 +209,12 @@ export function fleetCommands(program: Command, conn: () => Conn): void {
   audit
     .command('list')
     .option('--limit <n>', 'entries', '50')
+    .option('--actor <name>', 'only what this operator did (NAME and its named tokens NAME/…), or device/ID')
     .option('--json', 'machine-readable output')
-    .action(async (o: { limit: string; json?: boolean }) => {
-      const rows = await api<AuditEntry[]>(conn(), 'GET', `/v1/admin/audit?limit=${Number(o.limit)}`);
+    .action(async (o: { limit: string; actor?: string; json?: boolean }) => {
+      const q = new URLSearchParams({ limit: String(Number(o.limit)) });
+      if (o.actor) q.set('actor', o.actor);
+      const rows = await api<AuditEntry[]>(conn(), 'GET', `/v1/admin/audit?${q}`);
       if (o.json) return printJson(rows);
       printTable(
         rows.map((e) => ({

@@ -162,6 +162,24 @@ export async function importRelease(
   return importFiles(conn, component, version, collectFiles(paths, opts), provenance, opts);
 }
 
+/** What is waiting for whose approval (four eyes), as the server reports it on releases and rollouts. */
+export interface AwaitingApproval {
+  what: string;
+  /** The operator who may not approve it (imported or started it), or null: any approver may. */
+  by_anyone_but: string | null;
+}
+
+/** Who imported a release, and whether it waits for an approval. */
+interface Governed {
+  imported_by?: string | null;
+  awaiting_approval?: AwaitingApproval | null;
+}
+
+/** "approval by anyone but alice" or "approval by any approver", for people. */
+export function awaitingLabel(a: AwaitingApproval): string {
+  return a.by_anyone_but ? `approval by anyone but ${a.by_anyone_but}` : 'approval by any approver';
+}
+
 export function releaseCommands(program: Command, conn: () => Conn): void {
   const release = program.command('release').description('immutable releases of components');
   release
@@ -284,7 +302,7 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
     .command('list')
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
-      const rows = await api<ReleaseView[]>(conn(), 'GET', '/v1/admin/releases');
+      const rows = await api<Array<ReleaseView & Governed>>(conn(), 'GET', '/v1/admin/releases');
       if (o.json) return printJson(rows);
       printTable(
         rows.map((r) => ({
@@ -292,9 +310,11 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
           files: r.artifacts.length,
           bytes: r.artifacts.reduce((s, a) => s + a.length, 0),
           approved: r.approved ? 'yes' : 'no',
+          'imported by': r.imported_by,
+          waiting: r.awaiting_approval ? awaitingLabel(r.awaiting_approval) : null,
           created: new Date(r.created_at).toISOString(),
         })),
-        ['release', 'files', 'bytes', 'approved', 'created'],
+        ['release', 'files', 'bytes', 'approved', 'imported by', 'waiting', 'created'],
       );
     });
 }

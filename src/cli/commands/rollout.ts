@@ -10,6 +10,21 @@ import type { DryRun } from '../../server/services/rollout-dry-run.ts';
 import type { RolloutView, WaveCounts } from '../../server/services/rollout-view.ts';
 import { api, CliError, type Conn } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
+import { type AwaitingApproval, awaitingLabel } from './release.ts';
+
+/**
+ * The audit log must say why for the risky switches (four eyes, issue 12): refused before any request, as a usage
+ * error (exit code 2), when a switch is given without --reason. The server refuses it as well (400).
+ */
+function needReason(reason: string | undefined, switches: Array<[string, boolean | undefined]>): void {
+  const used = switches.filter(([, on]) => on).map(([name]) => name);
+  if (used.length && !reason?.trim())
+    throw new CliError(
+      `${used.join(' and ')} ${used.length > 1 ? 'need' : 'needs'} --reason TEXT (kept in the audit log)`,
+      'usage',
+      2,
+    );
+}
 
 function readPlan(file: string): { source: string; plan: Plan } {
   let source: string;
@@ -58,13 +73,22 @@ function printDryRun(d: DryRun, json?: boolean): void {
   if (d.problems.length) throw new CliError(d.problems.join('; '));
 }
 
-function printRollout(r: RolloutView): void {
+/** A rollout as `GET /v1/admin/rollouts/:id` answers it: with who started it and what waits for whose approval. */
+type GovernedRollout = RolloutView & {
+  started_by?: string | null;
+  awaiting_approval?: AwaitingApproval | null;
+};
+
+function printRollout(r: GovernedRollout): void {
   printLine(
     `rollout ${r.id}: ${r.component}@${r.version} via ${r.plan} — ${r.status}${r.state.reason ? ` (${r.state.reason})` : ''}`,
   );
   printLine(
     `exposed: ${r.exposed} devices${r.wave ? `, current wave: ${r.wave}` : ''}${r.state.emergency ? ', EMERGENCY' : ''}`,
   );
+  if (r.started_by) printLine(`started by: ${r.started_by}`);
+  if (r.awaiting_approval)
+    printLine(`waiting for: ${awaitingLabel(r.awaiting_approval)} (${r.awaiting_approval.what})`);
   printWaves(r.waves);
 }
 
@@ -91,14 +115,20 @@ export function planCommands(program: Command, conn: () => Conn): void {
   plan
     .command('apply')
     .argument('<file>', 'plan YAML')
-    .option('--allow-wide', 'accept a first wave over the plan cap against the live fleet (audited)')
+    .option(
+      '--allow-wide',
+      'accept a first wave over the plan cap against the live fleet (audited; needs --reason)',
+    )
+    .option('--reason <text>', 'why (kept in the audit log; required with --allow-wide)')
     .option('--json', 'machine-readable output')
-    .action(async (file: string, o: { json?: boolean; allowWide?: boolean }) => {
+    .action(async (file: string, o: { json?: boolean; allowWide?: boolean; reason?: string }) => {
+      needReason(o.reason, [['--allow-wide', o.allowWide]]);
       const { source } = readPlan(file);
       const p = await api<Plan>(conn(), 'POST', '/v1/admin/plans', {
         source,
         file,
         ...(o.allowWide ? { allow_wide: true } : {}),
+        ...(o.reason ? { reason: o.reason } : {}),
       });
       if (o.json) printJson(p);
       else
@@ -174,15 +204,24 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
     .command('start')
     .argument('<ref>', 'NAME@VERSION')
     .requiredOption('--plan <name>', 'plan name')
-    .option('--emergency', 'same waves, bake times shortened by the plan factor')
+    .option('--emergency', 'same waves, bake times shortened by the plan factor (needs --reason)')
     .option(
       '--channel <channel>',
       'only devices of this channel: early or general (general needs early first)',
     )
     .option('--supersede', 'abort the active rollout of this component first (audited)')
-    .option('--force', 'with --channel general: promote without a completed early rollout (audited)')
-    .option('--reason <text>', 'why (kept in the audit log)')
-    .option('--allow-wide', 'accept a first wave over the plan cap against the live fleet (audited)')
+    .option(
+      '--force',
+      'with --channel general: promote without a completed early rollout (audited; needs --reason)',
+    )
+    .option(
+      '--reason <text>',
+      'why (kept in the audit log; required with --emergency, --force and --allow-wide)',
+    )
+    .option(
+      '--allow-wide',
+      'accept a first wave over the plan cap against the live fleet (audited; needs --reason)',
+    )
     .option(
       '--dry-run',
       'start nothing: show per wave how many devices would be selected and who is left out',
@@ -206,6 +245,13 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
         if (o.channel && o.channel !== 'early' && o.channel !== 'general') {
           throw new CliError('--channel must be early or general');
         }
+        // A dry run starts nothing, so it needs no reason.
+        if (!o.dryRun)
+          needReason(o.reason, [
+            ['--emergency', o.emergency],
+            ['--force', o.force],
+            ['--allow-wide', o.allowWide],
+          ]);
         const r = await api<RolloutView | DryRun>(conn(), 'POST', '/v1/admin/rollouts', {
           release: ref,
           plan: o.plan,
@@ -245,7 +291,7 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
     .argument('<id>')
     .option('--json', 'machine-readable output')
     .action(async (id: string, o: { json?: boolean }) => {
-      const r = await api<RolloutView>(conn(), 'GET', `/v1/admin/rollouts/${encodeURIComponent(id)}`);
+      const r = await api<GovernedRollout>(conn(), 'GET', `/v1/admin/rollouts/${encodeURIComponent(id)}`);
       if (o.json) printJson(r);
       else printRollout(r);
     });
@@ -268,10 +314,14 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
   }
   rollout
     .command('stop-all')
-    .description('kill switch: pause every active rollout at once')
+    .description('kill switch: pause every active rollout at once (needs --reason)')
+    .option('--reason <text>', 'why (required; kept in the audit log)')
     .option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }) => {
-      const r = await api<{ paused: number[] }>(conn(), 'POST', '/v1/admin/rollouts/stop-all', {});
+    .action(async (o: { reason?: string; json?: boolean }) => {
+      needReason(o.reason, [['stop-all', true]]);
+      const r = await api<{ paused: number[] }>(conn(), 'POST', '/v1/admin/rollouts/stop-all', {
+        reason: o.reason,
+      });
       if (o.json) printJson(r);
       else
         printLine(`paused ${r.paused.length} rollouts${r.paused.length ? `: ${r.paused.join(', ')}` : ''}`);

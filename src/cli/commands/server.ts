@@ -49,7 +49,7 @@ export function serverCommand(program: Command): void {
     .action(async (o: ServerFlags) => {
       // Loaded on demand: agents and light commands start without the server's dependencies.
       const { createServer } = await import('../../server/app.ts');
-      const { loadServerConfig, limitsOf } = await import('../../server/config.ts');
+      const { loadServerConfig, limitsOf, governanceOf } = await import('../../server/config.ts');
       const { config, file, created } = loadServerConfig(o.data);
       const port = Number(o.port ?? config.port);
       const poll = Number(o.poll ?? config.poll_seconds);
@@ -64,6 +64,7 @@ export function serverCommand(program: Command): void {
           pollSeconds: poll,
           initialAdminToken: process.env.RINGFENCE_INITIAL_ADMIN_TOKEN,
           limits: limitsOf(config),
+          governance: governanceOf(config),
           tls,
         });
       } catch (e) {

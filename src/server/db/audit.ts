@@ -1,6 +1,6 @@
 // Append-only, hash-chained audit log: each entry's hash covers the previous hash, so any edit breaks the chain.
 import { createHash } from 'node:crypto';
-import type { Generated, Selectable } from 'kysely';
+import { type Generated, type Selectable, sql } from 'kysely';
 import type { Db } from './database.ts';
 import { decode, encode, type Json } from './json.ts';
 
@@ -56,10 +56,13 @@ export async function appendAudit(
     .execute();
 }
 
-/** Lists entries, newest last. */
+/**
+ * Lists entries, newest last. `actor` NAME matches the actor `NAME` and `NAME/…` (an operator through any of its
+ * tokens, or `device` for every device).
+ */
 export async function listAudit(
   db: Db,
-  opts: { limit?: number; subject?: string } = {},
+  opts: { limit?: number; subject?: string; actor?: string } = {},
 ): Promise<AuditEntry[]> {
   let q = db
     .selectFrom('audit')
@@ -67,6 +70,15 @@ export async function listAudit(
     .orderBy('seq', 'desc')
     .limit(opts.limit ?? 100);
   if (opts.subject) q = q.where('subject', '=', opts.subject);
+  const { actor } = opts;
+  // A prefix compared with substr, not LIKE: `_` is allowed in names and is a LIKE wildcard.
+  if (actor)
+    q = q.where((eb) =>
+      eb.or([
+        eb('actor', '=', actor),
+        eb(sql<string>`substr(actor, 1, ${actor.length + 1})`, '=', `${actor}/`),
+      ]),
+    );
   const rows = await q.execute();
   return rows.reverse().map((r) => ({ ...r, detail: decode(r.detail) }));
 }

@@ -190,6 +190,54 @@ export function migrations(dialect: Dialect): MigrationProvider {
           .execute();
       },
     },
+    '0007_operators': {
+      async up(db: Kysely<unknown>) {
+        // Named operators with a role each (src/server/roles.ts), each holding one or more API tokens, stored
+        // as hashes only. The old single admin token (meta `admin_token_hash`) becomes operator `admin`'s token
+        // `bootstrap`, so an existing server's token keeps working.
+        await db.schema
+          .createTable('operators')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('revoked_at', bigint)
+          // 'local' (ringfence operator add) or 'oidc' (created by a single sign-on login).
+          .addColumn('source', 'text', (c) => c.notNull().defaultTo('local'))
+          .execute();
+        await db.schema
+          .createTable('operator_tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('operator', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint)
+          .addColumn('revoked_at', bigint)
+          .addColumn('last_used_at', bigint)
+          .execute();
+        await db.schema
+          .createIndex('operator_tokens_operator')
+          .on('operator_tokens')
+          .columns(['operator', 'name'])
+          .execute();
+        const old = await sql<{
+          value: string;
+        }>`select value from meta where key = 'admin_token_hash'`.execute(db);
+        const hash = old.rows[0]?.value;
+        if (hash !== undefined) {
+          const now = Date.now();
+          await sql`insert into operators (name, role, created_at, created_by) values ('admin', 'admin', ${now}, 'migration')`.execute(
+            db,
+          );
+          await sql`insert into operator_tokens (id, operator, name, token_hash, created_at)
+            values ('tok-bootstrap', 'admin', 'bootstrap', ${hash}, ${now})`.execute(db);
+        }
+        // Four eyes: who imported a release and who started a rollout (null on rows from before).
+        await db.schema.alterTable('releases').addColumn('imported_by', 'text').execute();
+        await db.schema.alterTable('rollouts').addColumn('started_by', 'text').execute();
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

@@ -21,6 +21,7 @@ export interface ReleaseTable {
   created_at: number;
   approved_at: number | null;
   approved_by: string | null;
+  imported_by: string | null; // the actor who imported it (four eyes); null on rows from before
 }
 
 export type ReleaseRow = Selectable<ReleaseTable>;
@@ -36,6 +37,8 @@ export interface Release {
   createdAt: number;
   approvedAt: number | null;
   approvedBy: string | null;
+  /** The actor who imported it; null on releases from before four eyes (and bundle imports). */
+  importedBy: string | null;
 }
 
 /** Maps a row to a `Release`. */
@@ -49,6 +52,7 @@ export function toRelease(r: ReleaseRow): Release {
     createdAt: r.created_at,
     approvedAt: r.approved_at,
     approvedBy: r.approved_by,
+    importedBy: r.imported_by ?? null,
   };
 }
 
@@ -107,10 +111,11 @@ export async function releaseUsesBlob(db: Db, sha256: string, approvedOnly: bool
 /** Inserts a new release (the caller checked it does not exist, in the same transaction). */
 export async function insertRelease(
   db: Db,
-  r: Omit<Release, 'id' | 'createdAt' | 'approvedAt' | 'approvedBy'> & {
+  r: Omit<Release, 'id' | 'createdAt' | 'approvedAt' | 'approvedBy' | 'importedBy'> & {
     createdAt: number;
     approvedAt?: number | null;
     approvedBy?: string | null;
+    importedBy?: string | null;
   },
 ): Promise<void> {
   const row: NewReleaseRow = {
@@ -121,6 +126,7 @@ export async function insertRelease(
     created_at: r.createdAt,
     approved_at: r.approvedAt ?? null,
     approved_by: r.approvedBy ?? null,
+    imported_by: r.importedBy ?? null,
   };
   await db.insertInto('releases').values(row).execute();
 }

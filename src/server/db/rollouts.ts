@@ -23,6 +23,7 @@ export interface RolloutTable {
   updated_at: number;
   channel: Channel | null; // only devices of this channel; null = every device
   asg_rev: Generated<number>; // the latest revision of its assignments (see assignments.rev)
+  started_by: string | null; // the actor who started it (four eyes); null on rows from before
 }
 
 export type RolloutRow = Selectable<RolloutTable>;
@@ -44,6 +45,8 @@ export interface Rollout {
   channel: Channel | null;
   /** The revision of its assignments this row was read at (bumped by every write to them). */
   asgRev: number;
+  /** The actor who started it; null on rollouts from before four eyes. */
+  startedBy: string | null;
 }
 
 /** Maps a row to a `Rollout`. */
@@ -62,6 +65,7 @@ export function toRollout(r: RolloutRow): Rollout {
     updatedAt: r.updated_at,
     channel: r.channel,
     asgRev: Number(r.asg_rev), // PostgreSQL answers bigint as text
+    startedBy: r.started_by ?? null,
   };
 }
 
@@ -168,6 +172,7 @@ export async function insertRollout(
     plan: Plan;
     channel: Channel | null;
     now: number;
+    startedBy?: string | null;
   },
   state: (id: number) => RolloutState,
 ): Promise<number> {
@@ -185,6 +190,7 @@ export async function insertRollout(
       created_at: r.now,
       updated_at: r.now,
       channel: r.channel,
+      started_by: r.startedBy ?? null,
     })
     .returning('id')
     .executeTakeFirstOrThrow();

@@ -10,6 +10,7 @@ import type { DeviceComponentTable } from './device-components.ts';
 import type { DeviceTable } from './devices.ts';
 import type { EnrollTokenTable } from './enroll-tokens.ts';
 import type { MetaTable } from './meta.ts';
+import type { OperatorTable, OperatorTokenTable } from './operators.ts';
 import type { PlanTable } from './plans.ts';
 import type { ReleaseTable } from './releases.ts';
 import type { ReportTable } from './reports.ts';
@@ -23,6 +24,8 @@ export type {
   DeviceTable,
   EnrollTokenTable,
   MetaTable,
+  OperatorTable,
+  OperatorTokenTable,
   PlanTable,
   ReleaseTable,
   ReportTable,
@@ -41,4 +44,6 @@ export interface Database {
   desired: DesiredTable;
   reports: ReportTable;
   audit: AuditTable;
+  operators: OperatorTable;
+  operator_tokens: OperatorTokenTable;
 }

@@ -50,6 +50,8 @@ export const AuditQuery = Type.Object(
   {
     limit: Type.Integer({ minimum: 1, maximum: 1000, default: 200 }),
     subject: Type.Optional(Type.String({ minLength: 1, maxLength: 300 })),
+    /** An actor: NAME matches `NAME` and `NAME/…` (an operator through any of its tokens). */
+    actor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   },
   { additionalProperties: false },
 );

@@ -1,12 +1,13 @@
 // Admin API for the fleet: enrollment tokens, devices, holds and pins (which always win), and the audit log.
 // Each route validates, calls a service (../services/fleet.ts) and shapes the view.
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { listAudit, verifyAudit } from '../db/audit.ts';
 import type { FleetControls } from '../db/devices.ts';
 import { findRelease } from '../db/releases.ts';
 import { badRequest, conflict, notFound } from '../errors.ts';
+import { callerOf } from '../operator-request.ts';
 import {
   changeControls,
   createEnrollToken,
@@ -74,9 +75,10 @@ async function deviceOr404(ctx: ServerContext, key: string): Promise<DeviceWithC
   return d;
 }
 
-/** Applies `change` to the devices the body's selector matches; audited as `action`. */
+/** Applies `change` to the devices the body's selector matches; audited as `action` by `actor`. */
 function bySelector(
   ctx: ServerContext,
+  actor: string,
   b: SelectorBody,
   action: string,
   detail: Record<string, unknown>,
@@ -84,30 +86,30 @@ function bySelector(
 ): Promise<{ devices: string[] }> {
   return changeControls(
     ctx.store.db,
-    { selector: b.selector, allowEmpty: b.allow_empty, action, detail, change },
+    { actor, selector: b.selector, allowEmpty: b.allow_empty, action, detail, change },
     ctx.clock(),
     ctx.wake.bus,
   );
 }
 
 /** Pins to an approved release NAME@V. */
-async function pin(ctx: ServerContext, b: SelectorBody) {
+async function pin(ctx: ServerContext, actor: string, b: SelectorBody) {
   if (!b.release) throw badRequest('pin needs a release NAME@V');
   const { component, version } = parseRef(b.release);
   const rel = await findRelease(ctx.store.db, component, version);
   if (!rel) throw notFound(`no release ${b.release}`);
   if (rel.approvedAt === null) throw conflict(`release ${b.release} is not approved`);
-  return bySelector(ctx, b, 'fleet.pin', { release: b.release }, (c) => ({
+  return bySelector(ctx, actor, b, 'fleet.pin', { release: b.release }, (c) => ({
     ...c,
     pins: { ...c.pins, [component]: version },
   }));
 }
 
 /** Removes the pin of one component. */
-function unpin(ctx: ServerContext, b: SelectorBody) {
+function unpin(ctx: ServerContext, actor: string, b: SelectorBody) {
   const component = b.component;
   if (!component) throw badRequest('unpin needs a component');
-  return bySelector(ctx, b, 'fleet.unpin', { component }, (c) => {
+  return bySelector(ctx, actor, b, 'fleet.unpin', { component }, (c) => {
     const pins = { ...c.pins };
     delete pins[component];
     return { ...c, pins };
@@ -115,18 +117,21 @@ function unpin(ctx: ServerContext, b: SelectorBody) {
 }
 
 /** Defers devices until an instant (null clears the deferral). */
-function defer(ctx: ServerContext, b: SelectorBody) {
+function defer(ctx: ServerContext, actor: string, b: SelectorBody) {
   const until = b.until;
   if (until === undefined) throw badRequest('defer needs `until` (ms since epoch, or null to clear)');
   const action = until === null ? 'fleet.undefer' : 'fleet.defer';
-  return bySelector(ctx, b, action, { until, reason: b.reason }, (c) => ({ ...c, deferredUntil: until }));
+  return bySelector(ctx, actor, b, action, { until, reason: b.reason }, (c) => ({
+    ...c,
+    deferredUntil: until,
+  }));
 }
 
 /** Moves devices to the early or the general channel. */
-function channel(ctx: ServerContext, b: SelectorBody) {
+function channel(ctx: ServerContext, actor: string, b: SelectorBody) {
   const ch = b.channel;
   if (!ch) throw badRequest('channel must be early or general');
-  return bySelector(ctx, b, 'fleet.channel', { channel: ch }, (c) => ({ ...c, channel: ch }));
+  return bySelector(ctx, actor, b, 'fleet.channel', { channel: ch }, (c) => ({ ...c, channel: ch }));
 }
 
 /** The enrollment-token and device routes. */
@@ -136,6 +141,7 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
   app.post(
     '/v1/admin/enroll-tokens',
     {
+      config: { permission: 'operate' },
       schema: {
         summary: 'Create an enrollment token (single-use by default); shown once',
         tags: ['fleet'],
@@ -148,6 +154,7 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
         db,
         { uses: b.uses, expiresInS: b.expires_in_s, labels: b.labels },
         ctx.clock(),
+        callerOf(req).actor,
       );
       reply.code(201);
       return created;
@@ -156,16 +163,22 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
 
   app.post(
     '/v1/admin/enroll-tokens/:id/revoke',
-    { schema: { summary: 'Revoke an enrollment token', tags: ['fleet'], params: PathId } },
+    {
+      config: { permission: 'operate' },
+      schema: { summary: 'Revoke an enrollment token', tags: ['fleet'], params: PathId },
+    },
     async (req) => {
-      await revokeEnrollToken(db, req.params.id);
+      await revokeEnrollToken(db, req.params.id, ctx.clock(), callerOf(req).actor);
       return { id: req.params.id, revoked: true };
     },
   );
 
   app.get(
     '/v1/admin/devices',
-    { schema: { summary: 'List devices with their components', tags: ['fleet'] } },
+    {
+      config: { permission: 'read' },
+      schema: { summary: 'List devices with their components', tags: ['fleet'] },
+    },
     async () => {
       const list = (await listDevices(db)).map(summary);
       ctx.metrics.devices.set(list.length);
@@ -175,13 +188,17 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
 
   app.get(
     '/v1/admin/devices/:id',
-    { schema: { summary: 'One device by id or name', tags: ['fleet'], params: PathId } },
+    {
+      config: { permission: 'read' },
+      schema: { summary: 'One device by id or name', tags: ['fleet'], params: PathId },
+    },
     async (req) => summary(await deviceOr404(ctx, req.params.id)),
   );
 
   app.post(
     '/v1/admin/devices/:id/retire',
     {
+      config: { permission: 'admin' },
       schema: {
         summary: 'Retire a device: its token is revoked, it leaves every rollout, its history stays',
         tags: ['fleet'],
@@ -191,7 +208,14 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
     },
     async (req) => {
       const { device } = await deviceOr404(ctx, req.params.id);
-      const { leftRollouts } = await retireDevice(db, device, req.body?.reason, ctx.clock(), ctx.wake.bus);
+      const { leftRollouts } = await retireDevice(
+        db,
+        device,
+        req.body?.reason,
+        ctx.clock(),
+        ctx.wake.bus,
+        callerOf(req).actor,
+      );
       return { id: device.id, name: device.name, retired: true, left_rollouts: leftRollouts };
     },
   );
@@ -203,25 +227,31 @@ function controlRoutes(base: FastifyInstance, ctx: ServerContext): void {
   const route = (
     path: string,
     summary: string,
-    handle: (b: SelectorBody) => Promise<{ devices: string[] }>,
+    handle: (actor: string, b: SelectorBody) => Promise<{ devices: string[] }>,
   ) =>
-    app.post(path, { schema: { summary, tags: ['fleet'], body: SelectorBody } }, async (req) =>
-      handle(req.body),
+    app.post(
+      path,
+      { config: { permission: 'operate' }, schema: { summary, tags: ['fleet'], body: SelectorBody } },
+      async (req: FastifyRequest<{ Body: SelectorBody }>) => handle(callerOf(req).actor, req.body),
     );
-  route('/v1/admin/fleet/hold', 'Hold devices: no rollout offers them anything', (b) =>
-    bySelector(ctx, b, 'fleet.hold', { reason: b.reason }, (c) => ({ ...c, held: true })),
+  route('/v1/admin/fleet/hold', 'Hold devices: no rollout offers them anything', (actor, b) =>
+    bySelector(ctx, actor, b, 'fleet.hold', { reason: b.reason }, (c) => ({ ...c, held: true })),
   );
-  route('/v1/admin/fleet/unhold', 'Release a hold', (b) =>
-    bySelector(ctx, b, 'fleet.unhold', { reason: b.reason }, (c) => ({ ...c, held: false })),
+  route('/v1/admin/fleet/unhold', 'Release a hold', (actor, b) =>
+    bySelector(ctx, actor, b, 'fleet.unhold', { reason: b.reason }, (c) => ({ ...c, held: false })),
   );
-  route('/v1/admin/fleet/pin', 'Pin devices to NAME@V (wins over rollouts)', (b) => pin(ctx, b));
-  route('/v1/admin/fleet/unpin', 'Remove a pin for a component', (b) => unpin(ctx, b));
+  route('/v1/admin/fleet/pin', 'Pin devices to NAME@V (wins over rollouts)', (actor, b) =>
+    pin(ctx, actor, b),
+  );
+  route('/v1/admin/fleet/unpin', 'Remove a pin for a component', (actor, b) => unpin(ctx, actor, b));
   route(
     '/v1/admin/fleet/defer',
     'Defer devices: nothing is offered before `until` (ms since epoch; null clears it)',
-    (b) => defer(ctx, b),
+    (actor, b) => defer(ctx, actor, b),
   );
-  route('/v1/admin/fleet/channel', 'Put devices on the early or the general channel', (b) => channel(ctx, b));
+  route('/v1/admin/fleet/channel', 'Put devices on the early or the general channel', (actor, b) =>
+    channel(ctx, actor, b),
+  );
 }
 
 /** The audit log routes. */
@@ -231,18 +261,21 @@ function auditRoutes(base: FastifyInstance, ctx: ServerContext): void {
   app.get(
     '/v1/admin/audit',
     {
+      config: { permission: 'read' },
       schema: {
-        summary: 'The newest audit log entries (at most 1000), oldest first',
+        summary:
+          'The newest audit log entries (at most 1000), oldest first; `actor` NAME matches NAME and NAME/<token>',
         tags: ['audit'],
         querystring: AuditQuery,
       },
     },
-    async (req) => listAudit(db, { limit: req.query.limit, subject: req.query.subject }),
+    async (req) =>
+      listAudit(db, { limit: req.query.limit, subject: req.query.subject, actor: req.query.actor }),
   );
 
   app.get(
     '/v1/admin/audit/verify',
-    { schema: { summary: 'Verify the audit hash chain', tags: ['audit'] } },
+    { config: { permission: 'read' }, schema: { summary: 'Verify the audit hash chain', tags: ['audit'] } },
     async () => {
       const res = await verifyAudit(db);
       return { ...res, ok: res.brokenAt === null };

@@ -24,6 +24,7 @@ export function adminHistoryRoutes(app: FastifyInstance, ctx: ServerContext): vo
     req: FastifyRequest<{ Params: { id: string }; Querystring: Paging }>,
   ): Promise<DeviceHistoryPage> => deviceHistory(db, req.params.id, paging(req.query));
 
-  app.get('/v1/admin/rollouts/:id/devices', { schema: rolloutDevicesSchema }, ofRollout);
-  app.get('/v1/admin/devices/:id/history', { schema: deviceHistorySchema }, ofDevice);
+  const read = { permission: 'read' } as const;
+  app.get('/v1/admin/rollouts/:id/devices', { config: read, schema: rolloutDevicesSchema }, ofRollout);
+  app.get('/v1/admin/devices/:id/history', { config: read, schema: deviceHistorySchema }, ofDevice);
 }

@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { MAX_ARTIFACTS, NAME_RE } from '../../protocol/names.ts';
 import type { ServerContext } from '../context.ts';
 import { badRequest, unsupportedMedia } from '../errors.ts';
+import { callerOf } from '../operator-request.ts';
 import { approveRelease, importRelease, type ReleaseArtifact, releaseViews } from '../services/releases.ts';
 
 export { parseRef } from '../services/release-ref.ts';
@@ -49,6 +50,11 @@ interface ReleaseBody {
   provenance?: Record<string, unknown>;
 }
 
+/** Who is calling, as the audit log names it (the operator, and its token when named). */
+export function actorOf(req: FastifyRequest): string {
+  return callerOf(req).actor;
+}
+
 /** Registers the blob and release routes (inside the admin plugin). */
 export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { db } = ctx.store;
@@ -68,14 +74,14 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
   /** POST /v1/admin/releases: register an immutable release (201). */
   const register = async (req: FastifyRequest<{ Body: ReleaseBody }>, reply: FastifyReply) => {
     const { component, version } = req.body;
-    await importRelease(db, ctx.blobs, req.body, ctx.clock());
+    await importRelease(db, ctx.blobs, req.body, ctx.clock(), actorOf(req));
     reply.code(201);
     return { component, version };
   };
 
   /** POST /v1/admin/releases/:ref/approve: approve and sign. */
   const approve = (req: FastifyRequest<{ Params: { ref: string } }>) =>
-    approveRelease(db, ctx.dataDir, req.params.ref, ctx.clock());
+    approveRelease(db, ctx.dataDir, req.params.ref, ctx.clock(), actorOf(req), ctx.governance);
 
   // Raw bodies only for the blob upload: a raw stream handed to a JSON route would be "validated" (and mangled)
   // as if it were an object.
@@ -87,6 +93,7 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
     '/v1/admin/blobs',
     {
       bodyLimit: 16 * 1024 ** 3,
+      config: { permission: 'operate' },
       schema: { summary: 'Upload one blob (raw body); returns its sha256 and length', tags: ['releases'] },
     },
     uploadBlob,
@@ -94,6 +101,7 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
   app.post<{ Body: ReleaseBody }>(
     '/v1/admin/releases',
     {
+      config: { permission: 'operate' },
       schema: {
         summary: 'Register an immutable release from uploaded blobs',
         tags: ['releases'],
@@ -102,12 +110,26 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
     },
     register,
   );
-  app.get('/v1/admin/releases', { schema: { summary: 'List releases', tags: ['releases'] } }, () =>
-    releaseViews(db),
+  app.get(
+    '/v1/admin/releases',
+    {
+      config: { permission: 'read' },
+      schema: {
+        summary: 'List releases (with who imported each, and what awaits whose approval)',
+        tags: ['releases'],
+      },
+    },
+    () => releaseViews(db, ctx.governance),
   );
   app.post<{ Params: { ref: string } }>(
     '/v1/admin/releases/:ref/approve',
-    { schema: { summary: 'Approve a release for rollout (organisation sign-off)', tags: ['releases'] } },
+    {
+      config: { permission: 'approve' },
+      schema: {
+        summary: 'Approve a release for rollout (organisation sign-off; not by its importer: four eyes)',
+        tags: ['releases'],
+      },
+    },
     approve,
   );
 }

@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import type { Channel } from '../db/rollouts.ts';
+import type { Permission } from '../roles.ts';
 import { applyPlan, plansWithTimes } from '../services/plans.ts';
 import { type RolloutView, rolloutView, rolloutViews } from '../services/rollout-view.ts';
 import {
@@ -11,6 +12,7 @@ import {
   steerRollout,
   stopAll,
 } from '../services/rollouts.ts';
+import { actorOf } from './admin-releases.ts';
 
 export type { RolloutView, WaveCounts } from '../services/rollout-view.ts';
 
@@ -28,6 +30,8 @@ const planBody = {
     source: { type: 'string', maxLength: 200_000 },
     file: { type: 'string', maxLength: 500 },
     allow_wide: { type: 'boolean' },
+    // Required with allow_wide (400 without), recorded in the audit entry.
+    reason: { type: 'string', maxLength: 1000 },
   },
 } as const;
 
@@ -42,6 +46,7 @@ const startBody = {
     channel: { type: 'string', enum: ['early', 'general'] },
     supersede: { type: 'boolean' },
     force: { type: 'boolean' },
+    // Required with emergency, force or allow_wide (400 without), recorded in the audit entry.
     reason: { type: 'string', maxLength: 1000 },
     allow_wide: { type: 'boolean' },
     dry_run: { type: 'boolean' },
@@ -59,6 +64,7 @@ interface PlanBody {
   source: string;
   file?: string;
   allow_wide?: boolean;
+  reason?: string;
 }
 interface StartBody {
   release: string;
@@ -75,6 +81,9 @@ type IdRequest = FastifyRequest<{ Params: { id: number } }>;
 
 const ACTIONS: readonly RolloutAction[] = ['pause', 'resume', 'abort', 'approve', 'rollback', 'retry'];
 
+/** Approving a wave is an approver's act; every other action on a rollout is an operator's. */
+const permissionOf = (action: RolloutAction): Permission => (action === 'approve' ? 'approve' : 'operate');
+
 /** Registers the plan and rollout routes (inside the admin plugin). */
 export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): void {
   const { db } = ctx.store;
@@ -83,8 +92,14 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
   const putPlan = async (req: FastifyRequest<{ Body: PlanBody }>) =>
     applyPlan(
       db,
-      { source: req.body.source, file: req.body.file, allowWide: req.body.allow_wide },
+      {
+        source: req.body.source,
+        file: req.body.file,
+        allowWide: req.body.allow_wide,
+        reason: req.body.reason,
+      },
       ctx.clock(),
+      actorOf(req),
     );
 
   /** POST /v1/admin/rollouts: start one (201 with its view), or show what it would do (dry_run). */
@@ -99,11 +114,12 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       force: b.force,
       reason: b.reason,
       allowWide: b.allow_wide,
+      actor: actorOf(req),
     };
     if (b.dry_run) return startDryRun(ctx, request);
     const id = await startRollout(ctx, request);
     reply.code(201);
-    return rolloutView(db, id);
+    return rolloutView(db, id, ctx.governance);
   };
 
   /** POST /v1/admin/rollouts/:id/<action>: steer one rollout; 409 when the action cannot apply. */
@@ -112,13 +128,14 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     async (
       req: FastifyRequest<{ Params: { id: number }; Body: { reason?: string } | null }>,
     ): Promise<RolloutView> => {
-      await steerRollout(ctx, req.params.id, action, { reason: req.body?.reason });
-      return rolloutView(db, req.params.id);
+      await steerRollout(ctx, req.params.id, action, { reason: req.body?.reason, actor: actorOf(req) });
+      return rolloutView(db, req.params.id, ctx.governance);
     };
 
   app.post<{ Body: PlanBody }>(
     '/v1/admin/plans',
     {
+      config: { permission: 'operate' },
       schema: {
         summary: 'Create or replace a plan from YAML (validated; errors name line and field)',
         tags: ['plans'],
@@ -127,12 +144,15 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     },
     putPlan,
   );
-  app.get('/v1/admin/plans', { schema: { summary: 'List plans', tags: ['plans'] } }, () =>
-    plansWithTimes(db),
+  app.get(
+    '/v1/admin/plans',
+    { config: { permission: 'read' }, schema: { summary: 'List plans', tags: ['plans'] } },
+    () => plansWithTimes(db),
   );
   app.post<{ Body: StartBody }>(
     '/v1/admin/rollouts',
     {
+      config: { permission: 'operate' },
       schema: {
         summary: 'Start a rollout of an approved release through a plan',
         tags: ['rollouts'],
@@ -141,18 +161,28 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     },
     start,
   );
-  app.get('/v1/admin/rollouts', { schema: { summary: 'List rollouts', tags: ['rollouts'] } }, () =>
-    rolloutViews(db),
+  app.get(
+    '/v1/admin/rollouts',
+    { config: { permission: 'read' }, schema: { summary: 'List rollouts', tags: ['rollouts'] } },
+    () => rolloutViews(db, ctx.governance),
   );
   app.get(
     '/v1/admin/rollouts/:id',
-    { schema: { summary: 'One rollout with per-wave counts', tags: ['rollouts'], params: idParams } },
-    (req: IdRequest) => rolloutView(db, req.params.id),
+    {
+      config: { permission: 'read' },
+      schema: {
+        summary: 'One rollout with per-wave counts, its starter and what awaits whose approval',
+        tags: ['rollouts'],
+        params: idParams,
+      },
+    },
+    (req: IdRequest) => rolloutView(db, req.params.id, ctx.governance),
   );
   for (const action of ACTIONS) {
     app.post<{ Params: { id: number }; Body: { reason?: string } | null }>(
       `/v1/admin/rollouts/:id/${action}`,
       {
+        config: { permission: permissionOf(action) },
         schema: {
           summary: `${action[0].toUpperCase()}${action.slice(1)} a rollout`,
           tags: ['rollouts'],
@@ -163,9 +193,16 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       steer(action),
     );
   }
-  app.post(
+  app.post<{ Body: { reason?: string } | null }>(
     '/v1/admin/rollouts/stop-all',
-    { schema: { summary: 'Kill switch: pause every active rollout', tags: ['rollouts'] } },
-    async () => ({ paused: await stopAll(ctx) }),
+    {
+      config: { permission: 'operate' },
+      schema: {
+        summary: 'Kill switch: pause every active rollout (a reason is required, audited)',
+        tags: ['rollouts'],
+        body: reasonBody,
+      },
+    },
+    async (req) => ({ paused: await stopAll(ctx, { actor: actorOf(req), reason: req.body?.reason }) }),
   );
 }

@@ -8,6 +8,7 @@ import { TufRepository } from '../../trust/signer/tuf-repository.ts';
 import { readVendorFile, VENDOR_FILE, VENDOR_NAME } from '../../trust/signer/vendor-store.ts';
 import type { ServerContext } from '../context.ts';
 import { notFound } from '../errors.ts';
+import { callerOf } from '../operator-request.ts';
 import { signApprovedReleases } from '../services/releases.ts';
 import { storeVendorTuf } from '../services/vendor-tuf.ts';
 
@@ -173,6 +174,7 @@ export function vendorTufAdminRoutes(app: FastifyInstance, ctx: ServerContext): 
         release,
       },
       ctx.clock(),
+      callerOf(req).actor,
     );
   };
 
@@ -181,6 +183,7 @@ export function vendorTufAdminRoutes(app: FastifyInstance, ctx: ServerContext): 
     {
       // A vendor's metadata set can be several files of megabytes (its own limit: 8 MB of base64 per file).
       bodyLimit: 64 * 1024 * 1024,
+      config: { permission: 'admin' },
       schema: {
         summary:
           "Verify and store a vendor's TUF metadata set (base64 file contents by name) against the vendor root pinned on this server; the newest timestamp wins",

@@ -36,6 +36,7 @@ export async function createEnrollToken(
   db: Db,
   req: { uses?: number | null; expiresInS?: number; labels?: Labels },
   now: number,
+  actor: string,
 ): Promise<NewEnrollToken> {
   const token = newToken('enr');
   const id = `enr-${randomUUID().slice(0, 8)}`;
@@ -51,7 +52,7 @@ export async function createEnrollToken(
     });
     await appendAudit(tx, {
       at: now,
-      actor: 'admin',
+      actor,
       action: 'enroll-token.created',
       subject: `enroll-token/${id}`,
       detail: { uses },
@@ -60,9 +61,12 @@ export async function createEnrollToken(
   return { id, token, uses };
 }
 
-/** Revokes an enrollment token (404 when there is none). */
-export async function revokeEnrollToken(db: Db, id: string): Promise<void> {
-  if (!(await revokeToken(db, id))) throw notFound(`no enrollment token ${id}`);
+/** Revokes an enrollment token (404 when there is none), audited. */
+export async function revokeEnrollToken(db: Db, id: string, now: number, actor: string): Promise<void> {
+  await db.transaction().execute(async (tx) => {
+    if (!(await revokeToken(tx, id))) throw notFound(`no enrollment token ${id}`);
+    await appendAudit(tx, { at: now, actor, action: 'enroll-token.revoked', subject: `enroll-token/${id}` });
+  });
 }
 
 /** A live device with its components. */
@@ -99,13 +103,17 @@ export async function findDevice(db: Db, key: string): Promise<DeviceWithCompone
   return { device, components: (await componentRows(db, [device.id])).map(toDeviceComponent) };
 }
 
-/** Retires a device: its token stops working, it leaves every rollout, its history stays. */
+/**
+ * Retires a device: its token stops working, it leaves every rollout, its history stays. `actor` is the operator
+ * (routes always pass it; an in-process caller without one is the server itself).
+ */
 export async function retireDevice(
   db: Db,
   device: Device,
   reason: string | undefined,
   now: number,
   wake?: WakeBus,
+  actor = 'server',
 ): Promise<{ leftRollouts: number }> {
   const out = await db.transaction().execute(async (tx) => {
     await retireDeviceRow(tx, device.id, `retired:${device.id}:${randomUUID()}`, now);
@@ -116,7 +124,7 @@ export async function retireDevice(
     await markRolloutsDirty(tx, ACTIVE);
     await appendAudit(tx, {
       at: now,
-      actor: 'admin',
+      actor,
       action: 'device.retired',
       subject: `device/${device.id}`,
       detail: { name: device.name, reason },
@@ -138,6 +146,8 @@ export function selectorOrRefuse(source: string): Selector {
 
 /** A change of the controls of every device a selector matches, and how to audit it. */
 export interface ControlChange {
+  /** Who asks (the audit log's actor). */
+  actor: string;
   selector: string;
   /** A selector that matches nothing is almost always a typo: refused unless this is set. */
   allowEmpty?: boolean;
@@ -172,7 +182,7 @@ export async function changeControls(
       throw new HttpError(404, `selector "${c.selector}" matches no device (allow_empty to accept)`);
     await appendAudit(tx, {
       at: now,
-      actor: 'admin',
+      actor: c.actor,
       action: c.action,
       subject: `selector/${c.selector}`,
       detail: { ...c.detail, devices: hit.length },

@@ -7,12 +7,15 @@ import { listPlans, type StoredPlan, savePlan } from '../db/plans.ts';
 import type { Channel } from '../db/rollouts.ts';
 import { badRequest, conflict } from '../errors.ts';
 import { liveFleetLabels } from './rollout-fleet.ts';
+import { reasonRefusal } from './rollout-rules.ts';
 
 /** What a plan is applied with. */
 export interface PlanInput {
   source: string;
   file?: string;
   allowWide?: boolean;
+  /** Why: required with `allowWide` (recorded in the audit entry). */
+  reason?: string;
 }
 
 /**
@@ -29,8 +32,14 @@ export async function refuseWide(
   if (a.problems.length) throw conflict(a.problems.join('; '));
 }
 
-/** Validates a plan's YAML (400 naming line and field), checks it and stores it, audited, in one transaction. */
+/**
+ * Validates a plan's YAML (400 naming line and field), checks it and stores it, audited, in one transaction.
+ * `allowWide` needs a reason (400 without one).
+ */
 export async function applyPlan(db: Db, input: PlanInput, now: number, actor = 'admin'): Promise<Plan> {
+  const allowWide = input.allowWide === true;
+  const noReason = allowWide ? reasonRefusal('allow-wide', input.reason) : null;
+  if (noReason) throw badRequest(noReason);
   let plan: Plan;
   try {
     plan = parsePlan(input.source, input.file ?? 'plan.yaml');
@@ -38,7 +47,6 @@ export async function applyPlan(db: Db, input: PlanInput, now: number, actor = '
     if (e instanceof PlanError) throw badRequest(e.message);
     throw e;
   }
-  const allowWide = input.allowWide === true;
   await db.transaction().execute(async (tx) => {
     await refuseWide(tx, plan, null, allowWide);
     await savePlan(tx, plan, input.source, now);
@@ -47,7 +55,7 @@ export async function applyPlan(db: Db, input: PlanInput, now: number, actor = '
       actor,
       action: 'plan.applied',
       subject: `plan/${plan.name}`,
-      detail: { ...plan, allow_wide: allowWide },
+      detail: { ...plan, allow_wide: allowWide, ...(input.reason ? { reason: input.reason } : {}) },
     });
   });
   return plan;

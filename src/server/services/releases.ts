@@ -7,6 +7,7 @@ import {
   TufRepository,
   withRepositoryLock,
 } from '../../trust/signer/tuf-repository.ts';
+import type { Governance } from '../config.ts';
 import { appendAudit } from '../db/audit.ts';
 import type { Db } from '../db/database.ts';
 import {
@@ -21,6 +22,7 @@ import {
 } from '../db/releases.ts';
 import { badRequest, conflict, notFound } from '../errors.ts';
 import { parseRef } from './release-ref.ts';
+import { type AwaitingApproval, releaseAwaiting, releaseFourEyesRefusal } from './rollout-rules.ts';
 
 export type { ReleaseArtifact };
 
@@ -34,6 +36,10 @@ export interface ReleaseView {
   approved: boolean;
   approved_at: number | null;
   approved_by: string | null;
+  /** Who imported it (null: imported before four eyes, or from a bundle). */
+  imported_by: string | null;
+  /** While unapproved: what waits and who may not approve it (four eyes); null once approved. */
+  awaiting_approval: AwaitingApproval | null;
   provenance: Record<string, unknown>;
 }
 
@@ -43,8 +49,8 @@ export interface BlobIndex {
   size(sha256: string): number;
 }
 
-/** Maps a release to its admin view. */
-export function releaseView(r: Release): ReleaseView {
+/** Maps a release to its admin view (`fourEyes`: the server-wide rule, which `awaiting_approval` reflects). */
+export function releaseView(r: Release, fourEyes = true): ReleaseView {
   return {
     component: r.component,
     version: r.version,
@@ -53,13 +59,19 @@ export function releaseView(r: Release): ReleaseView {
     approved: r.approvedAt !== null,
     approved_at: r.approvedAt,
     approved_by: r.approvedBy,
+    imported_by: r.importedBy,
+    awaiting_approval: releaseAwaiting(
+      { ref: `${r.component}@${r.version}`, approvedAt: r.approvedAt, importedBy: r.importedBy },
+      fourEyes,
+    ),
     provenance: r.provenance,
   };
 }
 
 /** Every release's view, oldest first. */
-export async function releaseViews(db: Db): Promise<ReleaseView[]> {
-  return (await listReleases(db)).map(releaseView);
+export async function releaseViews(db: Db, governance?: Governance): Promise<ReleaseView[]> {
+  const fourEyes = governance?.fourEyes ?? true;
+  return (await listReleases(db)).map((r) => releaseView(r, fourEyes));
 }
 
 /**
@@ -84,7 +96,8 @@ export function sameArtifacts(a: ReleaseArtifact[], b: ReleaseArtifact[]): boole
 
 /**
  * Registers an immutable release from uploaded blobs (400 for a bad name or a missing or short blob, 409 when it
- * exists), audited, in one transaction.
+ * exists), audited, in one transaction. `actor` is recorded as its importer (four eyes); without one (offline
+ * callers) nobody is, and the audit names `admin` as before.
  */
 export async function importRelease(
   db: Db,
@@ -96,7 +109,7 @@ export async function importRelease(
     provenance?: Record<string, unknown>;
   },
   now: number,
-  actor = 'admin',
+  actor?: string,
 ): Promise<void> {
   const artifacts = canonicalArtifacts(req.artifacts);
   // The same rules every agent applies to an offer: a release the server accepts is one devices accept.
@@ -117,10 +130,11 @@ export async function importRelease(
       artifacts,
       provenance,
       createdAt: now,
+      importedBy: actor ?? null,
     });
     await appendAudit(tx, {
       at: now,
-      actor,
+      actor: actor ?? 'admin',
       action: 'release.imported',
       subject: `release/${req.component}@${req.version}`,
       detail: { artifacts, provenance },
@@ -130,14 +144,16 @@ export async function importRelease(
 
 /**
  * Approves a release (404 when missing): signed into the organisation's TUF targets inside the transaction, so
- * a signing failure undoes the approval. Approving again re-signs and changes nothing else.
+ * a signing failure undoes the approval. Approving again re-signs and changes nothing else. Four eyes (unless
+ * `governance.fourEyes` is false): its importer may not approve it (409, before anything is signed).
  */
 export async function approveRelease(
   db: Db,
   dataDir: string,
   ref: string,
   now: number,
-  actor = 'admin',
+  actor?: string,
+  governance?: Governance,
 ): Promise<{ component: string; version: string; approved: true }> {
   const { component, version } = parseRef(ref);
   // The signing lock first, then the transaction: waiting for another approval (here or on another replica)
@@ -146,12 +162,20 @@ export async function approveRelease(
     db.transaction().execute(async (tx) => {
       const rel = await findRelease(tx, component, version);
       if (!rel) throw notFound(`no release ${component}@${version}`);
+      // Checked before signing: the TUF targets are files, which a rolled-back transaction would not undo.
+      const fourEyes = releaseFourEyesRefusal({
+        ref: `${component}@${version}`,
+        importedBy: rel.approvedAt === null ? rel.importedBy : null,
+        approver: actor,
+        fourEyes: governance?.fourEyes ?? true,
+      });
+      if (fourEyes) throw conflict(fourEyes);
       const signed = await publishRelease(dataDir, { component, version, artifacts: rel.artifacts }, now);
       if (rel.approvedAt !== null) return;
-      await markReleaseApproved(tx, rel.id, now, actor);
+      await markReleaseApproved(tx, rel.id, now, actor ?? 'admin');
       await appendAudit(tx, {
         at: now,
-        actor,
+        actor: actor ?? 'admin',
         action: 'release.approved',
         subject: `release/${component}@${version}`,
         detail: signed ? { tuf_targets_version: signed.targetsVersion } : { tuf: 'unsigned (no keys)' },

@@ -6,10 +6,12 @@ import type {
   RolloutState,
   RolloutStatus,
 } from '../../engine/rollout-state.ts';
+import type { Governance } from '../config.ts';
 import { assignmentCounts } from '../db/assignments.ts';
 import type { Db } from '../db/database.ts';
 import { type Channel, findRollout, listRolloutIds } from '../db/rollouts.ts';
 import { notFound } from '../errors.ts';
+import { type AwaitingApproval, waveAwaiting } from './rollout-rules.ts';
 
 export interface RolloutView {
   id: number;
@@ -25,6 +27,10 @@ export interface RolloutView {
   state: RolloutState;
   created_at: number;
   updated_at: number;
+  /** Who started it (null: started before four eyes). */
+  started_by: string | null;
+  /** While a wave waits for approval: which, and who may not approve it (four eyes); else null. */
+  awaiting_approval: AwaitingApproval | null;
 }
 
 /**
@@ -89,8 +95,8 @@ export function waveCounts(plan: Plan, counts: AssignmentCount[]): { waves: Wave
   return { waves, exposed };
 }
 
-/** Builds the operator's view of a rollout (404 when there is none). */
-export async function rolloutView(db: Db, id: number): Promise<RolloutView> {
+/** Builds the operator's view of a rollout (404 when there is none); `governance` decides `awaiting_approval`. */
+export async function rolloutView(db: Db, id: number, governance?: Governance): Promise<RolloutView> {
   const ro = await findRollout(db, id);
   if (!ro) throw notFound(`no rollout ${id}`);
   const { waves, exposed } = waveCounts(ro.plan, await assignmentCounts(db, id));
@@ -109,10 +115,20 @@ export async function rolloutView(db: Db, id: number): Promise<RolloutView> {
     state,
     created_at: ro.createdAt,
     updated_at: ro.updatedAt,
+    started_by: ro.startedBy,
+    awaiting_approval: waveAwaiting(
+      {
+        id,
+        status: ro.status,
+        nextWave: ro.plan.waves[state.wave + 1]?.name ?? null,
+        startedBy: ro.startedBy,
+      },
+      (governance?.fourEyes ?? true) && ro.plan.fourEyes !== false,
+    ),
   };
 }
 
 /** Every rollout's view, oldest first. */
-export async function rolloutViews(db: Db): Promise<RolloutView[]> {
-  return Promise.all((await listRolloutIds(db)).map((id) => rolloutView(db, id)));
+export async function rolloutViews(db: Db, governance?: Governance): Promise<RolloutView[]> {
+  return Promise.all((await listRolloutIds(db)).map((id) => rolloutView(db, id, governance)));
 }

@@ -3,6 +3,7 @@
 // the driver's lock on steps, and is callable from routes, the CLI's offline commands and tests.
 import { type EngineEvent, eventRefusal, newRollout } from '../../engine/rollout.ts';
 import { ACTIVE } from '../../engine/rollout-state.ts';
+import type { Governance } from '../config.ts';
 import { appendAudit } from '../db/audit.ts';
 import { type Db, inTransaction, type Store } from '../db/database.ts';
 import { findPlan } from '../db/plans.ts';
@@ -15,7 +16,7 @@ import {
   rolloutIdsIn,
   rolloutsOfComponentIn,
 } from '../db/rollouts.ts';
-import { conflict, notFound } from '../errors.ts';
+import { badRequest, conflict, notFound } from '../errors.ts';
 import type { RolloutDriver, StepsWithin } from '../rollout-driver.ts';
 import { refuseWide } from './plans.ts';
 import { parseRef } from './release-ref.ts';
@@ -25,14 +26,21 @@ import {
   approvalRefusal,
   PAUSABLE,
   promotionRefusal,
+  reasonRefusal,
+  startReasonRefusal,
   supersedeReason,
+  waveFourEyesRefusal,
 } from './rollout-rules.ts';
 
-/** What rollout operations need: the store, the driver that serialises steps, and the clock. */
+/**
+ * What rollout operations need: the store, the driver that serialises steps, the clock, and the server-wide
+ * governance rules (absent: the defaults, four eyes on).
+ */
 export interface RolloutDeps {
   store: Store;
   driver: RolloutDriver;
   clock: () => number;
+  governance?: Governance;
 }
 
 /** A request to start a rollout of `release` ("NAME@VERSION") through plan `plan`. */
@@ -45,8 +53,10 @@ export interface StartRollout {
   supersede?: boolean;
   /** Pass the promotion gate without the early channel's completion (audited). */
   force?: boolean;
+  /** Why: required for an emergency start, `force` and `allowWide` (recorded in the audit entry). */
   reason?: string;
   allowWide?: boolean;
+  /** Who starts it: audited and recorded as its starter (four eyes); without one, nobody is recorded. */
   actor?: string;
 }
 
@@ -77,9 +87,11 @@ export async function startDryRun(deps: RolloutDeps, req: StartRollout): Promise
 /**
  * Starts a rollout and takes its first step; returns its id. Everything that could refuse it is checked, the
  * older rollout superseded (aborted) and the new one created in one transaction: a refusal or a crash at any
- * point leaves every rollout as it was.
+ * point leaves every rollout as it was. Emergency, force and allow-wide need a reason (400).
  */
 export async function startRollout(deps: RolloutDeps, req: StartRollout): Promise<number> {
+  const noReason = startReasonRefusal(req);
+  if (noReason) throw badRequest(noReason);
   const { store, driver } = deps;
   const actor = req.actor ?? 'admin';
   const channel = req.channel ?? null;
@@ -112,7 +124,7 @@ export async function startRollout(deps: RolloutDeps, req: StartRollout): Promis
       if (clash) throw conflict(clash);
       const newId = await insertRollout(
         tx,
-        { component, version, planName: req.plan, plan, channel, now },
+        { component, version, planName: req.plan, plan, channel, now, startedBy: req.actor ?? null },
         (rid) =>
           newRollout({
             id: String(rid),
@@ -148,7 +160,10 @@ export async function startRollout(deps: RolloutDeps, req: StartRollout): Promis
   return id;
 }
 
-/** Applies an operator action to a rollout in one transaction; 404 for an unknown one, 409 when it cannot apply. */
+/**
+ * Applies an operator action to a rollout in one transaction; 404 for an unknown one, 409 when it cannot apply
+ * (four eyes: its starter may not approve its wave, unless the plan or the server turned that off).
+ */
 export async function steerRollout(
   deps: RolloutDeps,
   id: number,
@@ -169,14 +184,33 @@ export async function steerRollout(
       // An action that cannot apply says so (409) instead of answering with an unchanged rollout.
       const refused = eventRefusal(ro.status, action);
       if (refused) throw conflict(`rollout ${id}: ${refused}`);
+      if (action === 'approve') {
+        const fourEyes = waveFourEyesRefusal({
+          id,
+          wave: ro.plan.waves[ro.state.wave + 1]?.name ?? String(ro.state.wave + 1),
+          startedBy: ro.startedBy,
+          approver: opts.actor,
+          fourEyes: (deps.governance?.fourEyes ?? true) && ro.plan.fourEyes !== false,
+        });
+        if (fourEyes) throw conflict(fourEyes);
+      }
       return deps.driver.within(tx, id, [event], actor, now);
     });
     deps.driver.announce([{ id, out }]);
   });
 }
 
-/** Kill switch: pauses every rollout the engine can pause, in one transaction; returns their ids. */
-export async function stopAll(deps: RolloutDeps, actor = 'admin'): Promise<number[]> {
+/**
+ * Kill switch: pauses every rollout the engine can pause, in one transaction, audited with its reason (400
+ * without one); returns their ids.
+ */
+export async function stopAll(
+  deps: RolloutDeps,
+  opts: { actor?: string; reason?: string } = {},
+): Promise<number[]> {
+  const noReason = reasonRefusal('stop-all', opts.reason);
+  if (noReason) throw badRequest(noReason);
+  const actor = opts.actor ?? 'admin';
   return deps.driver.exclusive(async () => {
     const now = deps.clock();
     const steps: StepsWithin = [];
@@ -193,6 +227,13 @@ export async function stopAll(deps: RolloutDeps, actor = 'admin'): Promise<numbe
             now,
           ),
         });
+      await appendAudit(tx, {
+        at: now,
+        actor,
+        action: 'rollout.stop-all',
+        subject: 'rollouts',
+        detail: { reason: opts.reason, paused: steps.map((s) => s.id) },
+      });
     });
     deps.driver.announce(steps);
     return steps.map((s) => s.id);

@@ -19,7 +19,7 @@ export async function storeVendorTuf(
   vendor: string,
   up: VendorTufUpload,
   now: number,
-  actor = 'admin',
+  actor: string,
 ): Promise<VendorStoreResult> {
   let r: VendorStoreResult;
   try {

@@ -1,4 +1,4 @@
-// Sign-in: the admin token is pasted once and kept in this tab's sessionStorage only.
+// Sign-in: an operator's token is pasted once and kept in this tab's sessionStorage only.
 import { useState } from 'react';
 
 export function LoginPage({
@@ -24,14 +24,14 @@ export function LoginPage({
         }}
       >
         <label>
-          Admin token
+          Operator token
           <input
             name="token"
             type="password"
             autoComplete="off"
             value={token}
             onChange={(e) => setToken(e.target.value)}
-            placeholder="rfadm_…"
+            placeholder="rfop_…"
           />
         </label>
         <button type="submit" className="primary" disabled={busy || !token.trim()}>
@@ -44,8 +44,9 @@ export function LoginPage({
         )}
       </form>
       <p className="muted small">
-        The token is kept only in this browser tab (sessionStorage) and sent to this server with each API
-        call. It was printed once when the server first started.
+        Your operator token (from <code>ringfence operator add NAME --role …</code>, shown once; the first
+        admin's token was printed when the server first started). What you may do depends on your role. The
+        token is kept only in this browser tab (sessionStorage) and sent to this server with each API call.
       </p>
     </main>
   );

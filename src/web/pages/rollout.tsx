@@ -3,16 +3,26 @@ import { useState } from 'react';
 import { ApiError, api } from '../api.ts';
 import { percent } from '../fleet-stats.ts';
 import { usePoll } from '../poll.ts';
-import type { RolloutView } from '../types.ts';
+import { awaitingText, fourEyesBlocks, type Permission, RoleButton, useWhoami } from '../session.tsx';
+import type { Governance, RolloutView } from '../types.ts';
 import { ConfirmDialog, type ConfirmRequest, ErrorBanner, Status, time } from '../ui.tsx';
 import { RolloutDevices } from './rollout-devices.tsx';
 
 type Action = 'pause' | 'resume' | 'approve' | 'abort' | 'rollback';
 
+/** The permission each button needs (the server's mapping) and how its tooltip says it. */
+const NEEDS: Record<Action, [Permission, string]> = {
+  pause: ['operate', 'pause rollouts'],
+  resume: ['operate', 'resume rollouts'],
+  approve: ['approve', 'approve waves'],
+  abort: ['operate', 'abort rollouts'],
+  rollback: ['operate', 'roll back rollouts'],
+};
+
 const FINISHED = new Set(['completed', 'aborted', 'rolled-back']);
 
 /** Which buttons make sense now; the server still decides (its refusal is shown as an error). */
-function allowed(r: RolloutView, a: Action): boolean {
+function allowed(r: RolloutView & Governance, a: Action): boolean {
   switch (a) {
     case 'pause':
       return ['pending', 'running', 'baking', 'awaiting-approval'].includes(r.status);
@@ -28,7 +38,8 @@ function allowed(r: RolloutView, a: Action): boolean {
 }
 
 export function RolloutPage({ id }: { id: number }) {
-  const p = usePoll(() => api<RolloutView>('GET', `/v1/admin/rollouts/${id}`), `rollout-${id}`);
+  const p = usePoll(() => api<RolloutView & Governance>('GET', `/v1/admin/rollouts/${id}`), `rollout-${id}`);
+  const who = useWhoami();
   const [actionError, setActionError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [confirm, setConfirm] = useState<ConfirmRequest | null>(null);
@@ -112,39 +123,53 @@ export function RolloutPage({ id }: { id: number }) {
                 <dd>{time(r.state.bakeUntil)}</dd>
               </>
             )}
+            {r.awaiting_approval && (
+              <>
+                <dt>awaiting approval</dt>
+                <dd id="rollout-awaiting">
+                  {r.awaiting_approval.what}: <strong>{awaitingText(r.awaiting_approval)}</strong>
+                </dd>
+              </>
+            )}
             <dt>reason</dt>
             <dd id="rollout-reason">{r.state.reason ?? '—'}</dd>
             <dt>started</dt>
-            <dd>{time(r.created_at)}</dd>
+            <dd>
+              {time(r.created_at)}
+              {r.started_by ? ` by ${r.started_by}` : ''}
+            </dd>
             <dt>updated</dt>
             <dd>{time(r.updated_at)}</dd>
           </dl>
           <div className="actions">
             {(['pause', 'resume', 'approve'] as const).map((a) => (
-              <button
+              <RoleButton
                 key={a}
-                type="button"
                 id={`btn-${a}`}
+                need={NEEDS[a][0]}
+                what={NEEDS[a][1]}
+                blocked={a === 'approve' ? fourEyesBlocks(who, r.awaiting_approval) : null}
                 disabled={busy || !allowed(r, a)}
                 onClick={() => click(a)}
               >
                 {a[0].toUpperCase() + a.slice(1)}
-              </button>
+              </RoleButton>
             ))}
             {(['abort', 'rollback'] as const).map((a) => (
-              <button
+              <RoleButton
                 key={a}
-                type="button"
                 id={`btn-${a}`}
+                need={NEEDS[a][0]}
+                what={NEEDS[a][1]}
                 className="danger"
                 disabled={busy || !allowed(r, a)}
                 onClick={() => click(a)}
               >
                 {a === 'abort' ? 'Abort' : 'Roll back'}
-              </button>
+              </RoleButton>
             ))}
           </div>
-          <ErrorBanner error={actionError} />
+          <ErrorBanner error={actionError} id="action-error" />
           <h2>Waves</h2>
           <table id="waves">
             <thead>

@@ -1,13 +1,14 @@
-// Rollouts: every rollout, newest first, and the releases they can be made of.
+// Rollouts: every rollout, newest first, and the releases they can be made of (with what awaits whose approval).
 import { api } from '../api.ts';
 import { usePoll } from '../poll.ts';
-import type { ReleaseView, RolloutView } from '../types.ts';
+import { awaitingText } from '../session.tsx';
+import type { Governance, RolloutView } from '../types.ts';
 import { ErrorBanner, Status, time } from '../ui.tsx';
+import { Releases } from './releases.tsx';
 import { StopAll } from './stop-all.tsx';
 
 export function RolloutsPage() {
-  const p = usePoll(() => api<RolloutView[]>('GET', '/v1/admin/rollouts'), 'rollouts');
-  const rel = usePoll(() => api<ReleaseView[]>('GET', '/v1/admin/releases'), 'releases', 10_000);
+  const p = usePoll(() => api<(RolloutView & Governance)[]>('GET', '/v1/admin/rollouts'), 'rollouts');
   const list = p.data ? [...p.data].reverse() : null;
   return (
     <section>
@@ -53,46 +54,17 @@ export function RolloutsPage() {
                 </td>
                 <td>{r.wave === null ? '—' : `${r.wave_index + 1}/${r.waves.length} ${r.wave}`}</td>
                 <td className="num">{r.exposed}</td>
-                <td className="reason">{r.state.reason ?? ''}</td>
+                <td className="reason">
+                  {r.state.reason ?? ''}
+                  {r.awaiting_approval && <div className="awaiting">{awaitingText(r.awaiting_approval)}</div>}
+                </td>
                 <td>{time(r.updated_at)}</td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
-      <h2>Releases</h2>
-      <ErrorBanner error={rel.error} />
-      {rel.data && rel.data.length === 0 && <p className="muted">No release imported yet.</p>}
-      {rel.data && rel.data.length > 0 && (
-        <table id="releases">
-          <thead>
-            <tr>
-              <th>release</th>
-              <th className="num">artifacts</th>
-              <th>imported</th>
-              <th>approved</th>
-            </tr>
-          </thead>
-          <tbody>
-            {[...rel.data].reverse().map((r) => (
-              <tr key={`${r.component}@${r.version}`}>
-                <td>
-                  {r.component}@{r.version}
-                </td>
-                <td className="num">{r.artifacts.length}</td>
-                <td>{time(r.created_at)}</td>
-                <td>
-                  {r.approved ? (
-                    `${time(r.approved_at)} by ${r.approved_by ?? '?'}`
-                  ) : (
-                    <span className="badge warn">not approved</span>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <Releases />
     </section>
   );
 }

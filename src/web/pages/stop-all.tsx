@@ -1,6 +1,7 @@
-// The kill switch: pauses every active rollout at once, after a confirmation.
+// The kill switch: pauses every active rollout at once, after a confirmation and a reason (the audit log keeps it).
 import { useState } from 'react';
 import { ApiError, api } from '../api.ts';
+import { RoleButton } from '../session.tsx';
 import { ConfirmDialog, type ConfirmRequest } from '../ui.tsx';
 
 export function StopAll({ onDone }: { onDone: () => void }) {
@@ -8,8 +9,9 @@ export function StopAll({ onDone }: { onDone: () => void }) {
   const [result, setResult] = useState<string | null>(null);
   return (
     <>
-      <button
-        type="button"
+      <RoleButton
+        need="operate"
+        what="stop all rollouts"
         className="danger"
         id="stop-all"
         onClick={() =>
@@ -17,9 +19,10 @@ export function StopAll({ onDone }: { onDone: () => void }) {
             title: 'Stop all rollouts?',
             body: 'Every active rollout is paused at once. Devices keep what they have; nothing new is offered until each rollout is resumed.',
             action: 'Pause every rollout',
-            run: async () => {
+            reason: 'required',
+            run: async (reason) => {
               try {
-                const r = await api<{ paused: number[] }>('POST', '/v1/admin/rollouts/stop-all');
+                const r = await api<{ paused: number[] }>('POST', '/v1/admin/rollouts/stop-all', { reason });
                 setResult(
                   r.paused.length ? `Paused rollouts ${r.paused.join(', ')}.` : 'No active rollout to pause.',
                 );
@@ -32,7 +35,7 @@ export function StopAll({ onDone }: { onDone: () => void }) {
         }
       >
         Stop all rollouts
-      </button>
+      </RoleButton>
       {result && (
         <span className="note" role="status">
           {result}
