@@ -206,8 +206,9 @@ describe('server configuration file', () => {
     try {
       const first = loadServerConfig(dir);
       assert.equal(first.created, true);
-      const { limits: _limits, governance: _governance, tls, ...rest } = first.config;
+      const { limits: _limits, governance: _governance, tls, oidc, ...rest } = first.config;
       assert.deepEqual(rest, { host: '127.0.0.1', port: 8080, poll_seconds: 30, database: null });
+      assert.equal(oidc, null, 'single sign-on off by default');
       assert.deepEqual(governanceOf(first.config), DEFAULT_GOVERNANCE, 'four eyes on by default');
       assert.equal(tls, null);
       assert.deepEqual(limitsOf(first.config), DEFAULT_LIMITS, 'the written file states the defaults');

@@ -145,3 +145,36 @@ describe('fleet controls', () => {
     assert.deepEqual(await checkin(ts.conn, devs[0], 'lh'), []);
   });
 });
+
+describe('a pin skips every wave: a non-admin may pin only a few devices at once', () => {
+  let ts: TestServer;
+  before(async () => {
+    ts = await startTestServer({ governance: { pinMaxDevices: 2 } });
+  });
+  after(() => ts.close());
+
+  it('an operator pinning more than governance.pin_max_devices gets 403 and nothing is pinned; an admin may', async () => {
+    const devs = await enrollDevices(ts.conn, [{ g: 'pin' }, { g: 'pin' }, { g: 'pin' }], 'pinned', '1');
+    await release(ts.conn, 'pinned', '2');
+    const op = await api<{ token: string }>(ts.conn, 'POST', '/v1/admin/operators', {
+      name: 'olga',
+      role: 'operator',
+    });
+    const olga = { ...ts.conn, token: op.token };
+    await assert.rejects(
+      api(olga, 'POST', '/v1/admin/fleet/pin', { selector: 'g=pin', release: 'pinned@2' }),
+      /403 pinning 3 devices at once needs role admin \(governance\.pin_max_devices: 2\)/,
+    );
+    for (const d of devs) {
+      const wants = await checkin(ts.conn, d, 'pinned');
+      assert.ok(!wants.some((w) => w.version === '2'), `${d.name} was not offered the pinned release`);
+    }
+    // Within the limit the operator may; an admin may pin any number.
+    await api(olga, 'POST', '/v1/admin/fleet/pin', { selector: `id=${devs[0].id}`, release: 'pinned@2' });
+    const all = await api<{ devices: string[] }>(ts.conn, 'POST', '/v1/admin/fleet/pin', {
+      selector: 'g=pin',
+      release: 'pinned@2',
+    });
+    assert.equal(all.devices.length, 3);
+  });
+});

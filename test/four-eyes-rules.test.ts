@@ -89,11 +89,17 @@ describe('four eyes switches', () => {
     try {
       const first = loadServerConfig(dir);
       assert.ok(first.created);
-      assert.deepEqual(governanceOf(first.config), { fourEyes: true });
+      assert.deepEqual(governanceOf(first.config), { fourEyes: true, pinMaxDevices: 10 });
       writeFileSync(join(dir, 'server.yaml'), 'governance:\n  four_eyes: false\n');
-      assert.deepEqual(governanceOf(loadServerConfig(dir).config), { fourEyes: false });
+      assert.deepEqual(governanceOf(loadServerConfig(dir).config), { fourEyes: false, pinMaxDevices: 10 });
+      writeFileSync(join(dir, 'server.yaml'), 'governance:\n  pin_max_devices: 50\n');
+      assert.deepEqual(governanceOf(loadServerConfig(dir).config), { fourEyes: true, pinMaxDevices: 50 });
       writeFileSync(join(dir, 'server.yaml'), 'port: 8080\n');
-      assert.deepEqual(governanceOf(loadServerConfig(dir).config), { fourEyes: true }, 'omitted: on');
+      assert.deepEqual(
+        governanceOf(loadServerConfig(dir).config),
+        { fourEyes: true, pinMaxDevices: 10 },
+        'omitted: the defaults',
+      );
       writeFileSync(join(dir, 'server.yaml'), 'governance:\n  four_eyes: "no"\n');
       assert.throws(() => loadServerConfig(dir), /server\.yaml:2: governance\.four_eyes: /);
       writeFileSync(join(dir, 'server.yaml'), 'governance:\n  four_eye: false\n');

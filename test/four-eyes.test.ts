@@ -136,6 +136,16 @@ describe('four eyes (server-wide rule on, the default)', () => {
     assert.deepEqual(approved.state.approved, [0]);
   });
 
+  it('only an admin may apply a plan with four_eyes: false (an operator gets 403, nothing stored)', async () => {
+    const olga = await addOperator(ts, 'olga', 'operator');
+    const source = OPEN.replace('name: open', 'name: olgas');
+    const why = await refusedWith(api(olga, 'POST', '/v1/admin/plans', { source }));
+    assert.match(why, /^403 plan olgas sets four_eyes: false, which needs role admin/);
+    const plans = await api<Array<{ name: string }>>(olga, 'GET', '/v1/admin/plans');
+    assert.ok(!plans.some((p) => p.name === 'olgas'), 'the plan was not stored');
+    await api(olga, 'POST', '/v1/admin/plans', { source: source.replace('four_eyes: false\n', '') });
+  });
+
   it('rows from before four eyes (no importer, no starter) are not refused', async () => {
     await importAs(alice, 'old', '1');
     await ts.srv.ctx.store.db

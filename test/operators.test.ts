@@ -238,4 +238,50 @@ describe('operators', () => {
     await ok(200, 'POST', '/v1/admin/operators/bea/revoke', admin());
     assert.equal((await call('GET', '/v1/admin/whoami', String(b.token))).status, 401);
   });
+
+  it('an admin without a working permanent token does not count: nobody can lock everybody out', async () => {
+    // A second admin whose only token is revoked, or an expiring token, is no way back in.
+    const c = await ok(201, 'POST', '/v1/admin/operators', admin(), { name: 'cleo', role: 'admin' });
+    await ok(200, 'POST', '/v1/admin/operators/cleo/tokens/default/revoke', admin());
+    const soon = await ok(201, 'POST', '/v1/admin/operators/admin/tokens', admin(), {
+      name: 'tmp',
+      expires_in_s: 60,
+    });
+    for (const [path, token] of [
+      ['/v1/admin/operators/admin/revoke', admin()],
+      ['/v1/admin/operators/admin/tokens/bootstrap/revoke', String(soon.token)],
+    ] as const) {
+      const r = await call('POST', path, token);
+      assert.equal(r.status, 409, path);
+      assert.match(String(r.body.message), /does not expire/);
+    }
+    assert.equal((await call('GET', '/v1/admin/whoami', String(c.token))).status, 401);
+    assert.equal((await ok(200, 'GET', '/v1/admin/whoami', admin())).role, 'admin');
+  });
+
+  it('a short-lived token cannot mint a longer-lived one; server token names and system names are reserved', async () => {
+    await ok(201, 'POST', '/v1/admin/operators', admin(), { name: 'dora', role: 'operator' });
+    const own = await ok(201, 'POST', '/v1/admin/operators/dora/tokens', admin(), {
+      name: 'ci',
+      expires_in_s: 60,
+    });
+    const minted = await ok(201, 'POST', '/v1/admin/operators/dora/tokens', String(own.token), {
+      name: 'forever',
+    });
+    assert.equal(minted.expires_at, own.expires_at, 'capped at the expiry of the token that asked');
+    const longer = await ok(201, 'POST', '/v1/admin/operators/dora/tokens', String(own.token), {
+      name: 'longer',
+      expires_in_s: 86_400,
+    });
+    assert.equal(longer.expires_at, own.expires_at);
+    for (const name of ['default', 'bootstrap', 'oidc']) {
+      const r = await call('POST', '/v1/admin/operators/dora/tokens', admin(), { name });
+      assert.equal(r.status, 400, name);
+    }
+    for (const name of ['engine', 'server', 'device', 'migration', 'admin']) {
+      const r = await call('POST', '/v1/admin/operators', admin(), { name, role: 'viewer' });
+      assert.equal(r.status, 400, name);
+      assert.match(String(r.body.message), /reserved/);
+    }
+  });
 });

@@ -6,7 +6,7 @@ import pino, { type Logger } from 'pino';
 import { shareRepositoryLock } from '../trust/signer/tuf-repository.ts';
 import { VERSION } from '../version.ts';
 import { BlobStore } from './blobs.ts';
-import { DEFAULT_GOVERNANCE, type Governance } from './config.ts';
+import { DEFAULT_GOVERNANCE, type Governance, type OidcOptions } from './config.ts';
 import { guardEdges, timeoutOptions } from './connections.ts';
 import type { ServerContext } from './context.ts';
 import { openStore } from './db/database.ts';
@@ -14,12 +14,14 @@ import { LOCK_KEYS, withSharedLock } from './db/locks.ts';
 import { errorAnswer } from './errors.ts';
 import { DEFAULT_LIMITS, Guards, type ServerLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
+import { RelyingParty } from './oidc/relying-party.ts';
 import { openApiDocument, type RouteDoc } from './openapi.ts';
 import { adminPlugin, assertAdminScope } from './plugins/admin.ts';
 import { devicePlugin } from './plugins/device.ts';
 import { tufPlugin } from './plugins/tuf.ts';
 import { webPlugin } from './plugins/web.ts';
 import { RolloutDriver } from './rollout-driver.ts';
+import { authOidcRoutes } from './routes/auth-oidc.ts';
 import { vendorTufAdminRoutes } from './routes/tuf.ts';
 import { AssignmentCache } from './services/assignment-cache.ts';
 import { Operators } from './services/operators.ts';
@@ -47,8 +49,10 @@ export interface ServerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Carries wake-up notifications (default: this process only). */
   wakeBus?: WakeBus;
-  /** server.yaml `governance:` (default DEFAULT_GOVERNANCE: four eyes on). */
-  governance?: Governance;
+  /** server.yaml `governance:` (what is not given: DEFAULT_GOVERNANCE, four eyes on). */
+  governance?: Partial<Governance>;
+  /** server.yaml `oidc:` (single sign-on); undefined: off. */
+  oidc?: OidcOptions;
 }
 
 export interface RunningServer {
@@ -110,7 +114,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     operators: admin.operators,
     admin: admin.operators,
     guards: new Guards(limits),
-    governance: opts.governance ?? DEFAULT_GOVERNANCE,
+    governance: { ...DEFAULT_GOVERNANCE, ...opts.governance },
     wake: { bus, hub },
   };
 
@@ -138,6 +142,8 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   await adminPlugin(app, ctx, [vendorTufAdminRoutes]);
   await tufPlugin(app, ctx);
   await webPlugin(app);
+  // How one gets an operator token: outside the admin scope, no token needed.
+  authOidcRoutes(app, ctx, opts.oidc ? new RelyingParty(opts.oidc, clock) : undefined);
 
   app.get('/healthz', { schema: { summary: 'Liveness and version', tags: ['ops'] } }, async () => ({
     ok: true,

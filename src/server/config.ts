@@ -1,11 +1,12 @@
 // The server's own configuration file, DATA/server.yaml: written with defaults on first start, read on every
 // start; command-line flags override it. Errors name the file, line and field.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseValidatedYaml } from '../config/validated-yaml.ts';
 import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.ts';
+import { ROLES, type Role } from './roles.ts';
 
 const positive = (max: number) => z.number().int().min(1).max(max);
 const d = DEFAULT_LIMITS;
@@ -38,6 +39,47 @@ const limitsSchema = z
   // prefault, not default: zod 4 returns a default as it is, while prefault parses it, so the fields get theirs.
   .prefault({});
 
+/** True for a loopback host: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+// Plain HTTP to the IdP would let anyone on the path forge its discovery and keys: only a loopback IdP (tests,
+// a local proxy) may use it, and only when said so.
+const oidcSchema = z
+  .object({
+    issuer: httpUrl,
+    client_id: z.string().min(1),
+    client_secret_file: z.string().min(1).nullable().default(null),
+    redirect_url: httpUrl.nullable().default(null),
+    role_claim: z.string().min(1).default('groups'),
+    roles: z
+      .record(z.string().min(1), z.enum(ROLES as [Role, ...Role[]]))
+      .refine((r) => Object.keys(r).length > 0, 'map at least one claim value to a role'),
+    name_claim: z.string().min(1).default('preferred_username'),
+    session_hours: z.number().int().min(1).max(168).default(8),
+    allow_insecure_http: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    const url = new URL(o.issuer);
+    if (url.protocol === 'https:') return;
+    if (!o.allow_insecure_http)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['issuer'],
+        message: 'must be https (allow_insecure_http: true is accepted for a loopback issuer only)',
+      });
+    else if (!isLoopbackHost(url.hostname))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allow_insecure_http'],
+        message: `true is accepted for a loopback issuer only (127.0.0.0/8, ::1, localhost), not ${url.hostname}`,
+      });
+  });
+
 const schema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
@@ -55,9 +97,13 @@ const schema = z
       .default(null),
     limits: limitsSchema,
     governance: z
-      .object({ four_eyes: z.boolean().default(true) })
+      .object({
+        four_eyes: z.boolean().default(true),
+        pin_max_devices: z.number().int().min(0).max(100_000_000).default(10),
+      })
       .strict()
-      .default({ four_eyes: true }),
+      .prefault({}),
+    oidc: oidcSchema.nullable().default(null),
   })
   .strict();
 
@@ -67,9 +113,34 @@ export type ServerConfig = z.infer<typeof schema>;
 export interface Governance {
   /** Nobody approves what they imported or started themselves (plans may turn the rollout rule off). */
   fourEyes: boolean;
+  /**
+   * A pin reaches its devices at once, past every wave and approval: pinning more devices than this takes role
+   * admin.
+   */
+  pinMaxDevices: number;
 }
 
-export const DEFAULT_GOVERNANCE: Governance = { fourEyes: true };
+export const DEFAULT_GOVERNANCE: Governance = { fourEyes: true, pinMaxDevices: 10 };
+
+/** Single sign-on with OpenID Connect (server.yaml `oidc:`), as the server takes it. */
+export interface OidcOptions {
+  issuer: string;
+  clientId: string;
+  /** Set: a confidential client (client_secret_basic) for the dashboard's code flow. */
+  clientSecret?: string;
+  /** The server's /v1/auth/oidc/callback as the browser reaches it; unset: no dashboard login. */
+  redirectUrl?: string;
+  /** The claim with the role information (a string or an array of strings). */
+  roleClaim: string;
+  /** Claim value → role; when several match, the most powerful wins. */
+  roles: Record<string, Role>;
+  /** The claim that names the operator. */
+  nameClaim: string;
+  /** Lifetime of the Ringfence token a login yields. */
+  sessionHours: number;
+  /** Plain HTTP to the IdP (the config accepts it for a loopback issuer only). */
+  allowInsecureHttp: boolean;
+}
 
 const TEMPLATE = `# Ringfence server configuration, created on first start. Command-line flags override these values.
 # Address and port to listen on.
@@ -114,9 +185,27 @@ limits:
   step_cache_assignments: ${d.stepCacheAssignments}
 # Who may approve what (docs/security.md). four_eyes: a release cannot be approved by the operator who imported
 # it, nor an approval wave by the operator who started the rollout (a plan may turn the second off with
-# four_eyes: false).
+# four_eyes: false). pin_max_devices: a pin skips every wave and approval, so pinning more devices than this at
+# once takes role admin.
 governance:
   four_eyes: true
+  pin_max_devices: 10
+# Single sign-on with OpenID Connect for the dashboard and \`ringfence login --sso\` (docs/security.md, "Single
+# sign-on"). null: off. Operators signing in are created (source oidc) with the role their claims map to.
+oidc: null
+#   issuer: https://idp.example.com        # discovery: ISSUER/.well-known/openid-configuration
+#   client_id: ringfence
+#   client_secret_file: oidc-secret        # optional: a confidential client (relative: this folder)
+#   redirect_url: https://ringfence.example.com/v1/auth/oidc/callback   # required for the dashboard login
+#   role_claim: groups                     # a string or an array of strings
+#   roles:                                 # claim value: role; when several match, the most powerful wins
+#     ringfence-admins: admin
+#     ringfence-approvers: approver
+#     ringfence-operators: operator
+#     ringfence-viewers: viewer
+#   name_claim: preferred_username         # must be a valid operator name, else the login is refused
+#   session_hours: 8                       # lifetime of the token a login yields (1..168)
+#   allow_insecure_http: false             # true only for a loopback issuer (tests)
 `;
 
 /** Reads DATA/server.yaml, creating it with defaults on first start. */
@@ -163,5 +252,37 @@ export function limitsOf(c: ServerConfig): ServerLimits {
 
 /** The configured governance rules in the server's own terms. */
 export function governanceOf(c: ServerConfig): Governance {
-  return { fourEyes: c.governance.four_eyes };
+  return { fourEyes: c.governance.four_eyes, pinMaxDevices: c.governance.pin_max_devices };
+}
+
+/**
+ * The configured single sign-on in the server's own terms, or undefined when off. Reads the client secret file
+ * (relative paths are taken from `dataDir`, like the TLS files); an unreadable or empty one is an error.
+ */
+export function oidcOf(c: ServerConfig, dataDir = '.'): OidcOptions | undefined {
+  const o = c.oidc;
+  if (!o) return undefined;
+  let clientSecret: string | undefined;
+  if (o.client_secret_file) {
+    const file = resolve(dataDir, o.client_secret_file);
+    try {
+      clientSecret = readFileSync(file, 'utf8').trim();
+    } catch (e) {
+      throw new Error(
+        `oidc.client_secret_file: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`,
+      );
+    }
+    if (!clientSecret) throw new Error(`oidc.client_secret_file: ${file} is empty`);
+  }
+  return {
+    issuer: o.issuer, // exactly as configured: it must equal the ID tokens' `iss`
+    clientId: o.client_id,
+    clientSecret,
+    redirectUrl: o.redirect_url ?? undefined,
+    roleClaim: o.role_claim,
+    roles: o.roles,
+    nameClaim: o.name_claim,
+    sessionHours: o.session_hours,
+    allowInsecureHttp: o.allow_insecure_http,
+  };
 }

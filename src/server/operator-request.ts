@@ -13,6 +13,10 @@ export interface RequestOperator {
   token: string;
   /** What the audit log records: `name`, or `name/token` for a named API token. */
   actor: string;
+  /** The row of the token used (several `oidc` session tokens share a name). */
+  tokenId: string;
+  /** When the token used expires (null: never). */
+  expiresAt: number | null;
 }
 
 declare module 'fastify' {

@@ -24,6 +24,69 @@ export function forgetToken(): void {
   sessionStorage.removeItem(KEY);
 }
 
+/** What GET /v1/auth/oidc says about single sign-on on this server. */
+export interface SsoInfo {
+  enabled: boolean;
+  issuer?: string;
+  client_id?: string;
+  device_flow?: boolean;
+  dashboard?: boolean;
+}
+
+/** Where "Sign in with SSO" goes: the server redirects on to the identity provider. */
+export const SSO_LOGIN_PATH = '/v1/auth/oidc/login';
+
+/** Whether this server offers single sign-on (no token needed to ask); any failure counts as "no". */
+export async function ssoInfo(): Promise<SsoInfo> {
+  try {
+    const res = await fetch('/v1/auth/oidc', { cache: 'no-store' });
+    if (!res.ok) return { enabled: false };
+    return (await res.json()) as SsoInfo;
+  } catch {
+    return { enabled: false };
+  }
+}
+
+let ssoError: string | null = null;
+
+function decodePart(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/**
+ * The SSO callback lands on /#token=… or /#sso_error=… (a fragment: never sent to a server or logged). The
+ * token is saved like a pasted one, the error kept for the login page, and the fragment removed from the address
+ * bar and history at once, so the token is not left in the URL to be copied, bookmarked or reloaded.
+ */
+export function takeSsoFragment(): void {
+  const m = /^#(token|sso_error)=([^&]*)/.exec(window.location.hash);
+  if (!m) return;
+  const value = decodePart(m[2]);
+  if (m[1] === 'token' && value) {
+    saveToken(value);
+    ssoError = null;
+  } else if (m[1] === 'sso_error') {
+    // One line, whatever the URL held.
+    ssoError = value.replace(/\s+/g, ' ').trim().slice(0, 300) || 'single sign-on failed';
+    forgetToken();
+  }
+  window.history.replaceState(null, '', window.location.pathname + window.location.search);
+}
+
+/** The error the last SSO attempt came back with (once: a later look gets null). */
+export function takeSsoError(): string | null {
+  const e = ssoError;
+  ssoError = null;
+  return e;
+}
+
+// On load, before the shell reads the saved token: the shell then starts signed in (or on the login page).
+takeSsoFragment();
+
 export async function api<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
   const token = savedToken() ?? '';
   const headers: Record<string, string> = { authorization: `Bearer ${token}` };

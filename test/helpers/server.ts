@@ -23,8 +23,8 @@ export async function startTestServer(opts: Partial<ServerOptions> = {}): Promis
     tickMs: 50,
     // Most tests act as one operator (the bootstrap admin imports and approves); four eyes has tests of its own
     // (four-eyes, web-roles, cli-operators), which pass `governance` themselves.
-    governance: { fourEyes: false },
     ...opts,
+    governance: { fourEyes: false, ...opts.governance },
   });
   const url = await srv.app.listen({ host: '127.0.0.1', port: 0 });
   return {

@@ -49,13 +49,19 @@ export function serverCommand(program: Command): void {
     .action(async (o: ServerFlags) => {
       // Loaded on demand: agents and light commands start without the server's dependencies.
       const { createServer } = await import('../../server/app.ts');
-      const { loadServerConfig, limitsOf, governanceOf } = await import('../../server/config.ts');
+      const { loadServerConfig, limitsOf, governanceOf, oidcOf } = await import('../../server/config.ts');
       const { config, file, created } = loadServerConfig(o.data);
       const port = Number(o.port ?? config.port);
       const poll = Number(o.poll ?? config.poll_seconds);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`invalid port "${o.port}"`);
       if (!Number.isInteger(poll) || poll < 1) throw new CliError(`invalid --poll "${o.poll}"`);
       const tls = tlsFiles(o, config.tls, o.data);
+      let oidc: ReturnType<typeof oidcOf>;
+      try {
+        oidc = oidcOf(config, o.data);
+      } catch (e) {
+        throw new CliError(`${file}: ${(e as Error).message}`);
+      }
       let srv: Awaited<ReturnType<typeof createServer>>;
       try {
         srv = await createServer({
@@ -65,6 +71,7 @@ export function serverCommand(program: Command): void {
           initialAdminToken: process.env.RINGFENCE_INITIAL_ADMIN_TOKEN,
           limits: limitsOf(config),
           governance: governanceOf(config),
+          oidc,
           tls,
         });
       } catch (e) {

@@ -232,6 +232,8 @@ export function migrations(dialect: Dialect): MigrationProvider {
           );
           await sql`insert into operator_tokens (id, operator, name, token_hash, created_at)
             values ('tok-bootstrap', 'admin', 'bootstrap', ${hash}, ${now})`.execute(db);
+          // Nothing reads it any more; left behind, it would look like a second place the token lives.
+          await sql`delete from meta where key = 'admin_token_hash'`.execute(db);
         }
         // Four eyes: who imported a release and who started a rollout (null on rows from before).
         await db.schema.alterTable('releases').addColumn('imported_by', 'text').execute();

@@ -1,7 +1,7 @@
 // Tables `operators` and `operator_tokens`: the people (and CI jobs) who use the admin API, each with a role
 // (../roles.ts) and one or more named API tokens, stored as sha256 hashes only. Every query of both tables lives
 // here; the rules (bootstrap, last admin, expiry) are in ../services/operators.ts.
-import type { Selectable } from 'kysely';
+import type { Generated, Insertable, Selectable } from 'kysely';
 import type { Db } from './database.ts';
 
 export interface OperatorTable {
@@ -10,7 +10,12 @@ export interface OperatorTable {
   created_at: number;
   created_by: string;
   revoked_at: number | null;
+  /** 'local' (operator add, the bootstrap) or 'oidc' (created by a single sign-on login). */
+  source: Generated<string>;
 }
+
+/** Where an operator comes from. */
+export type OperatorSource = 'local' | 'oidc';
 
 export interface OperatorTokenTable {
   id: string;
@@ -33,7 +38,7 @@ export interface TokenWithOperator extends OperatorTokenRow {
 }
 
 /** Inserts an operator unless one has that name (replicas racing on a new database); true when inserted. */
-export async function insertOperator(db: Db, row: OperatorRow): Promise<boolean> {
+export async function insertOperator(db: Db, row: Insertable<OperatorTable>): Promise<boolean> {
   const res = await db
     .insertInto('operators')
     .values(row)
@@ -144,19 +149,37 @@ export async function liveOperatorToken(
     .executeTakeFirst();
 }
 
-/** How many tokens of admins not revoked still work at `now` (not revoked, not expired), leaving out `except`. */
-export async function usableAdminTokens(db: Db, now: number, except: string): Promise<number> {
-  const row = await db
+/**
+ * How many working admin tokens never expire (of admins not revoked, not revoked themselves), leaving out one
+ * token or one operator's: what keeps somebody able to manage operators.
+ */
+export async function usableAdminTokens(
+  db: Db,
+  except: { exceptToken?: string; exceptOperator?: string },
+): Promise<number> {
+  let q = db
     .selectFrom('operator_tokens as t')
     .innerJoin('operators as o', 'o.name', 't.operator')
     .select((eb) => eb.fn.countAll<number | string>().as('n'))
     .where('o.role', '=', 'admin')
     .where('o.revoked_at', 'is', null)
     .where('t.revoked_at', 'is', null)
-    .where('t.id', '!=', except)
-    .where((eb) => eb.or([eb('t.expires_at', 'is', null), eb('t.expires_at', '>', now)]))
-    .executeTakeFirstOrThrow();
+    // Only tokens that never expire count: one that expires would lock everybody out when it does.
+    .where('t.expires_at', 'is', null);
+  if (except.exceptToken) q = q.where('t.id', '!=', except.exceptToken);
+  if (except.exceptOperator) q = q.where('o.name', '!=', except.exceptOperator);
+  const row = await q.executeTakeFirstOrThrow();
   return Number(row.n);
+}
+
+/** A live (not revoked) token by its row id. */
+export async function liveOperatorTokenById(db: Db, id: string): Promise<OperatorTokenRow | undefined> {
+  return db
+    .selectFrom('operator_tokens')
+    .selectAll()
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
 }
 
 /** Revokes one token (once); true when it was live. */

@@ -7,8 +7,9 @@ import { listAudit, verifyAudit } from '../db/audit.ts';
 import type { FleetControls } from '../db/devices.ts';
 import { findRelease } from '../db/releases.ts';
 import { badRequest, conflict, notFound } from '../errors.ts';
-import { callerOf } from '../operator-request.ts';
+import { callerOf, type RequestOperator } from '../operator-request.ts';
 import {
+  type ControlChange,
   changeControls,
   createEnrollToken,
   type DeviceWithComponents,
@@ -83,26 +84,44 @@ function bySelector(
   action: string,
   detail: Record<string, unknown>,
   change: (c: FleetControls) => FleetControls,
+  maxDevices?: ControlChange['maxDevices'],
 ): Promise<{ devices: string[] }> {
   return changeControls(
     ctx.store.db,
-    { actor, selector: b.selector, allowEmpty: b.allow_empty, action, detail, change },
+    { actor, selector: b.selector, allowEmpty: b.allow_empty, action, detail, change, maxDevices },
     ctx.clock(),
     ctx.wake.bus,
   );
 }
 
-/** Pins to an approved release NAME@V. */
-async function pin(ctx: ServerContext, actor: string, b: SelectorBody) {
+/**
+ * Pins to an approved release NAME@V. A pin reaches its devices at once, past every wave, failure budget and
+ * approval, so a non-admin may pin at most `governance.pin_max_devices` devices at a time.
+ */
+async function pin(ctx: ServerContext, caller: RequestOperator, b: SelectorBody) {
   if (!b.release) throw badRequest('pin needs a release NAME@V');
   const { component, version } = parseRef(b.release);
   const rel = await findRelease(ctx.store.db, component, version);
   if (!rel) throw notFound(`no release ${b.release}`);
   if (rel.approvedAt === null) throw conflict(`release ${b.release} is not approved`);
-  return bySelector(ctx, actor, b, 'fleet.pin', { release: b.release }, (c) => ({
-    ...c,
-    pins: { ...c.pins, [component]: version },
-  }));
+  const limit = ctx.governance.pinMaxDevices;
+  const maxDevices =
+    caller.role === 'admin'
+      ? undefined
+      : {
+          limit,
+          refusal: (n: number) =>
+            `pinning ${n} devices at once needs role admin (governance.pin_max_devices: ${limit}): a pin skips every wave and approval; roll the release out instead`,
+        };
+  return bySelector(
+    ctx,
+    caller.actor,
+    b,
+    'fleet.pin',
+    { release: b.release },
+    (c) => ({ ...c, pins: { ...c.pins, [component]: version } }),
+    maxDevices,
+  );
 }
 
 /** Removes the pin of one component. */
@@ -227,30 +246,30 @@ function controlRoutes(base: FastifyInstance, ctx: ServerContext): void {
   const route = (
     path: string,
     summary: string,
-    handle: (actor: string, b: SelectorBody) => Promise<{ devices: string[] }>,
+    handle: (caller: RequestOperator, b: SelectorBody) => Promise<{ devices: string[] }>,
   ) =>
     app.post(
       path,
       { config: { permission: 'operate' }, schema: { summary, tags: ['fleet'], body: SelectorBody } },
-      async (req: FastifyRequest<{ Body: SelectorBody }>) => handle(callerOf(req).actor, req.body),
+      async (req: FastifyRequest<{ Body: SelectorBody }>) => handle(callerOf(req), req.body),
     );
-  route('/v1/admin/fleet/hold', 'Hold devices: no rollout offers them anything', (actor, b) =>
-    bySelector(ctx, actor, b, 'fleet.hold', { reason: b.reason }, (c) => ({ ...c, held: true })),
+  route('/v1/admin/fleet/hold', 'Hold devices: no rollout offers them anything', (caller, b) =>
+    bySelector(ctx, caller.actor, b, 'fleet.hold', { reason: b.reason }, (c) => ({ ...c, held: true })),
   );
-  route('/v1/admin/fleet/unhold', 'Release a hold', (actor, b) =>
-    bySelector(ctx, actor, b, 'fleet.unhold', { reason: b.reason }, (c) => ({ ...c, held: false })),
+  route('/v1/admin/fleet/unhold', 'Release a hold', (caller, b) =>
+    bySelector(ctx, caller.actor, b, 'fleet.unhold', { reason: b.reason }, (c) => ({ ...c, held: false })),
   );
-  route('/v1/admin/fleet/pin', 'Pin devices to NAME@V (wins over rollouts)', (actor, b) =>
-    pin(ctx, actor, b),
+  route('/v1/admin/fleet/pin', 'Pin devices to NAME@V (wins over rollouts)', (caller, b) =>
+    pin(ctx, caller, b),
   );
-  route('/v1/admin/fleet/unpin', 'Remove a pin for a component', (actor, b) => unpin(ctx, actor, b));
+  route('/v1/admin/fleet/unpin', 'Remove a pin for a component', (caller, b) => unpin(ctx, caller.actor, b));
   route(
     '/v1/admin/fleet/defer',
     'Defer devices: nothing is offered before `until` (ms since epoch; null clears it)',
-    (actor, b) => defer(ctx, actor, b),
+    (caller, b) => defer(ctx, caller.actor, b),
   );
-  route('/v1/admin/fleet/channel', 'Put devices on the early or the general channel', (actor, b) =>
-    channel(ctx, actor, b),
+  route('/v1/admin/fleet/channel', 'Put devices on the early or the general channel', (caller, b) =>
+    channel(ctx, caller.actor, b),
   );
 }
 

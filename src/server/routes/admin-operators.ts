@@ -5,7 +5,7 @@ import type { ServerContext } from '../context.ts';
 import { forbidden } from '../errors.ts';
 import { callerOf, type RequestOperator } from '../operator-request.ts';
 import { ROLE_PERMISSIONS, ROLES, refusal } from '../roles.ts';
-import { NAME_PATTERN } from '../services/operators.ts';
+import { NAME_PATTERN } from '../services/operator-names.ts';
 
 const name = { type: 'string', pattern: NAME_PATTERN } as const;
 const role = { type: 'string', enum: [...ROLES] } as const;
@@ -173,7 +173,14 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     async (req, reply) => {
       const caller = callerOf(req);
       ownOrAdmin(caller, req.params.name);
-      const added = await ops.addToken(caller.actor, req.params.name, req.body.name, req.body.expires_in_s);
+      const own = caller.name === req.params.name;
+      const added = await ops.addToken(
+        caller.actor,
+        req.params.name,
+        req.body.name,
+        req.body.expires_in_s,
+        own ? caller.expiresAt : null,
+      );
       reply.code(201);
       return added;
     },

@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import type { Channel } from '../db/rollouts.ts';
+import { callerOf } from '../operator-request.ts';
 import type { Permission } from '../roles.ts';
 import { applyPlan, plansWithTimes } from '../services/plans.ts';
 import { type RolloutView, rolloutView, rolloutViews } from '../services/rollout-view.ts';
@@ -97,6 +98,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
         file: req.body.file,
         allowWide: req.body.allow_wide,
         reason: req.body.reason,
+        mayTurnOffFourEyes: callerOf(req).role === 'admin',
       },
       ctx.clock(),
       actorOf(req),

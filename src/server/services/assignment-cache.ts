@@ -7,8 +7,11 @@
 // SQLite's single writer), so every revision up to the one it read is committed; it then reads the rows above the
 // kept revision. The step's own changes are kept only once its transaction committed (`committed`, called where
 // the step is announced); a kept copy newer than the database (a rolled-back write, a restored backup) is thrown
-// away and read again whole. Invariant for callers: a transaction does not write a rollout's assignments and then
-// step that rollout (no service does; a step is the only writer that reads them back).
+// away and read again whole, and so is one whose rollout id now names another rollout (by creation time).
+// Revisions are numbers, not identities: a database restored under a running replica could reach the kept
+// revision again with other rows, so every replica is restarted after a restore (operations.md, "Backup and
+// restore"). Invariant for callers: a transaction does not write a rollout's assignments and then step that
+// rollout (no service does; a step is the only writer that reads them back).
 import { AssignmentIndex } from '../../engine/assignment-index.ts';
 import type { RolloutStatus } from '../../engine/rollout-state.ts';
 import { type Assignment, TERMINAL } from '../../engine/rollout-state.ts';
@@ -17,6 +20,8 @@ import type { Db } from '../db/database.ts';
 
 /** A rollout's assignments at a revision, and their index. */
 export interface KeptAssignments {
+  /** The rollout's creation time: a rollout id reused (a database restored under a running replica) is a miss. */
+  createdAt: number;
   rev: number;
   assignments: Map<string, Assignment>;
   index: AssignmentIndex;
@@ -33,10 +38,19 @@ export class AssignmentCache {
   /** `maxAssignments`: assignments kept over all rollouts (0: keep none; every step reads all of its rows). */
   constructor(private readonly maxAssignments: number) {}
 
-  /** The rollout's assignments at revision `rev` (just read from its row in `db`'s transaction). */
-  async read(db: Db, rolloutId: number, rev: number): Promise<KeptAssignments & { how: CacheRead }> {
+  /**
+   * The assignments of rollout `rolloutId` (created at `createdAt`) at revision `rev`, both just read from its row
+   * in `db`'s transaction.
+   */
+  async read(
+    db: Db,
+    rolloutId: number,
+    createdAt: number,
+    rev: number,
+  ): Promise<KeptAssignments & { how: CacheRead }> {
     this.pending.delete(rolloutId); // an earlier step that never committed leaves nothing behind
-    const k = this.kept.get(rolloutId);
+    const found = this.kept.get(rolloutId);
+    const k = found?.createdAt === createdAt ? found : undefined;
     if (k && k.rev === rev) return { ...k, how: 'kept' };
     if (k && k.rev < rev) {
       // Rows written since are committed (see above): applied to the kept copy even if this step fails.
@@ -46,7 +60,7 @@ export class AssignmentCache {
     }
     this.kept.delete(rolloutId);
     const assignments = await loadAssignments(db, rolloutId);
-    const fresh = { rev, assignments, index: AssignmentIndex.of(assignments.values()) };
+    const fresh = { createdAt, rev, assignments, index: AssignmentIndex.of(assignments.values()) };
     if (this.size() + assignments.size <= this.maxAssignments) this.kept.set(rolloutId, fresh);
     return { ...fresh, how: 'full' };
   }

@@ -20,7 +20,7 @@ import {
 } from '../db/devices.ts';
 import { insertToken, revokeToken } from '../db/enroll-tokens.ts';
 import { markRolloutsDirty, nextAssignmentRev } from '../db/rollouts.ts';
-import { badRequest, conflict, HttpError, notFound } from '../errors.ts';
+import { badRequest, conflict, forbidden, HttpError, notFound } from '../errors.ts';
 import { hashToken, newToken } from '../tokens.ts';
 import type { WakeBus } from '../wake/bus.ts';
 
@@ -154,6 +154,8 @@ export interface ControlChange {
   action: string;
   detail: Record<string, unknown>;
   change: (c: FleetControls) => FleetControls;
+  /** At most this many devices (403 with `refusal`, nothing changed): a pin's reach for a non-admin. */
+  maxDevices?: { limit: number; refusal: (matched: number) => string };
 }
 
 /**
@@ -180,6 +182,7 @@ export async function changeControls(
     }
     if (hit.length === 0 && !c.allowEmpty)
       throw new HttpError(404, `selector "${c.selector}" matches no device (allow_empty to accept)`);
+    if (c.maxDevices && hit.length > c.maxDevices.limit) throw forbidden(c.maxDevices.refusal(hit.length));
     await appendAudit(tx, {
       at: now,
       actor: c.actor,

@@ -15,6 +15,7 @@ import {
   listOperatorTokenRows,
   liveAdminNames,
   liveOperatorToken,
+  liveOperatorTokenById,
   type OperatorRow,
   type OperatorTokenRow,
   operatorTokenByHash,
@@ -24,33 +25,20 @@ import {
   touchOperatorToken,
   usableAdminTokens,
 } from '../db/operators.ts';
-import { badRequest, conflict, notFound } from '../errors.ts';
+import { badRequest, conflict, forbidden, notFound } from '../errors.ts';
 import type { RequestOperator } from '../operator-request.ts';
 import { asRole, type Role } from '../roles.ts';
 import { hashToken, newToken } from '../tokens.ts';
-
-/** Operator and token names: lower case, no `/` (the actor string `NAME/TOKEN` must split unambiguously). */
-export const NAME_PATTERN = '^[a-z][a-z0-9._-]{0,63}$';
-const NAME_RE = new RegExp(NAME_PATTERN);
-/** The operator a new server starts with, and its first token. */
-const BOOTSTRAP = { operator: 'admin', token: 'bootstrap', id: 'tok-bootstrap' } as const;
-/** The tokens whose use the audit log records as the bare operator name. */
-const PRIMARY_TOKENS = new Set(['default', 'bootstrap']);
-/** `last_used_at` is written at most this often per token. */
-const LAST_USED_RESOLUTION_MS = 60_000;
-
-/** Refuses tokens an attacker could guess: at least 32 characters, and not a short pattern repeated. */
-function weakTokenReason(token: string): string | null {
-  if (token.length < 32) return `is ${token.length} characters; at least 32 are required`;
-  if (new Set(token).size < 12) return 'repeats too few different characters to be random';
-  if (/\s/.test(token)) return 'contains white space';
-  return null;
-}
-
-/** The audit actor for an operator using one of its tokens. */
-export function actorOf(operator: string, token: string): string {
-  return PRIMARY_TOKENS.has(token) ? operator : `${operator}/${token}`;
-}
+import {
+  actorOf,
+  BOOTSTRAP,
+  checkName,
+  LAST_USED_RESOLUTION_MS,
+  refuseReserved,
+  roleOrRefuse,
+  SERVER_TOKEN_NAMES,
+  weakTokenReason,
+} from './operator-names.ts';
 
 /** What authentication found: the operator, or why the token is refused (401). */
 export type Authentication = { ok: true; operator: RequestOperator } | { ok: false; reason: string };
@@ -72,16 +60,6 @@ export interface OperatorView {
   created_by: string;
   revoked_at: number | null;
   tokens: TokenView[];
-}
-
-function checkName(what: 'operator' | 'token', name: string): void {
-  if (!NAME_RE.test(name)) throw badRequest(`${what} name "${name}" must match ${NAME_PATTERN}`);
-}
-
-function roleOrRefuse(role: string): Role {
-  const r = asRole(role);
-  if (!r) throw badRequest(`unknown role "${role}" (viewer, operator, approver or admin)`);
-  return r;
 }
 
 export class Operators {
@@ -144,7 +122,14 @@ export class Operators {
     await touchOperatorToken(this.store.db, row.id, now, LAST_USED_RESOLUTION_MS);
     return {
       ok: true,
-      operator: { name: row.operator, role, token: row.name, actor: actorOf(row.operator, row.name) },
+      operator: {
+        name: row.operator,
+        role,
+        token: row.name,
+        actor: actorOf(row.operator, row.name),
+        tokenId: row.id,
+        expiresAt: row.expires_at,
+      },
     };
   }
 
@@ -178,6 +163,7 @@ export class Operators {
   /** Adds an operator with its token `default` (returned once); 409 when the name exists. */
   async add(actor: string, name: string, role: string): Promise<{ name: string; role: Role; token: string }> {
     checkName('operator', name);
+    refuseReserved(name);
     const r = roleOrRefuse(role);
     const token = newToken('op');
     await this.change(async (tx, now) => {
@@ -226,7 +212,7 @@ export class Operators {
   /** Replaces the token the caller used (any role may rotate its own); keeps its name and expiry. */
   async rotateOwn(caller: RequestOperator): Promise<{ token: string }> {
     return this.change(async (tx, now) => {
-      const old = await liveOperatorToken(tx, caller.name, caller.token);
+      const old = await liveOperatorTokenById(tx, caller.tokenId);
       if (!old) throw conflict(`token ${caller.token} of operator ${caller.name} is no longer live`);
       const token = await replaceToken(tx, now, caller.name, old.name, old);
       await audit(tx, now, caller.actor, 'admin.token-rotated', caller.name, { token_name: old.name });
@@ -253,14 +239,20 @@ export class Operators {
     operator: string,
     tokenName: string,
     expiresInS?: number,
+    /** The expiry of the token the request used, when an operator adds a token for itself: never outlived. */
+    notAfter: number | null = null,
   ): Promise<{ operator: string; name: string; token: string; expires_at: number | null }> {
     checkName('token', tokenName);
+    if (SERVER_TOKEN_NAMES.has(tokenName))
+      throw badRequest(`token name ${tokenName} is the server's own; pick another`);
     const token = newToken('op');
     return this.change(async (tx, now) => {
       await liveOperatorOr409(tx, operator);
       if (await liveOperatorToken(tx, operator, tokenName))
         throw conflict(`operator ${operator} already has a token named ${tokenName}`);
-      const expires = expiresInS ? now + expiresInS * 1000 : null;
+      // A short-lived token (a CI job's, a single sign-on session) cannot mint a longer-lived one.
+      const asked = expiresInS ? now + expiresInS * 1000 : null;
+      const expires = notAfter === null ? asked : Math.min(asked ?? notAfter, notAfter);
       await insertOperatorToken(tx, {
         ...tokenRow(newId(), operator, tokenName, hashToken(token), now),
         expires_at: expires,
@@ -285,9 +277,9 @@ export class Operators {
       if (!t) throw notFound(`operator ${operator} has no live token named ${tokenName}`);
       if (op.role === 'admin' && op.revoked_at === null) {
         await liveAdminNames(tx, this.store.dialect === 'postgres');
-        if ((await usableAdminTokens(tx, now, t.id)) === 0)
+        if ((await usableAdminTokens(tx, { exceptToken: t.id })) === 0)
           throw conflict(
-            `token ${tokenName} is the last working admin token: add another admin or token first`,
+            `token ${tokenName} is the last admin token that does not expire: add another admin or token first`,
           );
       }
       await revokeOperatorTokenRow(tx, t.id, now);
@@ -296,13 +288,65 @@ export class Operators {
     });
   }
 
-  /** Refuses (409) to revoke or demote the last admin that is not revoked. */
+  /**
+   * A single sign-on login (../oidc/): creates operator `name` (source oidc) on first login, else sets the role
+   * the claims map to; refuses a local operator's name and a revoked operator (403). Issues a new token named
+   * `oidc` expiring after `sessionHours` (one row per session) and audits `operator.login` as `NAME/oidc`.
+   */
+  async loginFromIdp(login: {
+    name: string;
+    role: Role;
+    issuer: string;
+    subject: string;
+    sessionHours: number;
+  }): Promise<{ name: string; role: Role; token: string; expires_at: number }> {
+    const { name, role } = login;
+    checkName('operator', name);
+    const token = newToken('op');
+    return this.change(async (tx, now) => {
+      const op = await findOperator(tx, name);
+      if (op && op.source !== 'oidc')
+        throw forbidden(`operator ${name} exists locally; SSO may not take it over`);
+      if (op?.revoked_at != null) throw forbidden(`operator ${name} is revoked`);
+      if (!op) {
+        refuseReserved(name);
+        const row = { name, role, created_at: now, created_by: 'oidc', revoked_at: null, source: 'oidc' };
+        // Someone else created the name meanwhile (insert did nothing): refused rather than joined blindly.
+        if (!(await insertOperator(tx, row)))
+          throw conflict(`operator ${name} was created meanwhile; sign in again`);
+        await audit(tx, now, 'oidc', 'operator.added', name, { role, source: 'oidc', issuer: login.issuer });
+      } else if (op.role !== role) {
+        if (role !== 'admin') await this.keepAnAdmin(tx, op, 'demoted');
+        await setOperatorRole(tx, name, role);
+        await audit(tx, now, 'oidc', 'operator.role-changed', name, { from: op.role, to: role });
+      }
+      const expires = now + login.sessionHours * 3_600_000;
+      await insertOperatorToken(tx, {
+        ...tokenRow(newId(), name, 'oidc', hashToken(token), now),
+        expires_at: expires,
+      });
+      await audit(tx, now, actorOf(name, 'oidc'), 'operator.login', name, {
+        issuer: login.issuer,
+        subject: login.subject,
+        role,
+      });
+      return { name, role, token, expires_at: expires };
+    });
+  }
+
+  /**
+   * Refuses (409) to revoke or demote an admin when no other admin would keep a working token that never
+   * expires: otherwise the last way in could be revoked, demoted or simply expire, and nobody could manage
+   * operators again.
+   */
   private async keepAnAdmin(tx: Db, op: OperatorRow, what: 'revoked' | 'demoted'): Promise<void> {
     if (op.role !== 'admin') return;
     // Locked on PostgreSQL: a concurrent change of another admin waits for this transaction, then sees it.
-    const live = await liveAdminNames(tx, this.store.dialect === 'postgres');
-    if (live.length <= 1 && live.includes(op.name))
-      throw conflict(`operator ${op.name} is the last admin and may not be ${what}: add another admin first`);
+    await liveAdminNames(tx, this.store.dialect === 'postgres');
+    if ((await usableAdminTokens(tx, { exceptOperator: op.name })) === 0)
+      throw conflict(
+        `operator ${op.name} is the last admin with a token that does not expire and may not be ${what}: add another admin first`,
+      );
   }
 
   /** Runs one audited change in a transaction at the clock's now. */

@@ -5,7 +5,7 @@ import { appendAudit } from '../db/audit.ts';
 import type { Db } from '../db/database.ts';
 import { listPlans, type StoredPlan, savePlan } from '../db/plans.ts';
 import type { Channel } from '../db/rollouts.ts';
-import { badRequest, conflict } from '../errors.ts';
+import { badRequest, conflict, forbidden } from '../errors.ts';
 import { liveFleetLabels } from './rollout-fleet.ts';
 import { reasonRefusal } from './rollout-rules.ts';
 
@@ -16,6 +16,11 @@ export interface PlanInput {
   allowWide?: boolean;
   /** Why: required with `allowWide` (recorded in the audit entry). */
   reason?: string;
+  /**
+   * The caller may apply a plan with `four_eyes: false` (role admin): turning the second pair of eyes off for
+   * every rollout of a plan is not something the person it restrains may decide alone. Unset: refused (403).
+   */
+  mayTurnOffFourEyes?: boolean;
 }
 
 /**
@@ -47,6 +52,8 @@ export async function applyPlan(db: Db, input: PlanInput, now: number, actor = '
     if (e instanceof PlanError) throw badRequest(e.message);
     throw e;
   }
+  if (plan.fourEyes === false && input.mayTurnOffFourEyes !== true)
+    throw forbidden(`plan ${plan.name} sets four_eyes: false, which needs role admin`);
   await db.transaction().execute(async (tx) => {
     await refuseWide(tx, plan, null, allowWide);
     await savePlan(tx, plan, input.source, now);

@@ -74,7 +74,7 @@ export async function stepWithin(tx: Db, req: StepRequest): Promise<StepOutput> 
   const t0 = performance.now();
   const ro = await findRollout(tx, req.id, req.lock ? 'for-update' : 'none');
   if (!ro) throw notFound(`no rollout ${req.id}`);
-  const kept = await req.cache.read(tx, ro.id, ro.asgRev);
+  const kept = await req.cache.read(tx, ro.id, ro.createdAt, ro.asgRev);
   const scope = { component: ro.component, rolloutId: ro.id, channel: ro.channel };
   const input: StepInput = {
     plan: ro.plan,
