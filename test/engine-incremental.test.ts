@@ -263,6 +263,44 @@ describe('incremental engine step', () => {
     );
   });
 
+  it('fleetNeedIds names queued and reverting devices, and gives up past its limit', () => {
+    const wave = {
+      select: '*',
+      size: { percent: 100 },
+      bake: 0,
+      maxFailures: { count: 0 },
+      minSuccess: 100 as const,
+      minReported: null,
+      approval: false,
+      maxConcurrent: null,
+      perCluster: false,
+      order: [] as const,
+      deadline: 5,
+    };
+    const plan = toPlan({ waves: [wave], onFailure: 'halt', window: null });
+    const rollout = newRollout({ id: 'r', component: 'c', version: 'v2', releaseCreatedAt: 0, now: 0 });
+    const a = (id: string, state: Assignment['state']): Assignment => ({
+      deviceId: id,
+      wave: 0,
+      state,
+      fromVersion: 'v1',
+      offeredAt: state === 'queued' ? null : 1,
+      reportedAt: null,
+      reason: null,
+    });
+    const ix = AssignmentIndex.of([
+      a('q1', 'queued'),
+      a('q2', 'queued'),
+      a('r1', 'reverting'),
+      a('o1', 'offered'),
+    ]);
+    assert.equal(fleetNeedIds(plan, rollout, ix), null, 'pending: a wave may start');
+    const running = { ...rollout, status: 'running' as const, wave: 0 };
+    assert.deepEqual([...(fleetNeedIds(plan, running, ix) ?? [])].sort(), ['q1', 'q2', 'r1']);
+    assert.deepEqual([...(fleetNeedIds(plan, running, ix, 3) ?? [])].sort(), ['q1', 'q2', 'r1']);
+    assert.equal(fleetNeedIds(plan, running, ix, 2), null, 'more than the limit: the whole fleet');
+  });
+
   it('a wave start over a large fleet offers in selection order, once per device', () => {
     const devices: DeviceView[] = Array.from({ length: 5000 }, (_, i) => ({
       id: `d${String(4999 - i).padStart(5, '0')}`, // listed in reverse id order: selection sorts

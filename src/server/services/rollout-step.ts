@@ -85,12 +85,13 @@ export async function stepWithin(tx: Db, req: StepRequest): Promise<StepOutput> 
     events: req.events,
     now: req.now,
   };
-  const need = fleetNeedIds(ro.plan, ro.state, kept.index);
+  // A wave of a million queued devices is not collected into a set only to be read whole anyway.
+  const need = fleetNeedIds(ro.plan, ro.state, kept.index, PARTIAL_MAX);
   let fleet: StepTiming['fleet'] = 'whole';
   let devices: DeviceView[] | null = null;
   let out: StepOutput | null = null;
   let stepMs = 0;
-  if (need && need.size <= PARTIAL_MAX) {
+  if (need) {
     fleet = 'partial';
     devices = need.size === 0 ? [] : await deviceViews(tx, scope, [...need]);
     const s0 = performance.now();
