@@ -2,10 +2,21 @@
 // controls that work with no server. Mounted by the CLI (src/cli/main.ts) and by the single-file agent
 // (src/agent/main.ts) alike, so the two cannot drift apart; nothing here loads the CLI or the server.
 import type { Command } from 'commander';
-import pino from 'pino';
 import { printJson, printLine } from '../terminal/output.ts';
-import { Agent } from './agent.ts';
-import { loadAgentConfig } from './config.ts';
+import type { Agent } from './agent.ts';
+
+/**
+ * The agent's runtime, loaded only when a command runs: `ringfence --help` and `--version` then start without
+ * the agent, its schemas and its logger (test/cli-startup.test.ts).
+ */
+async function runtime() {
+  const [{ default: pino }, { Agent }, { loadAgentConfig }] = await Promise.all([
+    import('pino'),
+    import('./agent.ts'),
+    import('./config.ts'),
+  ]);
+  return { pino, Agent, loadAgentConfig };
+}
 
 /** A refused agent command: both entries print its one-line message and exit with 1. */
 export class AgentCommandError extends Error {}
@@ -18,6 +29,7 @@ export function agentCommand(program: Command): void {
     .option('--config <file>', 'agent config YAML')
     .action(async (o: { config?: string }) => {
       if (!o.config) throw new AgentCommandError('agent needs --config FILE');
+      const { pino, Agent, loadAgentConfig } = await runtime();
       const cfg = loadAgentConfig(configOf(o));
       const log = pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'info' }).child({
         agent: cfg.name ?? 'agent',
@@ -38,7 +50,7 @@ export function agentCommand(program: Command): void {
     .option('--config <file>', 'agent config YAML')
     .option('--json', 'machine-readable output')
     .action(async (o: { config?: string; json?: boolean }) => {
-      const a = new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
+      const a = await local(o);
       const s = a.status();
       if (o.json) return printJson(s);
       printLine(`device ${s.identity ?? '(not enrolled)'}; ${s.outbox} reports waiting to be sent`);
@@ -56,6 +68,7 @@ export function agentCommand(program: Command): void {
     .option('--config <file>', 'agent config YAML')
     .option('--json', 'machine-readable output')
     .action(async (o: { config?: string; json?: boolean }) => {
+      const { pino, Agent, loadAgentConfig } = await runtime();
       const cfg = loadAgentConfig(configOf(o));
       const a = new Agent(
         cfg,
@@ -70,8 +83,10 @@ export function agentCommand(program: Command): void {
         );
       }
     });
-  const local = (o: { config?: string }) =>
-    new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
+  const local = async (o: { config?: string }): Promise<Agent> => {
+    const { pino, Agent, loadAgentConfig } = await runtime();
+    return new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
+  };
   const oneComponent = (a: Agent, component?: string): string => {
     if (component) return component;
     if (a.cfg.components.length === 1) return a.cfg.components[0].name;
@@ -85,7 +100,7 @@ export function agentCommand(program: Command): void {
     .option('--config <file>', 'agent config YAML')
     .option('--component <name>')
     .action(async (o: { config?: string; component?: string }) => {
-      const a = local(o);
+      const a = await local(o);
       const name = oneComponent(a, o.component);
       try {
         const j = await a.localRollback(name);
@@ -102,7 +117,7 @@ export function agentCommand(program: Command): void {
     .action(async (ref: string, o: { config?: string }) => {
       const at = ref.lastIndexOf('@');
       if (at <= 0) throw new AgentCommandError(`expected NAME@V, got "${ref}"`);
-      const a = local(o);
+      const a = await local(o);
       try {
         a.setPin(ref.slice(0, at), ref.slice(at + 1));
       } catch (e) {
@@ -116,7 +131,7 @@ export function agentCommand(program: Command): void {
     .option('--config <file>', 'agent config YAML')
     .option('--component <name>')
     .action(async (o: { config?: string; component?: string }) => {
-      const a = local(o);
+      const a = await local(o);
       const name = oneComponent(a, o.component);
       a.setPin(name, null);
       printLine(`${name}: unpinned`);
@@ -128,7 +143,7 @@ export function agentCommand(program: Command): void {
     .option('--component <name>')
     .option('--release <v>', 'only this version')
     .action(async (o: { config?: string; component?: string; release?: string }) => {
-      const a = local(o);
+      const a = await local(o);
       const name = oneComponent(a, o.component);
       const j = a.clearQuarantine(name, o.release);
       printLine(`${name}: quarantine ${j.quarantined.length ? `now ${j.quarantined.join(',')}` : 'cleared'}`);
@@ -142,6 +157,7 @@ export function agentCommand(program: Command): void {
     .option('--config <file>', 'agent config YAML')
     .option('--json', 'machine-readable output')
     .action(async (file: string, o: { config?: string; json?: boolean }) => {
+      const { pino, Agent, loadAgentConfig } = await runtime();
       const cfg = loadAgentConfig(configOf(o));
       const a = new Agent(cfg, pino({ level: process.env.RINGFENCE_LOG_LEVEL ?? 'warn' }));
       let res: Awaited<ReturnType<Agent['applyBundle']>>;
@@ -168,7 +184,7 @@ export function agentCommand(program: Command): void {
       .option('--config <file>', 'agent config YAML')
       .option('--component <name>')
       .action(async (o: { config?: string; component?: string }) => {
-        const a = new Agent(loadAgentConfig(configOf(o)), pino({ level: 'silent' }));
+        const a = await local(o);
         for (const c of a.cfg.components) {
           if (o.component && c.name !== o.component) continue;
           a.journal.write({ ...a.journal.read(c.name), hold: name === 'hold' });

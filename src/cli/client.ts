@@ -5,8 +5,8 @@ export interface Conn {
 }
 
 /**
- * A one-line failure. `code` is the machine-readable `error` of `--json` output; `exitCode` follows the contract:
- * 1 refused or failed, 3 server unreachable or token rejected.
+ * A one-line failure. `code` is the machine-readable `error` of `--json` output; `exitCode` follows the contract
+ * (docs/cli.md, "Exit codes"): 1 refused or failed, 2 usage error, 3 server unreachable or token rejected.
  */
 export class CliError extends Error {
   constructor(
@@ -18,11 +18,16 @@ export class CliError extends Error {
   }
 }
 
+/** A usage error (a bad or missing flag, argument or setting): exit code 2, `usage` in --json output. */
+export function usageError(message: string): CliError {
+  return new CliError(message, 'usage', 2);
+}
+
 export function connection(opts: { server?: string; token?: string }): Conn {
   const server = opts.server ?? process.env.RINGFENCE_SERVER ?? 'http://127.0.0.1:8080';
   const token = opts.token ?? process.env.RINGFENCE_TOKEN;
   if (!token)
-    throw new CliError(
+    throw usageError(
       'no admin token: pass --token or set RINGFENCE_TOKEN (shown once when the server first started)',
     );
   return { server, token };

@@ -1,98 +1,24 @@
-// The `ringfence` command line: every operation, scriptable, with --json and one-line errors.
-import { Command, CommanderError } from 'commander';
-import { agentCommand } from '../agent/commands.ts';
+// The `ringfence` command line: every operation, scriptable, with --json, one-line errors and documented exit
+// codes (docs/cli.md): 0 success, 1 refused or failed, 2 usage error, 3 server unreachable or token rejected.
 import { VERSION } from '../version.ts';
-import { CliError, connection } from './client.ts';
-import { adminCommands } from './commands/admin.ts';
-import { bundleCommands } from './commands/bundle.ts';
-import { fleetCommands } from './commands/fleet.ts';
-import { historyCommands } from './commands/history.ts';
-import { keysCommands } from './commands/keys.ts';
-import { loginCommand } from './commands/login.ts';
-import { operatorCommands } from './commands/operator.ts';
-import { rehearseCommand } from './commands/rehearse.ts';
-import { releaseCommands } from './commands/release.ts';
-import { repoCommands } from './commands/repo.ts';
-import { planCommands, rolloutCommands } from './commands/rollout.ts';
-import { serverCommand } from './commands/server.ts';
-import { watchCommand } from './commands/watch.ts';
-import { printErrorLine, printJsonLine, printLine } from './output.ts';
 
-const program = new Command('ringfence')
-  // Not --version: `release import --version V` is part of the command-line contract.
-  .version(VERSION, '-V, --cli-version', 'print the Ringfence version')
-  .description('Ringfence: staged, verified, transactional updates for fleets you own')
-  .option('--server <url>', 'server address (or RINGFENCE_SERVER)')
-  .option('--token <token>', 'operator token (or RINGFENCE_TOKEN)')
-  .showHelpAfterError()
-  .exitOverride();
+const args = process.argv.slice(2);
 
-const conn = () => connection(program.opts());
-
-serverCommand(program);
-agentCommand(program); // the device agent's own commands, mounted as `ringfence agent …`
-releaseCommands(program, conn);
-planCommands(program, conn);
-rolloutCommands(program, conn);
-fleetCommands(program, conn);
-adminCommands(program, conn);
-operatorCommands(program, conn);
-loginCommand(program);
-historyCommands(program, conn);
-rehearseCommand(program, conn);
-watchCommand(program, conn);
-keysCommands(program);
-repoCommands(program);
-bundleCommands(program);
-
-program
-  .command('demo')
-  .description('live demonstration: a server and ~30 real agents, a good and a bad release')
-  .option('--devices <n>', 'fleet size', '30')
-  .option('--keep', 'keep the temporary folder')
-  .option('--json', 'print the summary as one JSON object on the last line')
-  .action(async (o: { devices: string; keep?: boolean; json?: boolean }) => {
-    const { runDemo } = await import('../demo/demo.ts');
-    const r = await runDemo({ devices: Number(o.devices), keep: o.keep, say: (l) => printLine(l) });
-    printLine('');
-    printLine(
-      `summary: fleet ${r.fleet}; good release exposed ${r.good.exposed}, succeeded ${r.good.succeeded}`,
-    );
-    printLine(
-      `         bad release exposed ${r.bad.exposed} (${((r.bad.exposed * 100) / r.fleet).toFixed(0)}% of the fleet), rolled back ${r.bad.rolled_back}, halted after "${r.bad.halted_after_wave}"`,
-    );
-    printLine(
-      `         ${r.story_held ? 'the story held' : `the story did NOT hold: ${r.problems.join('; ')}`} (${r.seconds}s)`,
-    );
-    if (o.json) {
-      const { fleet, good, bad } = r;
-      printLine(
-        JSON.stringify({
-          fleet,
-          good: { exposed: good.exposed, succeeded: good.succeeded },
-          bad: {
-            exposed: bad.exposed,
-            rolled_back: bad.rolled_back,
-            halted: bad.halted,
-            halted_after_wave: bad.halted_after_wave,
-          },
-        }),
-      );
-    }
-    if (!r.story_held) process.exitCode = 1;
+// A reader that goes away (`ringfence audit | head`) is not an error: stop quietly instead of a stack trace.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
   });
 
-try {
-  await program.parseAsync(process.argv);
-} catch (e) {
-  if (e instanceof CommanderError) {
-    process.exitCode = e.exitCode;
-  } else {
-    const msg = e instanceof CliError ? e.message : (e as Error).message;
-    const code = e instanceof CliError ? e.code : 'failed';
-    // With --json, errors are one JSON object on stdout as well, for scripts.
-    if (process.argv.includes('--json')) printJsonLine({ error: code, message: msg });
-    printErrorLine(`ringfence: ${msg}`);
-    process.exitCode = e instanceof CliError ? e.exitCode : 1;
-  }
+// `ringfence --version` is answered before anything else loads: scripts call it often. It is not a commander
+// option: `release import --version V` is part of the command-line contract, and a program-wide --version would
+// take it (commander reads program options after subcommands too).
+if (args[0] === '--version' || args[0] === '-V') {
+  process.stdout.write(
+    args.includes('--json') ? `${JSON.stringify({ version: VERSION })}\n` : `${VERSION}\n`,
+  );
+} else {
+  const { runCli } = await import('./run.ts');
+  await runCli(process.argv);
 }

@@ -2,11 +2,11 @@
 // a small service self-test whose health depends on the content it runs, and its own OS process.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, openSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { packageRoot } from '../files/package-root.ts';
 
-export const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ringfence.js');
+export const BIN = join(packageRoot(), 'bin/ringfence.js');
 
 /** The device-side service self-test: it loads the content it runs; bad content makes it crash. */
 export const SERVICE_CHECK = `#!/bin/sh

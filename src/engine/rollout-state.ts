@@ -50,19 +50,10 @@ export interface RolloutState {
 /** Reason recorded for a device that did not report before its deadline (class `no-report`: retryable). */
 export const NO_REPORT = NO_REPORT_REASON;
 
-/** Every state of a device in a rollout, in the order views list them. */
-export const ASSIGNMENT_STATES = [
-  'queued',
-  'offered',
-  'succeeded',
-  'failed',
-  'skipped',
-  'reverting',
-  'unconfirmed', // told to revert, but did not confirm before the deadline (it still gets the revert on return)
-  'reverted',
-] as const;
+// Kept in a file of their own so light callers (the CLI's flags) need not load the failure classes' schemas.
+import type { AssignmentState } from './assignment-states.ts';
 
-export type AssignmentState = (typeof ASSIGNMENT_STATES)[number];
+export { ASSIGNMENT_STATES, type AssignmentState } from './assignment-states.ts';
 
 /** What the device itself said about the release: it kept it, it failed it, or it undid it by itself. */
 export type DeviceOutcome = 'succeeded' | 'failed' | 'rolled-back';

@@ -3,14 +3,21 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { BlobStore } from '../../server/blobs.ts';
 import type { Db } from '../../server/db/database.ts';
-import { exportBundle } from '../../trust/ops/bundle-export.ts';
-import { importBundle } from '../../trust/ops/bundle-import.ts';
-import { TufRepository } from '../../trust/signer/tuf-repository.ts';
 import type { BundleRelease } from '../../trust/verifier/bundle-reader.ts';
 import { CliError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
+
+/** What the commands do their work with (TUF, the blob store), loaded when one runs so `--help` stays light. */
+async function load() {
+  const [{ BlobStore }, { exportBundle }, { importBundle }, { TufRepository }] = await Promise.all([
+    import('../../server/blobs.ts'),
+    import('../../trust/ops/bundle-export.ts'),
+    import('../../trust/ops/bundle-import.ts'),
+    import('../../trust/signer/tuf-repository.ts'),
+  ]);
+  return { BlobStore, TufRepository, exportBundle, importBundle };
+}
 
 /** Opens the server's store in a data folder (loaded on demand: the CLI's other commands need no drivers). */
 async function withStore<T>(
@@ -65,6 +72,7 @@ export function bundleCommands(program: Command): void {
     .option('--valid-for <duration>', 'keep the metadata valid for the journey (e.g. 30d)')
     .option('--json', 'machine-readable output')
     .action(async (file: string, refs: string[], o: { data: string; validFor?: string; json?: boolean }) => {
+      const { BlobStore, TufRepository, exportBundle } = await load();
       const repo = TufRepository.open(o.data);
       if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
       try {
@@ -113,6 +121,7 @@ export function bundleCommands(program: Command): void {
           json?: boolean;
         },
       ) => {
+        const { BlobStore, importBundle } = await load();
         const vendorRoots: Record<string, string> = Object.create(null);
         for (const v of o.vendorRoot) {
           const i = v.indexOf('=');

@@ -1,17 +1,29 @@
 // `ringfence keys init | rotate-root | show`: the organisation's TUF keys and root metadata.
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { ensurePrivateDir } from '../../files/atomic-file.ts';
-import { generateKey, readRoleKeys, tightenKeyDir, writeKeyFile } from '../../trust/signer/keys.ts';
-import { TufRepository } from '../../trust/signer/tuf-repository.ts';
 import { CliError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
+
+/** What the commands do their work with (TUF, the blob store), loaded when one runs so `--help` stays light. */
+async function load() {
+  const [
+    { ensurePrivateDir },
+    { generateKey, readRoleKeys, tightenKeyDir, writeKeyFile },
+    { TufRepository },
+  ] = await Promise.all([
+    import('../../files/atomic-file.ts'),
+    import('../../trust/signer/keys.ts'),
+    import('../../trust/signer/tuf-repository.ts'),
+  ]);
+  return { TufRepository, ensurePrivateDir, generateKey, readRoleKeys, tightenKeyDir, writeKeyFile };
+}
 
 /**
  * The data folder holds the signing keys, the database and the blobs: private (0700) whichever command creates
  * it first. `keys init` may run before the server ever started, or on a folder made with a looser mode.
  */
-function privateDataDir(dir: string): void {
+async function privateDataDir(dir: string): Promise<void> {
+  const { ensurePrivateDir, tightenKeyDir } = await load();
   try {
     ensurePrivateDir(dir);
     tightenKeyDir(join(dir, 'tuf', 'keys'));
@@ -43,8 +55,15 @@ export function keysCommands(program: Command): void {
     )
     .option('--json', 'machine-readable output')
     .action(
-      (o: { data: string; rootKeys: string; rootThreshold: string; rootKeyDir?: string; json?: boolean }) => {
-        privateDataDir(o.data);
+      async (o: {
+        data: string;
+        rootKeys: string;
+        rootThreshold: string;
+        rootKeyDir?: string;
+        json?: boolean;
+      }) => {
+        const { TufRepository } = await load();
+        await privateDataDir(o.data);
         let r: ReturnType<typeof TufRepository.init>;
         try {
           r = TufRepository.init(o.data, {
@@ -93,9 +112,10 @@ export function keysCommands(program: Command): void {
         rotate?: string;
         json?: boolean;
       }) => {
+        const { TufRepository, generateKey, readRoleKeys, writeKeyFile } = await load();
         const repo = TufRepository.open(o.data);
         if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
-        privateDataDir(o.data);
+        await privateDataDir(o.data);
         const keyDir = o.rootKeyDir ?? repo.keyDir;
         const current = readRoleKeys(keyDir, 'root');
         let next = current;
@@ -141,7 +161,8 @@ export function keysCommands(program: Command): void {
     .description('the current root: version, expiry, keys per role')
     .requiredOption('--data <dir>', 'server data folder')
     .option('--json', 'machine-readable output')
-    .action((o: { data: string; json?: boolean }) => {
+    .action(async (o: { data: string; json?: boolean }) => {
+      const { TufRepository } = await load();
       const repo = TufRepository.open(o.data);
       if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
       const root = repo.root().signed;

@@ -2,12 +2,19 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { BlobStore } from '../../server/blobs.ts';
-import { exportTree } from '../../trust/ops/export.ts';
-import { serveStatic } from '../../trust/ops/static-server.ts';
-import { TufRepository } from '../../trust/signer/tuf-repository.ts';
 import { CliError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
+
+/** What the commands do their work with (TUF, the blob store), loaded when one runs so `--help` stays light. */
+async function load() {
+  const [{ BlobStore }, { exportTree }, { serveStatic }, { TufRepository }] = await Promise.all([
+    import('../../server/blobs.ts'),
+    import('../../trust/ops/export.ts'),
+    import('../../trust/ops/static-server.ts'),
+    import('../../trust/signer/tuf-repository.ts'),
+  ]);
+  return { BlobStore, TufRepository, exportTree, serveStatic };
+}
 
 export function repoCommands(program: Command): void {
   const repo = program.command('repo').description('the signed (TUF) repository');
@@ -19,6 +26,7 @@ export function repoCommands(program: Command): void {
     .option('--valid-for <duration>', 'keep the metadata valid at least this long (e.g. 30d)')
     .option('--json', 'machine-readable output')
     .action(async (dir: string, o: { data: string; validFor?: string; json?: boolean }) => {
+      const { BlobStore, TufRepository, exportTree } = await load();
       const r = TufRepository.open(o.data);
       if (!r) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
       const res = await exportTree(r, new BlobStore(join(o.data, 'blobs')), dir, {
@@ -38,6 +46,7 @@ export function repoCommands(program: Command): void {
     .option('--dry-run', 'report only')
     .option('--json', 'machine-readable output')
     .action(async (o: { data: string; database?: string; dryRun?: boolean; json?: boolean }) => {
+      const { BlobStore } = await load();
       // Loaded on demand: the database drivers are not needed by the rest of the CLI.
       const { openStore } = await import('../../server/db/database.ts');
       const { collectGarbage } = await import('../../server/services/release-gc.ts');
@@ -61,6 +70,7 @@ export function repoCommands(program: Command): void {
     .option('--port <n>', 'port', '8081')
     .option('--host <addr>', 'address', '127.0.0.1')
     .action(async (dir: string, o: { port: string; host: string }) => {
+      const { serveStatic } = await load();
       const s = await serveStatic(dir, { port: Number(o.port), host: o.host });
       printLine(`serving ${dir} at ${s.url}`);
     });

@@ -2,8 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { formatDuration } from '../../engine/duration.ts';
-import { analysePlan } from '../../engine/exposure.ts';
-import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
+import type { Plan } from '../../engine/plan.ts';
 import type { Labels } from '../../engine/selector.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import type { DryRun } from '../../server/services/rollout-dry-run.ts';
@@ -26,7 +25,9 @@ function needReason(reason: string | undefined, switches: Array<[string, boolean
     );
 }
 
-function readPlan(file: string): { source: string; plan: Plan } {
+/** Reads and validates a plan; the plan schema (zod, yaml) loads only here, so `--help` stays light. */
+export async function readPlan(file: string): Promise<{ source: string; plan: Plan }> {
+  const { PlanError, parsePlan } = await import('../../engine/plan.ts');
   let source: string;
   try {
     source = readFileSync(file, 'utf8');
@@ -123,7 +124,7 @@ export function planCommands(program: Command, conn: () => Conn): void {
     .option('--json', 'machine-readable output')
     .action(async (file: string, o: { json?: boolean; allowWide?: boolean; reason?: string }) => {
       needReason(o.reason, [['--allow-wide', o.allowWide]]);
-      const { source } = readPlan(file);
+      const { source } = await readPlan(file);
       const p = await api<Plan>(conn(), 'POST', '/v1/admin/plans', {
         source,
         file,
@@ -164,11 +165,12 @@ export function planCommands(program: Command, conn: () => Conn): void {
         file: string,
         o: { fleet?: string; fromServer?: boolean; allowWide?: boolean; json?: boolean },
       ) => {
-        const { plan: p } = readPlan(file);
+        const { plan: p } = await readPlan(file);
         let fleet: Labels[] = [];
         if (o.fleet) fleet = readFleet(o.fleet);
         else if (o.fromServer)
           fleet = (await api<DeviceSummary[]>(conn(), 'GET', '/v1/admin/devices')).map((d) => d.labels);
+        const { analysePlan } = await import('../../engine/exposure.ts');
         const a = analysePlan(p, fleet, { allowWide: o.allowWide });
         if (o.json) printJson({ plan: p.name, valid: a.problems.length === 0, ...a });
         else {

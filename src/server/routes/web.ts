@@ -2,11 +2,12 @@
 // the page holds no data, and every API call it makes still carries the admin token.
 import { existsSync, readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { packageRoot } from '../../files/package-root.ts';
 import { errorCode } from '../errors.ts';
 
-export const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../../dist/web', import.meta.url));
+/** The dashboard's built files: dist/web of the checkout or of the installed package. */
+export const DEFAULT_WEB_DIR = join(packageRoot(), 'dist/web');
 
 const TYPES: Record<string, string> = {
   '.js': 'text/javascript; charset=utf-8',

@@ -12,7 +12,7 @@ export const CHECKS_MAX = 50;
 const NAME_MAX = 200;
 const TEXT_MAX = 2000;
 
-export { ASSIGNMENT_STATES } from '../../engine/rollout-state.ts';
+export { ASSIGNMENT_STATES } from '../../engine/assignment-states.ts';
 
 /** One health check as the device reported it, bounded. */
 export interface CheckView {

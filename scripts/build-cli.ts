@@ -1,0 +1,46 @@
+// `npm run build:cli`: the CLI and server as compiled JavaScript in dist/cli/ (run by plain node; no tsx, no
+// TypeScript at run time). esbuild bundles our own sources and leaves every npm package external, resolved from
+// node_modules as usual. Code splitting keeps what a command loads with `await import()` in its own chunk, so
+// `ringfence --help` and `--version` load only the command definitions and commander (test/cli-startup.test.ts).
+import { statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { build, type Metafile } from 'esbuild';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const CLI_DIR = `${ROOT}dist/cli`;
+export const CLI_ENTRY = `${CLI_DIR}/ringfence.js`;
+
+/** Builds dist/cli/ (removing what an earlier build left) and returns esbuild's metafile of it. */
+export async function buildCli(opts: { quiet?: boolean; outdir?: string } = {}): Promise<Metafile> {
+  const outdir = opts.outdir ?? CLI_DIR;
+  const { rmSync } = await import('node:fs');
+  rmSync(outdir, { recursive: true, force: true });
+  const r = await build({
+    entryPoints: { ringfence: `${ROOT}src/cli/main.ts` },
+    outdir,
+    bundle: true,
+    splitting: true,
+    packages: 'external',
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    chunkNames: 'chunks/[name]-[hash]',
+    // Readable stack traces for operators' bug reports: names kept, only whitespace and syntax minified.
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'none',
+    metafile: true,
+    logLevel: opts.quiet ? 'error' : 'warning',
+    banner: {
+      // CommonJS dependencies bundled by reference still call require() for node built-ins.
+      js: "import{createRequire as __rfRequire}from'node:module';const require=__rfRequire(import.meta.url);",
+    },
+  });
+  return r.metafile;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const meta = await buildCli();
+  const bytes = Object.keys(meta.outputs).reduce((n, f) => n + statSync(f).size, 0);
+  console.log(`${CLI_ENTRY} (${Object.keys(meta.outputs).length} files, ${(bytes / 1024).toFixed(0)} KiB)`);
+}
