@@ -9,10 +9,13 @@ import { build } from 'esbuild';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const AGENT_BUNDLE = `${ROOT}dist/ringfence-agent.mjs`;
 
-export async function buildAgent(opts: { quiet?: boolean } = {}): Promise<string> {
+/** Builds the agent into `outfile` (default dist/ringfence-agent.mjs); a package build uses its own path so it
+ * never rewrites the file a running test's agent is loading. */
+export async function buildAgent(opts: { quiet?: boolean; outfile?: string } = {}): Promise<string> {
+  const outfile = opts.outfile ?? AGENT_BUNDLE;
   await build({
     entryPoints: [`${ROOT}src/agent/main.ts`],
-    outfile: AGENT_BUNDLE,
+    outfile,
     bundle: true,
     platform: 'node',
     format: 'esm',
@@ -27,7 +30,7 @@ export async function buildAgent(opts: { quiet?: boolean } = {}): Promise<string
       js: "#!/usr/bin/env node\nimport{createRequire as __rfRequire}from'node:module';const require=__rfRequire(import.meta.url);",
     },
   });
-  return AGENT_BUNDLE;
+  return outfile;
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -57,7 +57,7 @@ describe('architecture: layers', () => {
     assert.ok(graph.get('src/agent/main.ts')?.includes('src/agent/commands.ts'));
     assert.ok(graph.get('src/agent/offline.ts')?.includes('src/trust/verifier/bundle-reader.ts'));
     assert.ok(graph.get('src/agent/step-error.ts')?.includes('src/trust/verifier/device-verifier.ts'));
-    assert.ok(graph.get('src/cli/main.ts')?.includes('src/agent/commands.ts'));
+    assert.ok(graph.get('src/cli/program.ts')?.includes('src/agent/commands.ts'));
   });
 
   test('nothing under src/agent/ imports src/cli/ or src/server/', () => {

@@ -191,7 +191,7 @@ test('CLI: an inventory file, a report folder, and one-line errors', async () =>
     await assert.rejects(
       run('node', [CLI, 'rehearse', PLAN_FILE, '--fleet', '10', '--fault', 'nope']),
       (e: { stderr: string; code: number }) => {
-        assert.equal(e.code, 1);
+        assert.equal(e.code, 2, 'a bad --fault is a usage error');
         assert.match(e.stderr, /^ringfence: fault "nope": unknown kind/);
         return true;
       },

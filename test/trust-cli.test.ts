@@ -25,10 +25,7 @@ import { startTestServer } from './helpers/server.ts';
 
 const run = promisify(execFile);
 
-/**
- * `release import` in-process through its real commander definition: the root program's global --version
- * flag swallows `release import --version V` when run through src/cli/main.ts (reported to the lead).
- */
+/** `release import` in-process through its real commander definition (no process start per import). */
 async function releaseImport(conn: { server: string; token: string }, args: string[]) {
   const { Command } = await import('commander');
   const { releaseCommands } = await import('../src/cli/commands/release.ts');

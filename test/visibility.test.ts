@@ -390,7 +390,7 @@ describe('per-device visibility', { timeout: 300_000 }, () => {
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^ringfence: .*404 no rollout 999999\n$/);
     const bad = await cli(['rollout', 'devices', String(r2), '--state', 'broken']);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2, 'a bad flag value is a usage error');
     assert.match(bad.stderr, /--state must be one of/);
   });
 

@@ -167,6 +167,14 @@ export function loadAgentConfig(file: string): AgentConfig {
   } catch (e) {
     throw new Error(`${file}: cannot read agent config: ${(e as Error).message}`);
   }
+  return parseAgentConfig(text, file);
+}
+
+/**
+ * Validates agent config text as if it were read from `file` (named in errors; relative paths resolve against
+ * its folder). `agent init` checks what it writes with this, so it accepts exactly what the agent will.
+ */
+export function parseAgentConfig(text: string, file: string): AgentConfig {
   const cfg = parseValidatedYaml(schemas().configSchema, text, file);
   const base = dirname(resolve(file));
   for (const c of cfg.components)

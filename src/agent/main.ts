@@ -7,7 +7,7 @@ import { VERSION } from '../version.ts';
 import { agentCommand } from './commands.ts';
 
 const program = new Command('ringfence-agent')
-  .version(VERSION, '-V, --cli-version', 'print the Ringfence version')
+  .version(VERSION, '-V, --version', 'print the Ringfence version')
   .description('Ringfence device agent')
   .exitOverride();
 agentCommand(program);
@@ -17,7 +17,8 @@ try {
   await program.parseAsync(['agent', ...process.argv.slice(2)], { from: 'user' });
 } catch (e) {
   if (e instanceof CommanderError) {
-    process.exitCode = e.exitCode;
+    // Asked-for help or version exits 0; a bad command line is a usage error (2), as in the CLI (docs/cli.md).
+    process.exitCode = e.exitCode === 0 ? 0 : 2;
   } else {
     process.stderr.write(`ringfence-agent: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exitCode = 1;

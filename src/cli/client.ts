@@ -1,4 +1,5 @@
-// The CLI's HTTP client for the admin API: server and token from flags or RINGFENCE_SERVER / RINGFENCE_TOKEN.
+// The CLI's HTTP client for the admin API. Where the server and token come from (flags, environment, contexts)
+// is contexts.ts's connection().
 export interface Conn {
   server: string;
   token: string;
@@ -21,16 +22,6 @@ export class CliError extends Error {
 /** A usage error (a bad or missing flag, argument or setting): exit code 2, `usage` in --json output. */
 export function usageError(message: string): CliError {
   return new CliError(message, 'usage', 2);
-}
-
-export function connection(opts: { server?: string; token?: string }): Conn {
-  const server = opts.server ?? process.env.RINGFENCE_SERVER ?? 'http://127.0.0.1:8080';
-  const token = opts.token ?? process.env.RINGFENCE_TOKEN;
-  if (!token)
-    throw usageError(
-      'no admin token: pass --token or set RINGFENCE_TOKEN (shown once when the server first started)',
-    );
-  return { server, token };
 }
 
 /** Calls the admin API; throws a one-line CliError with the server's message on failure. */

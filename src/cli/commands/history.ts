@@ -7,7 +7,8 @@ import {
   type ReportView,
   type RolloutDevicesPage,
 } from '../../server/services/history-views.ts';
-import { api, CliError, type Conn } from '../client.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { api, type Conn, usageError } from '../client.ts';
 import { printJson, printLine, terminalSafe } from '../output.ts';
 
 /** The states `--state` accepts, as the API does. */
@@ -24,7 +25,7 @@ function count(value: string, what: string, min: number, max: number): number {
     Number(value) < min ||
     Number(value) > max
   )
-    throw new CliError(`${what} must be a whole number ${min}–${max}`);
+    throw usageError(`${what} must be a whole number ${min}–${max}`);
   return Number(value);
 }
 
@@ -87,7 +88,7 @@ function sub(program: Command, name: string): Command {
 
 /** Adds the per-device views to the existing `rollout` and `fleet` commands. */
 export function historyCommands(program: Command, conn: () => Conn): void {
-  sub(program, 'rollout')
+  const devicesCmd = sub(program, 'rollout')
     .command('devices')
     .description("a rollout's devices: wave, state, versions, failure class and reason, failing checks")
     .argument('<id>', 'rollout id')
@@ -101,9 +102,9 @@ export function historyCommands(program: Command, conn: () => Conn): void {
         id: string,
         o: { state?: string; limit: string; offset: string; all?: boolean; json?: boolean },
       ) => {
-        if (!/^\d+$/.test(id)) throw new CliError('the rollout id is a number (ringfence rollout list)');
+        if (!/^\d+$/.test(id)) throw usageError('the rollout id is a number (ringfence rollout list)');
         if (o.state !== undefined && !STATES.includes(o.state))
-          throw new CliError(`--state must be one of ${STATES.join(', ')}`);
+          throw usageError(`--state must be one of ${STATES.join(', ')}`);
         const limit = count(o.limit, '--limit', 1, 1000);
         let offset = count(o.offset, '--offset', 0, Number.MAX_SAFE_INTEGER);
         let page: RolloutDevicesPage | null = null;
@@ -150,8 +151,12 @@ export function historyCommands(program: Command, conn: () => Conn): void {
           );
       },
     );
+  withExamples(devicesCmd, [
+    'rollout devices 7 --state failed   # why each failed, with the end of its failing checks',
+    'rollout devices 7 --all --json',
+  ]);
 
-  sub(program, 'fleet')
+  const historyCmd = sub(program, 'fleet')
     .command('history')
     .description("a device's transactions across rollouts, newest first, with failing checks")
     .argument('<device>', 'device id or name')
@@ -207,4 +212,5 @@ export function historyCommands(program: Command, conn: () => Conn): void {
         ]);
       }
     });
+  withExamples(historyCmd, ['fleet history till-0042', 'fleet history till-0042 --limit 20 --json']);
 }

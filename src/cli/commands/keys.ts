@@ -1,7 +1,8 @@
 // `ringfence keys init | rotate-root | show`: the organisation's TUF keys and root metadata.
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { CliError } from '../client.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { CliError, usageError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
 
 /** What the commands do their work with (TUF, the blob store), loaded when one runs so `--help` stays light. */
@@ -34,13 +35,19 @@ async function privateDataDir(dir: string): Promise<void> {
 
 const int = (v: string, what: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new CliError(`${what} must be a positive integer`);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1)
+    throw usageError(`${what} must be a positive integer`);
   return n;
 };
 
 export function keysCommands(program: Command): void {
   const keys = program.command('keys').description("the organisation's TUF keys and signed root");
-  keys
+  withExamples(keys, [
+    'keys init --data /var/lib/ringfence',
+    'keys show --data /var/lib/ringfence',
+    'keys rotate-root --data /var/lib/ringfence --root-key-dir /media/ceremony',
+  ]);
+  const init = keys
     .command('init')
     .description('create the TUF root (k-of-n), targets, snapshot and timestamp keys; root.json v1 signed')
     .requiredOption(
@@ -62,15 +69,15 @@ export function keysCommands(program: Command): void {
         rootKeyDir?: string;
         json?: boolean;
       }) => {
+        const rootKeys = int(o.rootKeys, '--root-keys');
+        const rootThreshold = int(o.rootThreshold, '--root-threshold');
+        if (rootThreshold > rootKeys)
+          throw usageError(`--root-threshold ${rootThreshold} is more than --root-keys ${rootKeys}`);
         const { TufRepository } = await load();
         await privateDataDir(o.data);
         let r: ReturnType<typeof TufRepository.init>;
         try {
-          r = TufRepository.init(o.data, {
-            rootKeys: int(o.rootKeys, '--root-keys'),
-            rootThreshold: int(o.rootThreshold, '--root-threshold'),
-            rootKeyDir: o.rootKeyDir,
-          });
+          r = TufRepository.init(o.data, { rootKeys, rootThreshold, rootKeyDir: o.rootKeyDir });
         } catch (e) {
           throw new CliError((e as Error).message);
         }
@@ -87,7 +94,11 @@ export function keysCommands(program: Command): void {
         printLine(`root private keys in ${out.root_key_dir}: move them offline (see docs/trust.md)`);
       },
     );
-  keys
+  withExamples(init, [
+    'keys init --data /var/lib/ringfence',
+    'keys init --data /srv/ringfence --root-keys 5 --root-threshold 3 --root-key-dir /media/ceremony   # 3-of-5, offline',
+  ]);
+  const rotate = keys
     .command('rotate-root')
     .description(
       'sign root N+1 with a threshold of the current root keys (and every new key); unlisted keys are revoked',
@@ -112,6 +123,15 @@ export function keysCommands(program: Command): void {
         rotate?: string;
         json?: boolean;
       }) => {
+        // The command line first: nothing is read or written for a mistyped flag.
+        const threshold = o.rootThreshold ? int(o.rootThreshold, '--root-threshold') : undefined;
+        const newKeys = o.newRootKeys ? int(o.newRootKeys, '--new-root-keys') : 0;
+        const rotate = (o.rotate ?? '').split(',').filter(Boolean) as Array<
+          'targets' | 'snapshot' | 'timestamp'
+        >;
+        const unknown = rotate.filter((r) => !['targets', 'snapshot', 'timestamp'].includes(r));
+        if (unknown.length)
+          throw usageError(`--rotate: unknown role ${unknown.join(', ')} (targets, snapshot or timestamp)`);
         const { TufRepository, generateKey, readRoleKeys, writeKeyFile } = await load();
         const repo = TufRepository.open(o.data);
         if (!repo) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
@@ -119,27 +139,20 @@ export function keysCommands(program: Command): void {
         const keyDir = o.rootKeyDir ?? repo.keyDir;
         const current = readRoleKeys(keyDir, 'root');
         let next = current;
-        if (o.newRootKeys) {
+        if (newKeys) {
           const keep = new Set((o.keep ?? '').split(',').filter(Boolean));
-          const fresh = Array.from({ length: int(o.newRootKeys, '--new-root-keys') }, () =>
-            generateKey('root'),
-          );
+          const fresh = Array.from({ length: newKeys }, () => generateKey('root'));
           const version = repo.root().signed.version + 1;
           fresh.forEach((k, i) => {
             writeKeyFile(keyDir, `root-v${version}-${i + 1}`, k);
           });
           next = [...current.filter((k) => keep.has(k.keyid)), ...fresh];
         }
-        const rotate = (o.rotate ?? '').split(',').filter(Boolean) as Array<
-          'targets' | 'snapshot' | 'timestamp'
-        >;
         try {
           const root = await repo.rotateRoot({
             oldRootKeys: current,
             newRootKeys: next,
-            threshold: o.rootThreshold
-              ? int(o.rootThreshold, '--root-threshold')
-              : Math.min(next.length, repo.root().signed.roles.root.threshold),
+            threshold: threshold ?? Math.min(next.length, repo.root().signed.roles.root.threshold),
             rotateOnline: rotate,
           });
           const out = {
@@ -156,7 +169,12 @@ export function keysCommands(program: Command): void {
         }
       },
     );
-  keys
+  withExamples(rotate, [
+    'keys rotate-root --data /srv/ringfence --root-key-dir /media/ceremony',
+    'keys rotate-root --data /srv/ringfence --root-key-dir /media/ceremony --new-root-keys 2 --keep KEYID --root-threshold 2',
+    'keys rotate-root --data /srv/ringfence --rotate timestamp,snapshot   # replace online keys too',
+  ]);
+  const show = keys
     .command('show')
     .description('the current root: version, expiry, keys per role')
     .requiredOption('--data <dir>', 'server data folder')
@@ -180,4 +198,5 @@ export function keysCommands(program: Command): void {
       for (const [n, r] of Object.entries(out.roles))
         printLine(`  ${n.padEnd(9)} ${r.threshold}-of-${r.keyids.length}`);
     });
+  withExamples(show, ['keys show --data /var/lib/ringfence', 'keys show --data /var/lib/ringfence --json']);
 }

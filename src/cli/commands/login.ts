@@ -2,10 +2,15 @@
 // server's OpenID provider (openid-client does the protocol: discovery, polling with interval and slow_down, the
 // ID token's claims), then the ID token is exchanged for a Ringfence operator token (the server verifies it with
 // jose). The token alone goes to stdout, so `export RINGFENCE_TOKEN=$(ringfence login --sso)` works; everything
-// meant for the person goes to stderr.
+// meant for the person goes to stderr. With --save-context NAME the token goes to a private file beside the CLI
+// configuration instead, and NAME becomes the current context: no token in the shell at all.
+import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import type * as OidcClient from 'openid-client';
-import { CliError } from '../client.ts';
+import { writeFileAtomicSync } from '../../files/atomic-file.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { CliError, usageError } from '../client.ts';
+import { CONTEXT_NAME, configPath, ensureConfigDir, readCliConfig, serverAddress } from '../contexts.ts';
 import { printJson, printLine, terminalSafe } from '../output.ts';
 
 /** The answer of GET /v1/auth/oidc. */
@@ -142,35 +147,71 @@ async function deviceLogin(info: OidcInfo): Promise<string> {
 
 /** Registers `ringfence login`. */
 export function loginCommand(program: Command): void {
-  program
-    .command('login')
-    .description('sign in through the single sign-on provider and print a Ringfence operator token')
-    .option('--sso', 'use the OpenID Connect device flow (open a URL, enter a code)')
-    .option('--json', 'machine-readable output: {"name","role","token","expires_at"}')
-    .action(async (o: { sso?: boolean; json?: boolean }) => {
-      if (!o.sso)
-        throw new CliError(
-          'only single sign-on is supported: ringfence login --sso (or use an operator token via RINGFENCE_TOKEN)',
-          'usage',
-          2,
-        );
-      // No token needed: this is how one gets a token.
-      const server: string =
-        program.opts<{ server?: string }>().server || process.env.RINGFENCE_SERVER || 'http://127.0.0.1:8080';
-      const info = await serverCall<OidcInfo>(server, 'GET', '/v1/auth/oidc');
-      if (!info.enabled || !info.issuer || !info.client_id)
-        throw failed(`single sign-on is not configured on ${server} (oidc: in server.yaml)`, 'sso_disabled');
-      if (info.device_flow === false)
-        throw failed(
-          `the identity provider of ${server} does not offer the device flow; use the dashboard's "Sign in with SSO"`,
-          'sso_no_device_flow',
-        );
-      const idToken = await deviceLogin(info);
-      const r = await serverCall<Exchanged>(server, 'POST', '/v1/auth/oidc/exchange', { id_token: idToken });
-      if (o.json) return printJson({ name: r.name, role: r.role, token: r.token, expires_at: r.expires_at });
-      printLine(r.token);
-      process.stderr.write(
-        `signed in as ${terminalSafe(r.name)} (role ${terminalSafe(r.role)}); the token is valid until ${new Date(r.expires_at).toISOString()}: export RINGFENCE_TOKEN=…\n`,
+  withExamples(
+    program
+      .command('login')
+      .description('sign in through the single sign-on provider and print a Ringfence operator token')
+      .option('--sso', 'use the OpenID Connect device flow (open a URL, enter a code)')
+      .option(
+        '--save-context <name>',
+        'save the token in a private file beside the CLI configuration and make NAME the current context',
+      )
+      .option(
+        '--json',
+        'machine-readable output: {"name","role","token","expires_at"} (no token with --save-context)',
+      ),
+    [
+      'login --sso --server https://patch.example:8080 --save-context prod  # later commands use it',
+      'login --sso --json  # prints the token: export RINGFENCE_TOKEN=$(ringfence login --sso)',
+    ],
+  ).action(async (o: { sso?: boolean; json?: boolean; saveContext?: string }) => {
+    if (!o.sso)
+      throw new CliError(
+        'only single sign-on is supported: ringfence login --sso (or use an operator token via RINGFENCE_TOKEN)',
+        'usage',
+        2,
       );
-    });
+    if (o.saveContext !== undefined && !CONTEXT_NAME.test(o.saveContext))
+      throw usageError(`bad context name "${o.saveContext}": letters, digits, ".", "_" or "-"`);
+    // A configuration that cannot take the context is found before the person signs in, not after.
+    if (o.saveContext !== undefined) readCliConfig();
+    // No token needed: this is how one gets a token.
+    const server = serverAddress(program.opts());
+    const info = await serverCall<OidcInfo>(server, 'GET', '/v1/auth/oidc');
+    if (!info.enabled || !info.issuer || !info.client_id)
+      throw failed(`single sign-on is not configured on ${server} (oidc: in server.yaml)`, 'sso_disabled');
+    if (info.device_flow === false)
+      throw failed(
+        `the identity provider of ${server} does not offer the device flow; use the dashboard's "Sign in with SSO"`,
+        'sso_no_device_flow',
+      );
+    const idToken = await deviceLogin(info);
+    const r = await serverCall<Exchanged>(server, 'POST', '/v1/auth/oidc/exchange', { id_token: idToken });
+    const until = new Date(r.expires_at).toISOString();
+    if (o.saveContext) {
+      const name = o.saveContext;
+      const tokenFile = join(dirname(configPath()), `${name}.token`);
+      ensureConfigDir(configPath());
+      writeFileAtomicSync(tokenFile, `${r.token}\n`, 0o600);
+      const { setContext } = await import('./config.ts');
+      const saved = await setContext(name, { server, tokenFile }, true);
+      if (o.json)
+        return printJson({
+          name: r.name,
+          role: r.role,
+          expires_at: r.expires_at,
+          context: name,
+          file: saved.file,
+        });
+      process.stderr.write(
+        `signed in as ${terminalSafe(r.name)} (role ${terminalSafe(r.role)}) until ${until}; the token is in ${tokenFile}, and context ${name} (current) uses it\n`,
+      );
+      return;
+    }
+    if (o.json) return printJson({ name: r.name, role: r.role, token: r.token, expires_at: r.expires_at });
+    printLine(r.token);
+    process.stderr.write(
+      `signed in as ${terminalSafe(r.name)} (role ${terminalSafe(r.role)}); the token is valid until ${until}: export RINGFENCE_TOKEN=… (or use --save-context NAME)\n`,
+    );
+  });
 }

@@ -1,7 +1,8 @@
 // `ringfence operator …` and `ringfence whoami`: named operators with roles, their API tokens, and who am I.
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { api, CliError, type Conn } from '../client.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { api, type Conn, usageError as usage } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
 
 const ROLES = ['viewer', 'operator', 'approver', 'admin'] as const;
@@ -23,11 +24,6 @@ interface OperatorInfo {
   created_by: string | null;
   revoked_at: number | null;
   tokens: TokenInfo[];
-}
-
-/** A usage error (exit code 2): the command line itself is wrong, nothing was sent. */
-function usage(message: string): CliError {
-  return new CliError(message, 'usage', 2);
 }
 
 function checkName(what: string, name: string): string {
@@ -81,7 +77,7 @@ function printSecret(token: string, advice: string): void {
 
 /** Registers `ringfence operator …` and `ringfence whoami`. */
 export function operatorCommands(program: Command, conn: () => Conn): void {
-  program
+  const whoami = program
     .command('whoami')
     .description('the operator, role and token this CLI is using, and what it may do')
     .option('--json', 'machine-readable output')
@@ -98,11 +94,17 @@ export function operatorCommands(program: Command, conn: () => Conn): void {
         `${r.name} (role ${r.role}) with token ${r.token}; audit actor ${r.actor}; may: ${r.permissions.join(', ')}`,
       );
     });
+  withExamples(whoami, ['whoami', 'whoami --json']);
 
   const operator = program
     .command('operator')
     .description('operators (people and CI jobs), their roles and API tokens (needs role admin)');
-  operator
+  withExamples(operator, [
+    'operator add alice --role operator   # prints her token once',
+    'operator list',
+    'operator revoke alice',
+  ]);
+  const add = operator
     .command('add')
     .description('create an operator; its token is printed once')
     .argument('<name>', 'operator name (e.g. alice, ci.deploy)')
@@ -121,7 +123,12 @@ export function operatorCommands(program: Command, conn: () => Conn): void {
         `operator ${r.name} added with role ${r.role}; this token is shown once: hand it over safely (RINGFENCE_TOKEN)`,
       );
     });
-  operator
+  withExamples(add, [
+    'operator add alice --role operator   # prints her token once',
+    'operator add bob --role approver --json',
+    'operator add ci.deploy --role operator',
+  ]);
+  const list = operator
     .command('list')
     .description('operators, roles and token names (never the tokens themselves)')
     .option('--json', 'machine-readable output')
@@ -142,30 +149,33 @@ export function operatorCommands(program: Command, conn: () => Conn): void {
         ['name', 'role', 'created', 'created by', 'revoked', 'tokens'],
       );
     });
-  operator
+  withExamples(list, ['operator list', 'operator list --json']);
+  const revoke = operator
     .command('revoke')
     .description('revoke an operator: every one of its tokens is refused from the next request')
-    .argument('<name>')
+    .argument('<name>', 'operator name')
     .option('--json', 'machine-readable output')
     .action(async (name: string, o: { json?: boolean }) => {
       const r = await api<{ name: string; revoked_at: number }>(conn(), 'POST', `${op(name)}/revoke`, {});
       if (o.json) return printJson(r);
       printLine(`operator ${r.name} revoked: its tokens are refused from now on`);
     });
-  operator
+  withExamples(revoke, ['operator revoke alice']);
+  const rotate = operator
     .command('rotate')
     .description("replace an operator's default token: the new one is printed once, the old one is refused")
-    .argument('<name>')
+    .argument('<name>', 'operator name')
     .option('--json', 'machine-readable output')
     .action(async (name: string, o: { json?: boolean }) => {
       const r = await api<{ name: string; token: string }>(conn(), 'POST', `${op(name)}/rotate`, {});
       if (o.json) return printJson(r);
       printSecret(r.token, `new token of ${r.name}, shown once; the old one is refused from now on`);
     });
-  operator
+  withExamples(rotate, ['operator rotate alice', 'operator rotate alice --json']);
+  const setRole = operator
     .command('set-role')
     .description("change an operator's role (takes effect on its next request)")
-    .argument('<name>')
+    .argument('<name>', 'operator name')
     .argument('<role>', ROLES.join(' | '))
     .option('--json', 'machine-readable output')
     .action(async (name: string, role: string, o: { json?: boolean }) => {
@@ -175,11 +185,16 @@ export function operatorCommands(program: Command, conn: () => Conn): void {
       if (o.json) return printJson(r);
       printLine(`operator ${r.name} now has role ${r.role}`);
     });
+  withExamples(setRole, ['operator set-role alice viewer', 'operator set-role bob approver']);
 
   const token = operator
     .command('token')
     .description("an operator's named API tokens (for CI jobs; admin, or the operator itself)");
-  token
+  withExamples(token, [
+    'operator token add alice --token-name ci --expires 30d',
+    'operator token revoke alice ci',
+  ]);
+  const tokenAdd = token
     .command('add')
     .description('create a named token for NAME, optionally expiring; printed once')
     .argument('<name>', 'operator name')
@@ -213,7 +228,11 @@ export function operatorCommands(program: Command, conn: () => Conn): void {
         `token ${r.name} of ${r.operator}${r.expires_at ? `, valid until ${iso(r.expires_at)}` : ', valid until revoked'}; shown once (audit actor ${r.operator}/${r.name})`,
       );
     });
-  token
+  withExamples(tokenAdd, [
+    'operator token add alice --token-name ci --expires 30d   # printed once; 12h, 30d, 1w …',
+    'operator token add ci.deploy --token-name nightly --json',
+  ]);
+  const tokenRevoke = token
     .command('revoke')
     .description('revoke one named token of NAME; its other tokens keep working')
     .argument('<name>', 'operator name')
@@ -229,4 +248,7 @@ export function operatorCommands(program: Command, conn: () => Conn): void {
       if (o.json) return printJson(r);
       printLine(`token ${r.name} of ${r.operator} revoked`);
     });
+  withExamples(tokenRevoke, [
+    "operator token revoke alice ci   # only that token; alice's others keep working",
+  ]);
 }

@@ -11,7 +11,7 @@ import { createRng } from '../../sim/prng.ts';
 import { type RehearsalResult, rehearse } from '../../sim/rehearsal.ts';
 import { formatSpan, renderReport } from '../../sim/report-html.ts';
 import { describeTiming, resolveTiming, type TimingModel } from '../../sim/timing.ts';
-import { api, CliError, type Conn } from '../client.ts';
+import { api, CliError, type Conn, usageError } from '../client.ts';
 import { printErrorLine, printLine, printTable } from '../output.ts';
 import { readFleet } from './rollout.ts';
 
@@ -37,7 +37,7 @@ export interface RehearseOpts {
 }
 
 function inventory(file: string): SimFleet {
-  if (!existsSync(file)) throw new CliError(`${file}: no such file (give a device count or an inventory)`);
+  if (!existsSync(file)) throw usageError(`${file}: no such file (give a device count or an inventory)`);
   if (file.endsWith('.json')) {
     // Keep device ids when the inventory has them: [{id, labels}] or [{...labels}].
     const data = JSON.parse(readFileSync(file, 'utf8')) as Array<Record<string, unknown>>;
@@ -55,7 +55,7 @@ function duration(v: string, what: string): number {
   try {
     return parseDuration(v);
   } catch (e) {
-    throw new CliError(`${what}: ${(e as Error).message}`);
+    throw usageError(`${what}: ${(e as Error).message}`);
   }
 }
 
@@ -64,7 +64,7 @@ function durationRange(v: string, what: string): [number, number] {
   const [a, b = a] = v.split('..');
   const lo = duration(a, what);
   const hi = duration(b, what);
-  if (hi < lo) throw new CliError(`${what}: ${v}: the range ends before it starts`);
+  if (hi < lo) throw usageError(`${what}: ${v}: the range ends before it starts`);
   return [lo, hi];
 }
 
@@ -124,12 +124,12 @@ function loadPlan(file: string): Plan {
   }
 }
 
-/** The --fault specs, parsed. */
+/** The --fault specs, parsed; a bad one is a usage error. */
 function loadFaults(specs: string[]): Fault[] {
   try {
     return specs.map(parseFault);
   } catch (e) {
-    throw new CliError((e as Error).message);
+    throw usageError((e as Error).message);
   }
 }
 
@@ -141,17 +141,17 @@ async function loadFleet(o: RehearseOpts, conn: () => Conn): Promise<SimFleet> {
   }
   if (o.fleet && /^\d+$/.test(o.fleet)) {
     const n = Number(o.fleet);
-    if (n < 1 || n > 5_000_000) throw new CliError('--fleet: between 1 and 5000000 devices');
+    if (n < 1 || n > 5_000_000) throw usageError('--fleet: between 1 and 5000000 devices');
     return generateFleet(n, createRng(`fleet:${o.seed}`));
   }
   if (o.fleet) return inventory(o.fleet);
-  throw new CliError('give --fleet N, --fleet FILE or --from-server');
+  throw usageError('give --fleet N, --fleet FILE or --from-server');
 }
 
 /** The device timings from the flags and the agent configuration (timing.ts fills in the rest). */
 async function loadTiming(plan: Plan, o: RehearseOpts): Promise<TimingModel> {
-  if (o.checkinEvery && o.poll) throw new CliError('give --checkin-every or --poll, not both');
-  if (o.healthTime && o.probation) throw new CliError('give --health-time or --probation, not both');
+  if (o.checkinEvery && o.poll) throw usageError('give --checkin-every or --poll, not both');
+  if (o.healthTime && o.probation) throw usageError('give --health-time or --probation, not both');
   const poll = o.checkinEvery ?? o.poll;
   const health = o.healthTime ?? o.probation;
   const timing = resolveTiming(plan, {
@@ -161,7 +161,7 @@ async function loadTiming(plan: Plan, o: RehearseOpts): Promise<TimingModel> {
     tickMs: o.tick === undefined ? undefined : duration(o.tick, '--tick'),
     agent: o.agentConfig ? await agentTimings(o.agentConfig) : undefined,
   });
-  if (timing.pollMs < 1000) throw new CliError('--checkin-every: at least 1s');
+  if (timing.pollMs < 1000) throw usageError('--checkin-every: at least 1s');
   return timing;
 }
 
@@ -181,7 +181,7 @@ export async function runRehearsal(file: string, o: RehearseOpts, conn: () => Co
   const fleet = await loadFleet(o, conn);
   const timing = await loadTiming(plan, o);
   const start = o.start ? Date.parse(o.start) : undefined;
-  if (start !== undefined && Number.isNaN(start)) throw new CliError(`--start: not a date: ${o.start}`);
+  if (start !== undefined && Number.isNaN(start)) throw usageError(`--start: not a date: ${o.start}`);
   const wall = Date.now();
   const progress = !o.quiet;
   if (progress && fleet.ids.length >= 20_000)

@@ -2,11 +2,12 @@
 // The flags live here; the work, in rehearse-run.ts, loads only when the command runs.
 import type { Command } from 'commander';
 import { FAULT_HELP } from '../../sim/faults.ts';
+import { withExamples } from '../../terminal/help.ts';
 import type { Conn } from '../client.ts';
 import type { RehearseOpts } from './rehearse-run.ts';
 
 export function rehearseCommand(program: Command, conn: () => Conn): void {
-  program
+  const rehearse = program
     .command('rehearse')
     .description('rehearse a plan against a simulated fleet in virtual time, with injected faults')
     .argument('<plan>', 'plan YAML')
@@ -55,4 +56,9 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
       const { runRehearsal } = await import('./rehearse-run.ts');
       await runRehearsal(file, o, conn);
     });
+  withExamples(rehearse, [
+    'rehearse examples/plans/standard.yaml --fleet 5000 --fault crash:2%@tier=C',
+    'rehearse plan.yaml --fleet fleet.csv --report ./rehearsal   # writes index.html and report.json',
+    'rehearse plan.yaml --from-server --checkin-every 1m --health-time 5m --json',
+  ]);
 }

@@ -6,7 +6,9 @@ import { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import { MODE_MASK } from '../../protocol/names.ts';
 import type { ReleaseView } from '../../server/services/releases.ts';
-import { api, CliError, type Conn } from '../client.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { type ProgressUpdate, progressReporter } from '../../terminal/progress.ts';
+import { api, CliError, type Conn, usageError } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
 
 export interface CollectOptions {
@@ -129,6 +131,21 @@ export function releaseMode(stMode: number): number {
   return stMode & MODE_MASK;
 }
 
+export interface ImportOptions extends CollectOptions {
+  /** Called as bytes are read into the upload and as each file is stored; for a display. */
+  onProgress?: (p: ProgressUpdate) => void;
+}
+
+/** The sizes of collected files, for the progress total (a file that cannot be read counts 0: open says why). */
+function totalSize(files: Array<{ path: string }>): number {
+  let n = 0;
+  for (const f of files)
+    try {
+      n += statSync(f.path).size;
+    } catch {}
+  return n;
+}
+
 /** Uploads collected files as blobs and registers the release. */
 export async function importFiles(
   conn: Conn,
@@ -136,15 +153,33 @@ export async function importFiles(
   version: string,
   files: Array<{ name: string; path: string }>,
   provenance: Record<string, unknown> = {},
-  opts: CollectOptions = {},
+  opts: ImportOptions = {},
 ) {
+  const progress = opts.onProgress;
+  const step = { phase: 'uploading', bytes: 0, totalBytes: 0, files: 0, totalFiles: files.length };
+  if (progress) {
+    step.totalBytes = totalSize(files);
+    progress({ ...step });
+  }
   const artifacts = [];
   for (const f of files) {
     // The mode is read from the descriptor that is uploaded, so it belongs to exactly these bytes.
     const { fh, mode } = await openRegular(f.path, opts.followSymlinks === true);
-    const body = Readable.toWeb(fh.createReadStream()) as unknown as Uint8Array;
+    let body = Readable.toWeb(fh.createReadStream()) as unknown as ReadableStream<Uint8Array>;
+    if (progress)
+      body = body.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, out) {
+            step.bytes += chunk.byteLength;
+            progress({ ...step });
+            out.enqueue(chunk);
+          },
+        }),
+      );
     const blob = await api<{ sha256: string; length: number }>(conn, 'POST', '/v1/admin/blobs', body);
     artifacts.push({ name: f.name, sha256: blob.sha256, length: blob.length, mode });
+    step.files++;
+    progress?.({ ...step });
   }
   await api(conn, 'POST', '/v1/admin/releases', { component, version, artifacts, provenance });
   return { component, version, artifacts };
@@ -157,7 +192,7 @@ export async function importRelease(
   version: string,
   paths: string[],
   provenance: Record<string, unknown> = {},
-  opts: CollectOptions = {},
+  opts: ImportOptions = {},
 ) {
   return importFiles(conn, component, version, collectFiles(paths, opts), provenance, opts);
 }
@@ -182,7 +217,12 @@ export function awaitingLabel(a: AwaitingApproval): string {
 
 export function releaseCommands(program: Command, conn: () => Conn): void {
   const release = program.command('release').description('immutable releases of components');
-  release
+  withExamples(release, [
+    'release import --component app --version 1.2.0 ./build/app',
+    'release approve app@1.2.0',
+    'release list --json',
+  ]);
+  const importCmd = release
     .command('import')
     .description('store files (or folders) as a release')
     .requiredOption('--component <name>', 'component name')
@@ -222,13 +262,16 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
           vendorTargetPrefix: string;
         },
       ) => {
+        // The command line first: flags that only work together.
+        if (!o.vendorSig !== !o.vendorKey) throw usageError('--vendor-sig and --vendor-key go together');
+        if (!o.vendorTuf !== !o.vendorRoot || !o.vendorTuf !== !o.vendorName)
+          throw usageError('--vendor-tuf, --vendor-root and --vendor-name go together');
         // Every file is checked (regular files only) before any vendor check or upload.
         const collect = { followSymlinks: o.followSymlinks === true };
         const files = collectFiles(paths, collect);
         // Vendor authenticity is checked before anything is uploaded; the result goes into the audited provenance.
         let vendor: Record<string, unknown> | undefined;
-        if (o.vendorSig || o.vendorKey) {
-          if (!o.vendorSig || !o.vendorKey) throw new CliError('--vendor-sig and --vendor-key go together');
+        if (o.vendorSig && o.vendorKey) {
           const { verifyVendorRelease } = await import('../../trust/signer/vendor.ts');
           try {
             vendor = { ...(await verifyVendorRelease(files, o.vendorSig, o.vendorKey)) };
@@ -241,9 +284,7 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
         let vendorTuf:
           | Awaited<ReturnType<typeof import('../../trust/signer/vendor-import.ts').verifyVendorTuf>>
           | undefined;
-        if (o.vendorTuf || o.vendorRoot || o.vendorName) {
-          if (!o.vendorTuf || !o.vendorRoot || !o.vendorName)
-            throw new CliError('--vendor-tuf, --vendor-root and --vendor-name go together');
+        if (o.vendorTuf && o.vendorRoot && o.vendorName) {
           const { verifyVendorTuf } = await import('../../trust/signer/vendor-import.ts');
           try {
             vendorTuf = await verifyVendorTuf({
@@ -272,23 +313,36 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
             release: `${o.component}@${o.version}`,
           });
         }
-        const r = await importFiles(
-          c,
-          o.component,
-          o.version,
-          files,
-          {
-            imported_by: process.env.USER ?? 'unknown',
-            ...(vendor ? { vendor } : {}),
-            ...(vendorTuf ? { vendor_tuf: vendorTuf.provenance } : {}),
-          },
-          collect,
-        );
+        const progress = progressReporter('release import', { json: o.json });
+        let r: Awaited<ReturnType<typeof importFiles>>;
+        try {
+          r = await importFiles(
+            c,
+            o.component,
+            o.version,
+            files,
+            {
+              imported_by: process.env.USER ?? 'unknown',
+              ...(vendor ? { vendor } : {}),
+              ...(vendorTuf ? { vendor_tuf: vendorTuf.provenance } : {}),
+            },
+            { ...collect, onProgress: progress.enabled ? progress.update : undefined },
+          );
+        } catch (e) {
+          progress.clear();
+          throw e;
+        }
+        progress.done();
         if (o.json) printJson(r);
         else printLine(`imported ${r.component}@${r.version} (${r.artifacts.length} files)`);
       },
     );
-  release
+  withExamples(importCmd, [
+    'release import --component app --version 1.2.0 ./build/app   # a folder: every file, by relative path',
+    'release import --component sensor-content --version 2.1.0 content.bin --vendor-sig content.bin.sig --vendor-key vendor.pub',
+    'release import --component os --version 2026.1 ./os --vendor-tuf https://vendor.example/tuf --vendor-root vendor-root.json --vendor-name acme',
+  ]);
+  const approve = release
     .command('approve')
     .description('approve NAME@V: only approved releases can reach devices')
     .argument('<ref>', 'NAME@VERSION')
@@ -298,8 +352,10 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
       if (o.json) printJson(r);
       else printLine(`approved ${ref}`);
     });
-  release
+  withExamples(approve, ['release approve app@1.2.0', 'release approve sensor-content@2.1.0 --json']);
+  const list = release
     .command('list')
+    .description('releases: files, size, approval, who imported them and what waits for approval')
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
       const rows = await api<Array<ReleaseView & Governed>>(conn(), 'GET', '/v1/admin/releases');
@@ -317,4 +373,5 @@ export function releaseCommands(program: Command, conn: () => Conn): void {
         ['release', 'files', 'bytes', 'approved', 'imported by', 'waiting', 'created'],
       );
     });
+  withExamples(list, ['release list', 'release list --json']);
 }

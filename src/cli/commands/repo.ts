@@ -2,7 +2,8 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
-import { CliError } from '../client.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { CliError, usageError } from '../client.ts';
 import { printJson, printLine } from '../output.ts';
 
 /** What the commands do their work with (TUF, the blob store), loaded when one runs so `--help` stays light. */
@@ -18,7 +19,12 @@ async function load() {
 
 export function repoCommands(program: Command): void {
   const repo = program.command('repo').description('the signed (TUF) repository');
-  repo
+  withExamples(repo, [
+    'repo export /srv/mirror --data /var/lib/ringfence --valid-for 30d',
+    'repo gc --data /var/lib/ringfence --dry-run',
+    'repo serve /srv/mirror --port 8081',
+  ]);
+  const exportCmd = repo
     .command('export')
     .description('write metadata and hash-prefixed targets as a static tree (same layout as /v1/tuf/)')
     .argument('<dir>', 'destination folder')
@@ -26,19 +32,27 @@ export function repoCommands(program: Command): void {
     .option('--valid-for <duration>', 'keep the metadata valid at least this long (e.g. 30d)')
     .option('--json', 'machine-readable output')
     .action(async (dir: string, o: { data: string; validFor?: string; json?: boolean }) => {
+      let validForMs: number | undefined;
+      try {
+        validForMs = o.validFor === undefined ? undefined : parseDuration(o.validFor);
+      } catch (e) {
+        throw usageError(`--valid-for: ${(e as Error).message}`);
+      }
       const { BlobStore, TufRepository, exportTree } = await load();
       const r = TufRepository.open(o.data);
       if (!r) throw new CliError(`no TUF repository in ${o.data}: run keys init first`);
-      const res = await exportTree(r, new BlobStore(join(o.data, 'blobs')), dir, {
-        validForMs: o.validFor ? parseDuration(o.validFor) : undefined,
-      });
+      const res = await exportTree(r, new BlobStore(join(o.data, 'blobs')), dir, { validForMs });
       if (o.json) return printJson(res);
       printLine(
         `exported ${res.metadata} metadata files and ${res.targets} targets (${res.bytes} bytes) to ${res.dir}; valid until ${res.expires}`,
       );
       if (res.missing.length) printLine(`missing blobs (not exported): ${res.missing.join(', ')}`);
     });
-  repo
+  withExamples(exportCmd, [
+    'repo export /srv/mirror --data /var/lib/ringfence',
+    'repo export /srv/mirror --data /var/lib/ringfence --valid-for 30d --json',
+  ]);
+  const gc = repo
     .command('gc')
     .description('free blobs of releases no rollout, pin or device references (newest per component kept)')
     .requiredOption('--data <dir>', 'server data folder')
@@ -63,15 +77,22 @@ export function repoCommands(program: Command): void {
         await store.close();
       }
     });
-  repo
+  withExamples(gc, [
+    'repo gc --data /var/lib/ringfence --dry-run   # what would be freed',
+    'repo gc --data /var/lib/ringfence --database postgres://ringfence@db/ringfence',
+  ]);
+  const serve = repo
     .command('serve')
     .description('serve an exported tree over plain HTTP (a minimal mirror)')
     .argument('<dir>', 'exported folder')
     .option('--port <n>', 'port', '8081')
     .option('--host <addr>', 'address', '127.0.0.1')
     .action(async (dir: string, o: { port: string; host: string }) => {
+      const port = Number(o.port);
+      if (!/^\d+$/.test(o.port) || port > 65535) throw usageError('--port must be a port number 0–65535');
       const { serveStatic } = await load();
-      const s = await serveStatic(dir, { port: Number(o.port), host: o.host });
+      const s = await serveStatic(dir, { port, host: o.host });
       printLine(`serving ${dir} at ${s.url}`);
     });
+  withExamples(serve, ['repo serve /srv/mirror', 'repo serve /srv/mirror --host 0.0.0.0 --port 8081']);
 }

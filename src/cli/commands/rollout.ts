@@ -7,7 +7,8 @@ import type { Labels } from '../../engine/selector.ts';
 import type { DeviceSummary } from '../../server/routes/admin-fleet.ts';
 import type { DryRun } from '../../server/services/rollout-dry-run.ts';
 import type { RolloutView, WaveCounts } from '../../server/services/rollout-view.ts';
-import { api, CliError, type Conn } from '../client.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { api, CliError, type Conn, usageError } from '../client.ts';
 import { printJson, printLine, printTable } from '../output.ts';
 import { type AwaitingApproval, awaitingLabel } from './release.ts';
 
@@ -18,10 +19,8 @@ import { type AwaitingApproval, awaitingLabel } from './release.ts';
 function needReason(reason: string | undefined, switches: Array<[string, boolean | undefined]>): void {
   const used = switches.filter(([, on]) => on).map(([name]) => name);
   if (used.length && !reason?.trim())
-    throw new CliError(
+    throw usageError(
       `${used.join(' and ')} ${used.length > 1 ? 'need' : 'needs'} --reason TEXT (kept in the audit log)`,
-      'usage',
-      2,
     );
 }
 
@@ -113,8 +112,14 @@ export function printWaves(waves: WaveCounts[]): void {
 
 export function planCommands(program: Command, conn: () => Conn): void {
   const plan = program.command('plan').description('rollout plans (policy as code)');
-  plan
+  withExamples(plan, [
+    'plan check plans/standard.yaml --fleet fleet.json   # validate + exposure, before anything runs',
+    'plan apply plans/standard.yaml',
+    'plan list',
+  ]);
+  const apply = plan
     .command('apply')
+    .description('validate a plan and store it on the server (a new version replaces one of the same name)')
     .argument('<file>', 'plan YAML')
     .option(
       '--allow-wide',
@@ -137,8 +142,13 @@ export function planCommands(program: Command, conn: () => Conn): void {
           `plan ${p.name} applied (${p.waves.length} waves: ${p.waves.map((w) => w.name).join(' → ')})`,
         );
     });
-  plan
+  withExamples(apply, [
+    'plan apply plans/standard.yaml',
+    "plan apply plans/hotfix.yaml --allow-wide --reason 'two-site fleet, first wave is one site'",
+  ]);
+  const list = plan
     .command('list')
+    .description('the plans stored on the server, with their waves')
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
       const rows = await api<Plan[]>(conn(), 'GET', '/v1/admin/plans');
@@ -152,7 +162,8 @@ export function planCommands(program: Command, conn: () => Conn): void {
         ['name', 'waves', 'on_failure'],
       );
     });
-  plan
+  withExamples(list, ['plan list', 'plan list --json']);
+  const check = plan
     .command('check')
     .description('validate a plan and print its worst-case exposure over a fleet')
     .argument('<file>', 'plan YAML')
@@ -198,12 +209,42 @@ export function planCommands(program: Command, conn: () => Conn): void {
         if (a.problems.length) throw new CliError(a.problems.join('; '));
       },
     );
+  withExamples(check, [
+    'plan check plans/standard.yaml --fleet fleet.json',
+    'plan check plans/standard.yaml --from-server --json',
+  ]);
 }
+
+/** The rollout actions that take only an id, with their help line. */
+const ACTIONS = {
+  pause: 'pause a rollout: no new device is offered the release until it is resumed',
+  resume: 'resume a paused rollout (or a halted one, to judge its gate again)',
+  approve: 'approve the gate a rollout waits at (four eyes: not the operator who started it)',
+  abort: 'stop a rollout for good: devices keep what they run (rollback returns them)',
+  rollback: 'tell every exposed device to return to the release it had before',
+  retry: 'offer the release again, in the current wave, to devices that failed on download or timeout',
+} as const;
+
+/** A plausible reason for each action, for the examples. */
+const ACTION_REASONS: Record<keyof typeof ACTIONS, string> = {
+  pause: 'wait for the vendor advisory',
+  resume: 'vendor confirmed the fix',
+  approve: 'canary metrics reviewed',
+  abort: 'superseded by 2.1.1',
+  rollback: 'crash reports from tier C',
+  retry: 'network outage at site B is over',
+};
 
 export function rolloutCommands(program: Command, conn: () => Conn): void {
   const rollout = program.command('rollout').description('releases going through plans');
-  rollout
+  withExamples(rollout, [
+    'rollout start sensor-content@2.1.0 --plan standard',
+    'rollout watch 7',
+    "rollout stop-all --reason 'bad content seen on canaries'",
+  ]);
+  const start = rollout
     .command('start')
+    .description('start a release through a plan, wave by wave (or --dry-run: who would get it)')
     .argument('<ref>', 'NAME@VERSION')
     .requiredOption('--plan <name>', 'plan name')
     .option('--emergency', 'same waves, bake times shortened by the plan factor (needs --reason)')
@@ -245,7 +286,7 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
         },
       ) => {
         if (o.channel && o.channel !== 'early' && o.channel !== 'general') {
-          throw new CliError('--channel must be early or general');
+          throw usageError('--channel must be early or general');
         }
         // A dry run starts nothing, so it needs no reason.
         if (!o.dryRun)
@@ -270,8 +311,14 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
         else printLine(`rollout ${r.id} started: ${ref} via ${o.plan} (${r.status})`);
       },
     );
-  rollout
+  withExamples(start, [
+    'rollout start sensor-content@2.1.0 --plan standard',
+    'rollout start sensor-content@2.1.0 --plan standard --dry-run   # starts nothing',
+    "rollout start sensor-content@2.1.1 --plan standard --emergency --reason 'CVE-2026-1234'",
+  ]);
+  const listCmd = rollout
     .command('list')
+    .description('every rollout: release, plan, status, current wave, devices exposed')
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
       const rows = await api<RolloutView[]>(conn(), 'GET', '/v1/admin/rollouts');
@@ -288,19 +335,23 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
         ['id', 'release', 'plan', 'status', 'wave', 'exposed'],
       );
     });
-  rollout
+  withExamples(listCmd, ['rollout list', 'rollout list --json']);
+  const status = rollout
     .command('status')
-    .argument('<id>')
+    .description('one rollout: status, exposure, who started it, what waits for approval, counts per wave')
+    .argument('<id>', 'rollout id')
     .option('--json', 'machine-readable output')
     .action(async (id: string, o: { json?: boolean }) => {
       const r = await api<GovernedRollout>(conn(), 'GET', `/v1/admin/rollouts/${encodeURIComponent(id)}`);
       if (o.json) printJson(r);
       else printRollout(r);
     });
-  for (const action of ['pause', 'resume', 'approve', 'abort', 'rollback', 'retry'] as const) {
-    rollout
+  withExamples(status, ['rollout status 7', 'rollout status 7 --json']);
+  for (const action of Object.keys(ACTIONS) as Array<keyof typeof ACTIONS>) {
+    const cmd = rollout
       .command(action)
-      .argument('<id>')
+      .description(ACTIONS[action])
+      .argument('<id>', 'rollout id')
       .option('--reason <text>', 'why (kept in the audit log)')
       .option('--json', 'machine-readable output')
       .action(async (id: string, o: { reason?: string; json?: boolean }) => {
@@ -313,8 +364,12 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
         if (o.json) printJson(r);
         else printLine(`rollout ${r.id}: ${r.status}`);
       });
+    withExamples(cmd, [
+      `rollout ${action} 7 --reason '${ACTION_REASONS[action]}'`,
+      `rollout ${action} 7 --json`,
+    ]);
   }
-  rollout
+  const stopAll = rollout
     .command('stop-all')
     .description('kill switch: pause every active rollout at once (needs --reason)')
     .option('--reason <text>', 'why (required; kept in the audit log)')
@@ -328,4 +383,5 @@ export function rolloutCommands(program: Command, conn: () => Conn): void {
       else
         printLine(`paused ${r.paused.length} rollouts${r.paused.length ? `: ${r.paused.join(', ')}` : ''}`);
     });
+  withExamples(stopAll, ["rollout stop-all --reason 'bad content seen on canaries'"]);
 }

@@ -4,7 +4,8 @@
 import type { Command } from 'commander';
 import { parseDuration } from '../../engine/duration.ts';
 import type { RolloutView, WaveCounts } from '../../server/services/rollout-view.ts';
-import { api, CliError, type Conn } from '../client.ts';
+import { withExamples } from '../../terminal/help.ts';
+import { api, type Conn, usageError } from '../client.ts';
 import { printErrorLine, printJsonLine, printLine } from '../output.ts';
 import { printWaves } from './rollout.ts';
 
@@ -82,12 +83,12 @@ function humanLine(s: Snapshot): string {
 export function watchCommand(program: Command, conn: () => Conn): void {
   const rollout = program.commands.find((c) => c.name() === 'rollout');
   if (!rollout) throw new Error('rollout watch: register the rollout command first');
-  rollout
+  const watch = rollout
     .command('watch')
     .description(
       'follow a rollout live until it ends: exit 0 when completed, 1 when halted, aborted or rolled back',
     )
-    .argument('<id>')
+    .argument('<id>', 'rollout id')
     .option('--interval <duration>', 'how often to ask the server', '1s')
     .option('--json', 'one JSON object per line for each change')
     .action(async (id: string, o: { interval: string; json?: boolean }) => {
@@ -95,7 +96,7 @@ export function watchCommand(program: Command, conn: () => Conn): void {
       try {
         every = Math.max(100, parseDuration(o.interval));
       } catch (e) {
-        throw new CliError(`--interval: ${(e as Error).message}`);
+        throw usageError(`--interval: ${(e as Error).message}`);
       }
       const c = conn();
       const path = `/v1/admin/rollouts/${encodeURIComponent(id)}`;
@@ -141,4 +142,8 @@ export function watchCommand(program: Command, conn: () => Conn): void {
         await new Promise((res) => setTimeout(res, every));
       }
     });
+  withExamples(watch, [
+    'rollout watch 7',
+    'rollout watch 7 --json --interval 5s   # one JSON object per change, for scripts',
+  ]);
 }

@@ -10,7 +10,6 @@ import {
   SqliteDialect,
   type SqliteStatement,
 } from 'kysely';
-import pg from 'pg';
 import {
   ensurePrivateDir,
   ensurePrivateFile,
@@ -28,9 +27,6 @@ export interface Store {
   dialect: Dialect;
   close(): Promise<void>;
 }
-
-// PostgreSQL returns int8 as text by default; our int8 columns are millisecond times that fit a double.
-pg.types.setTypeParser(20, (v: string) => Number.parseInt(v, 10));
 
 /**
  * Opens (and migrates) the store: `url` selects PostgreSQL, otherwise SQLite at DIR/ringfence.db.
@@ -52,6 +48,10 @@ export async function openStore(opts: {
     // Blobs and keys still live in the data folder.
     if (existsSync(opts.dataDir)) ensurePrivateDir(opts.dataDir, opts.log);
     tightenKeyDir(join(opts.dataDir, 'tuf', 'keys'), opts.log);
+    // Loaded only for PostgreSQL: a server on SQLite starts without the driver.
+    const { default: pg } = await import('pg');
+    // PostgreSQL returns int8 as text by default; our int8 columns are millisecond times that fit a double.
+    pg.types.setTypeParser(20, (v: string) => Number.parseInt(v, 10));
     db = new Kysely<Database>({
       dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: opts.url, max: 10 }) }),
     });

@@ -2,7 +2,7 @@
 // Sending goes through the query layer; listening needs a connection of its own that stays open, so it is a
 // plain `pg` client here, reconnected with backoff when the database goes away.
 import { sql } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import type { Db } from './database.ts';
 
 /** PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; senders keep below this. */
@@ -50,7 +50,9 @@ export function listen(url: string, channel: string, on: ListenerEvents): Listen
   };
 
   const connect = async (): Promise<void> => {
-    const c = new pg.Client({ connectionString: url });
+    // Loaded here, not at the top: a server on SQLite never needs the PostgreSQL driver (start-up time).
+    const { Client } = (await import('pg')).default;
+    const c = new Client({ connectionString: url });
     let dropped = false;
     const drop = (err?: Error) => {
       if (dropped) return;

@@ -20,6 +20,7 @@ import { dirname, join, resolve } from 'node:path';
 import { writeFileAtomicSync } from '../../files/atomic-file.ts';
 import { badMode } from '../../protocol/names.ts';
 import type { BlobStore } from '../../server/blobs.ts';
+import type { ProgressUpdate } from '../../terminal/progress.ts';
 import type { TufRepository } from '../signer/tuf-repository.ts';
 import { vendorDir, vendorSets } from '../signer/vendor-store.ts';
 import {
@@ -56,17 +57,33 @@ export function signedReleases(repo: TufRepository, refs: string[] = []): Bundle
   });
 }
 
+export interface ExportOptions {
+  refs?: string[];
+  validForMs?: number;
+  now?: number;
+  /** Called as the work goes on (collecting the files, then writing them into the bundle); for a display. */
+  onProgress?: (p: ProgressUpdate) => void;
+}
+
 /** Writes a bundle; returns its manifest. */
 export async function exportBundle(
   repo: TufRepository,
   blobs: BlobStore,
   file: string,
-  opts: { refs?: string[]; validForMs?: number; now?: number } = {},
+  opts: ExportOptions = {},
 ): Promise<BundleManifest & { bytes: number }> {
   const releases = signedReleases(repo, opts.refs);
   const wanted = new Set(
     releases.flatMap((r) => r.artifacts.map((a) => `${r.component}/${r.version}/${a.name}`)),
   );
+  const progress = opts.onProgress;
+  progress?.({
+    phase: 'collecting',
+    bytes: 0,
+    totalBytes: releases.reduce((n, r) => n + r.artifacts.reduce((m, a) => m + a.length, 0), 0),
+    files: 0,
+    totalFiles: wanted.size,
+  });
   const stage = `${resolve(file)}.stage-${randomBytes(4).toString('hex')}`;
   const partial = `${resolve(file)}.partial`;
   try {
@@ -98,6 +115,10 @@ export async function exportBundle(
     // Metadata first is not required (import verifies everything before use), but timestamp.json last keeps
     // the stream in the same order a mirror update uses.
     names.sort((a, b) => Number(a === 'timestamp.json') - Number(b === 'timestamp.json'));
+    // Bytes of the entries' bodies: what the progress counts (headers and the manifest are small).
+    const sizes = names.map((n) => statSync(join(stage, n)).size);
+    const done = { phase: 'writing', bytes: 0, totalBytes: sizes.reduce((a, b) => a + b, 0), files: 0 };
+    const totalFiles = names.length;
     const fd = openSync(partial, 'w', 0o644);
     const total = createHash('sha256');
     const put = (b: Buffer) => {
@@ -117,13 +138,22 @@ export async function exportBundle(
         put(Buffer.from(`${JSON.stringify({ name, length, sha256 })}\n`));
         for await (const c of body()) put(c);
       };
-      for (const n of names) {
+      async function* counted(path: string): AsyncIterable<Buffer> {
+        for await (const c of createReadStream(path) as AsyncIterable<Buffer>) {
+          yield c;
+          done.bytes += c.length;
+          progress?.({ ...done, totalFiles });
+        }
+      }
+      for (const [i, n] of names.entries()) {
         const path = join(stage, n);
         const h = createHash('sha256');
         for await (const c of createReadStream(path)) h.update(c as Buffer);
-        const e = { name: n, length: statSync(path).size, sha256: h.digest('hex') };
+        const e = { name: n, length: sizes[i], sha256: h.digest('hex') };
         entries.push(e);
-        await entry(n, e.length, () => createReadStream(path) as AsyncIterable<Buffer>, e.sha256);
+        await entry(n, e.length, () => counted(path), e.sha256);
+        done.files++;
+        progress?.({ ...done, totalFiles });
       }
       const manifest: BundleManifest = {
         format: 'ringfence-bundle/1',

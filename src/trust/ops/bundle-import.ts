@@ -10,11 +10,13 @@ import {
   readFileSync,
   rmdirSync,
   rmSync,
+  statSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Metadata, MetadataKind } from '@tufjs/models';
 import { badMode } from '../../protocol/names.ts';
 import type { BlobStore } from '../../server/blobs.ts';
+import type { ProgressUpdate } from '../../terminal/progress.ts';
 import { TufSetError, type TufSetResult, verifyTufSet } from '../signer/tuf-set.ts';
 import {
   commitVendorMetadata,
@@ -50,6 +52,8 @@ export interface ImportOptions {
   register?: (releases: BundleRelease[]) => Promise<string[]>;
   /** Whether another release references a blob; such a blob is kept when a refused import is undone. */
   isReferenced?: (sha256: string) => Promise<boolean>;
+  /** Called as the work goes on (unpacking, verifying each release, storing the blobs); for a display. */
+  onProgress?: (p: ProgressUpdate) => void;
   now?: number;
 }
 
@@ -137,7 +141,19 @@ export async function importBundle(
   const work = join(dataDir, `.bundle-incoming-${randomBytes(4).toString('hex')}`);
   try {
     const tree = join(work, 'tree');
+    const progress = opts.onProgress;
+    const size = progress && existsSync(file) ? statSync(file).size : 0;
+    progress?.({ phase: 'unpacking', bytes: 0, totalBytes: size, files: 0, totalFiles: 0 });
     const manifest = checkManifest(unpack(resolve(file), tree));
+    // What the progress counts: the releases' files, verified and then stored.
+    const step = {
+      phase: 'verifying',
+      bytes: 0,
+      totalBytes: manifest.releases.reduce((n, r) => n + r.artifacts.reduce((m, a) => m + a.length, 0), 0),
+      files: 0,
+      totalFiles: manifest.releases.reduce((n, r) => n + r.artifacts.length, 0),
+    };
+    progress?.(step);
     const localRoot = join(metadataDir, '1.root.json');
     const pinned = existsSync(localRoot)
       ? readFileSync(localRoot)
@@ -169,6 +185,11 @@ export async function importBundle(
       });
       if (!r.ok) throw new Error(`refused ${rel.component}@${rel.version}: ${r.reason}`);
       for (const a of rel.artifacts) bytes += a.length;
+      if (progress) {
+        step.bytes = bytes;
+        step.files += rel.artifacts.length;
+        progress({ ...step });
+      }
     }
     // Each release complete: a bundle cannot register part of a release under its name.
     if (manifest.releases.length) {
@@ -257,6 +278,7 @@ export async function importBundle(
     const created: string[] = [];
     let count = 0;
     let added: string[] = [];
+    Object.assign(step, { phase: 'storing', bytes: 0, files: 0 });
     try {
       for (const rel of manifest.releases)
         for (const a of rel.artifacts) {
@@ -265,6 +287,11 @@ export async function importBundle(
             created.push(a.sha256);
           }
           count++;
+          if (progress) {
+            step.bytes += a.length;
+            step.files++;
+            progress({ ...step });
+          }
         }
       if (org?.newer)
         for (const w of org.writes) {
