@@ -7,6 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildCli, CLI_ENTRY } from '../scripts/build-cli.ts';
 import { round, spread } from './stats.ts';
@@ -105,7 +106,7 @@ export async function benchCliStart(opts: { rounds: number; serverRounds: number
   return { rounds: opts.rounds, ms, ratio_to_node: ratio, server_ready_ms: sr };
 }
 
-if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const { values } = parseArgs({
     options: { rounds: { type: 'string', default: '15' }, 'server-rounds': { type: 'string', default: '5' } },
   });

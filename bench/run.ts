@@ -13,6 +13,8 @@
 //   fleet1m (not in the default set: minutes): --only fleet1m --fleet1m-devices 1000000 --fleet1m-seconds 16
 //   replicas (not in the default set; PostgreSQL): --only replicas — check-ins with one and two replicas
 //   wake (not in the default set): --only wake --held 10000
+//   cli: compiled CLI start (--version, --help) against `node -e 0`, and the server's time to its first answer
+//     (bench/cli-start.ts; also `npm run bench:cli`)
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
@@ -39,7 +41,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     engine: { type: 'string', default: '10000,100000,1000000' },
     rehearse: { type: 'string', default: '10000,100000' },
-    only: { type: 'string', default: 'checkin,engine,rehearsal,abuse' },
+    only: { type: 'string', default: 'cli,checkin,engine,rehearsal,abuse' },
     honest: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '5' },
     // --only fleet1m (bench/fleet1m.ts): devices registered, and seconds of check-ins per side.
@@ -672,6 +674,13 @@ async function benchAbuse() {
 }
 
 say(`ringfence bench on ${machine.cpus} × ${machine.cpu}, ${machine.node}`);
+if (only.has('cli')) {
+  const { benchCliStart } = await import('./cli-start.ts');
+  save(
+    'cli-start',
+    await benchCliStart({ rounds: Number(values.rounds) * 3, serverRounds: Number(values.rounds) }),
+  );
+}
 if (only.has('checkin')) await benchCheckin();
 if (only.has('engine')) {
   // bench/engine.ts (the engine's own benchmark) writes results/engine.json when present; this one measures

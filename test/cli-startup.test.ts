@@ -58,7 +58,13 @@ describe('the compiled CLI', { timeout: 120_000 }, () => {
     const version = staticClosure(meta, entry);
     assert.deepEqual([...version.packages], []);
     assert.deepEqual([...version.sources].sort(), ['src/cli/main.ts', 'src/version.ts']);
-    assert.deepEqual([...staticClosure(meta, commandLine).packages], ['commander']);
+    const tree = staticClosure(meta, commandLine);
+    assert.deepEqual([...tree.packages], ['commander']);
+    // Nor any of the packages the build bundles (BUNDLED_PACKAGES: zod, yaml, typebox, kysely, …).
+    assert.deepEqual(
+      [...tree.sources].filter((f) => f.includes('node_modules/')),
+      [],
+    );
   });
 
   it('loads no server, agent runtime, trust, database or simulator code before a command runs', () => {
