@@ -5,13 +5,22 @@
 import { existsSync } from 'node:fs';
 
 const source = new URL('../src/cli/main.ts', import.meta.url);
+const build = new URL('../dist/cli/ringfence.js', import.meta.url);
 let tsx = null;
 if (process.env.RINGFENCE_DIST !== '1' && existsSync(source)) {
-  tsx = await import('tsx/esm/api').catch(() => null);
+  try {
+    tsx = await import('tsx/esm/api');
+  } catch (e) {
+    // Only "tsx is not installed" (npm install --omit=dev) falls back to the build; any other failure is shown.
+    if (e?.code !== 'ERR_MODULE_NOT_FOUND') throw e;
+  }
 }
 if (tsx) {
   tsx.register();
   await import(source.href);
+} else if (existsSync(build)) {
+  await import(build.href);
 } else {
-  await import('../dist/cli/ringfence.js');
+  process.stderr.write('ringfence: no compiled build in dist/cli: run `npm run build` (or `npm install` for tsx)\n');
+  process.exitCode = 1;
 }

@@ -2,7 +2,8 @@
 // TypeScript at run time). esbuild bundles our own sources and a few many-file ES-module packages
 // (BUNDLED_PACKAGES); every other npm package stays external, resolved from node_modules as usual. Code splitting keeps what a command loads with `await import()` in its own chunk, so
 // `ringfence --help` and `--version` load only the command definitions and commander (test/cli-startup.test.ts).
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { build, type Metafile, type Plugin } from 'esbuild';
 
@@ -65,7 +66,27 @@ export async function buildCli(opts: { quiet?: boolean; outdir?: string } = {}):
       js: "import{createRequire as __rfRequire}from'node:module';const require=__rfRequire(import.meta.url);",
     },
   });
+  assertExternalsDeclared(r.metafile);
   return r.metafile;
+}
+
+/**
+ * Every package the build leaves external must be one of our own dependencies: one that only resolves because npm
+ * happened to hoist a dependency's dependency would break the installed package when npm nests it instead.
+ */
+function assertExternalsDeclared(meta: Metafile): void {
+  const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as {
+    dependencies: Record<string, string>;
+  };
+  const undeclared = new Set<string>();
+  for (const out of Object.values(meta.outputs))
+    for (const i of out.imports) {
+      if (!i.external || i.path.startsWith('node:') || builtinModules.includes(i.path)) continue;
+      const name = i.path.startsWith('@') ? i.path.split('/').slice(0, 2).join('/') : i.path.split('/')[0];
+      if (!Object.hasOwn(pkg.dependencies, name)) undeclared.add(name);
+    }
+  if (undeclared.size)
+    throw new Error(`the build imports packages that are not in dependencies: ${[...undeclared].join(', ')}`);
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -117,10 +117,15 @@ describe('CLI contexts: config file, precedence, errors', { timeout: 300_000 }, 
   });
 
   it('precedence: flags, then --context, then the environment, then the ambient context', async () => {
-    // An environment token beats the current context's token file (and is refused here: exit 3).
+    // An environment token is never sent to a server the current context chose: a token exported for one
+    // server must not follow a context switch (usage error, nothing sent).
     const envToken = await cli(['fleet', 'list'], { RINGFENCE_TOKEN: 'rfop_wrong' });
-    assert.equal(envToken.code, 3, envToken.stderr);
-    assert.match(envToken.stderr, /401/);
+    assert.equal(envToken.code, 2, envToken.stderr);
+    assert.match(envToken.stderr, /RINGFENCE_TOKEN is not sent to .* \(chosen by a context\)/);
+    // With the server from the environment too, the environment token is used (and refused here: exit 3).
+    const envPair = await cli(['fleet', 'list'], { RINGFENCE_TOKEN: 'rfop_wrong', RINGFENCE_SERVER: ts.url });
+    assert.equal(envPair.code, 3, envPair.stderr);
+    assert.match(envPair.stderr, /401/);
     // --token beats everything.
     assert.equal((await cli(['--token', 'rfop_wrong', '--context', 'lab', 'fleet', 'list'])).code, 3);
     // A context named on the command line beats the environment.
@@ -311,5 +316,30 @@ describe('CLI contexts: config file, precedence, errors', { timeout: 300_000 }, 
     });
     assert.equal(early.code, 2, early.stderr);
     assert.match(early.stderr, /broken\.yaml:\d+: invalid YAML/);
+  });
+  it('a configuration others may edit, or a token file that holds no Ringfence token, is refused', async () => {
+    const before = statSync(cfg).mode & 0o777;
+    try {
+      chmodSync(cfg, 0o666);
+      const r = await cli(['fleet', 'list']);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /must belong to you and be writable by you alone/);
+    } finally {
+      chmodSync(cfg, before);
+    }
+    const secret = join(dir, 'not-a-token');
+    writeFileSync(secret, 'aws_secret_access_key = abc\n', { mode: 0o600 });
+    const other = join(dir, 'other.yaml');
+    writeFileSync(
+      other,
+      `current-context: x\ncontexts:\n  x:\n    server: ${ts.url}\n    token-file: ${secret}\n`,
+      {
+        mode: 0o600,
+      },
+    );
+    const r = await cli(['fleet', 'list'], { RINGFENCE_CONFIG: other });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /does not hold a Ringfence token/);
+    assert.doesNotMatch(r.stderr, /aws_secret/);
   });
 });

@@ -41,6 +41,9 @@ function designed({ method, url }: Route): Permission {
   if (url.startsWith('/v1/admin/operators/:name/tokens')) return 'read'; // its own tokens; others' need admin
   if (url.startsWith('/v1/admin/operators') || url.endsWith('/retire') || url.includes('vendor-tuf'))
     return 'admin';
+  // Webhooks send data wherever they point: adding and removing one is an admin's; a test send is operating.
+  if (url === '/v1/admin/webhooks' && method === 'POST') return 'admin';
+  if (url === '/v1/admin/webhooks/:id' && method === 'DELETE') return 'admin';
   if (method === 'GET' || url === '/v1/admin/token/rotate') return 'read';
   if (url.endsWith('/approve')) return 'approve';
   return 'operate';

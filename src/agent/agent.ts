@@ -10,6 +10,7 @@ import type { CheckinRequest, ComponentReport } from '../protocol/device.ts';
 import { VERSION } from '../version.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import type { Offered, ServerIdentity } from './download.ts';
+import { waitingNote } from './fleet-lock.ts';
 import { type ComponentJournal, Journal } from './journal.ts';
 import { type AgentStatus, LocalControl } from './local-control.ts';
 import { checkOffer, offersByComponent, reportableVersion, show } from './offer.ts';
@@ -17,7 +18,7 @@ import { type BundleOutcome, OfflineBundles } from './offline.ts';
 import { backoff } from './retry.ts';
 import { StepError } from './step-error.ts';
 import { decide } from './transaction.ts';
-import { TransactionRunner } from './transaction-runner.ts';
+import { SlotWaitError, TransactionRunner } from './transaction-runner.ts';
 import { Verification } from './verification.ts';
 import { holdWaits, type WakeOffer, wakeOffer } from './wake.ts';
 
@@ -181,6 +182,8 @@ export class Agent {
           ...(j.lastHealth ? { ok: j.lastHealth.ok, at: j.lastHealth.at } : {}),
           trust,
           ...(j.refused ? { refused: { version: j.refused.version, class: j.refused.class } } : {}),
+          // Staged, waiting for a FleetLock slot (fleet-lock.ts): operators see why it has not activated.
+          ...(waitingNote(j) ? { waiting: waitingNote(j) } : {}),
         },
         quarantined: j.quarantined,
       };
@@ -217,10 +220,23 @@ export class Agent {
       this.cfg.components.map((c) => c.name),
     );
     const dl: ServerIdentity = { server, device_token: id.device_token };
+    await this.runner.releaseSlots(); // a slot a failed release left behind is given back first
     for (const comp of this.cfg.components) {
       const offer = offers.get(comp.name);
+      const version = offer ? reportableVersion((offer.raw as { version?: unknown } | null)?.version) : null;
+      try {
+        // A transaction staged and waiting for a reboot slot asks again, or is dropped if no longer wanted.
+        const r = await this.runner.resumeWaiting(comp, offer && !offer.error ? version : null);
+        if (r === 'done') changed = true;
+        if (r === 'done' || r === 'waiting') continue;
+      } catch (e) {
+        this.log.warn(
+          { component: comp.name, err: (e as Error).message },
+          'resuming a staged release failed',
+        );
+        continue;
+      }
       if (!offer) continue;
-      const version = reportableVersion((offer.raw as { version?: unknown } | null)?.version);
       const d = decide(this.journal.read(comp.name), version);
       if (!d.apply || d.version !== version) continue;
       const queued = this.journal.outbox().length;
@@ -232,7 +248,9 @@ export class Agent {
         await this.apply(comp, offer.raw, dl);
         changed = true;
       } catch (e) {
-        this.log.warn({ component: comp.name, err: (e as Error).message }, 'apply failed');
+        // Waiting for a reboot slot is not a failure (takeSlot logged it; the staged release waits).
+        if (!(e instanceof SlotWaitError))
+          this.log.warn({ component: comp.name, err: (e as Error).message }, 'apply failed');
         // Report a new failure at once; a refusal already reported waits for the next poll (no busy loop).
         if (this.journal.outbox().length > queued) changed = true;
       }

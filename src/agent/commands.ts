@@ -80,7 +80,7 @@ export function agentCommand(program: Command): void {
       printLine(`device ${s.identity ?? '(not enrolled)'}; ${s.outbox} reports waiting to be sent`);
       for (const c of s.components) {
         printLine(
-          `${c.component}: ${c.current ?? '-'} (active ${c.active ?? '-'})${c.hold ? ' HELD' : ''}${c.pin ? ` pinned ${c.pin}` : ''}${c.quarantined.length ? ` quarantined ${c.quarantined.join(',')}` : ''}${c.txn ? ` txn ${c.txn.phase}` : ''}`,
+          `${c.component}: ${c.current ?? '-'} (active ${c.active ?? '-'})${c.hold ? ' HELD' : ''}${c.pin ? ` pinned ${c.pin}` : ''}${c.quarantined.length ? ` quarantined ${c.quarantined.join(',')}` : ''}${c.txn ? ` txn ${c.txn.phase}` : ''}${c.waiting ? `; ${c.waiting}` : ''}`,
         );
       }
     });
@@ -307,7 +307,7 @@ function initCommand(
         const { readFileSync, lstatSync, mkdirSync } = await import('node:fs');
         const { dirname, resolve } = await import('node:path');
         const t = await import('./config-template.ts');
-        const { writeFileAtomicSync } = await import('../files/atomic-file.ts');
+        const { writeFileAtomicSync, writeFileNewSync } = await import('../files/atomic-file.ts');
         const { VERSION } = await import('../version.ts');
         let enrollToken = o.enrollToken;
         if (o.enrollTokenFile !== undefined) {
@@ -353,8 +353,12 @@ function initCommand(
         const mode = enrollToken !== undefined ? 0o600 : 0o644;
         try {
           mkdirSync(dirname(file), { recursive: true });
-          writeFileAtomicSync(file, text, mode);
+          // Without --force a file that appeared since the check above is still never replaced.
+          if (o.force) writeFileAtomicSync(file, text, mode);
+          else writeFileNewSync(file, text, mode);
         } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EEXIST')
+            usage(init, `--out: ${file} exists (--force replaces it)`);
           throw new AgentCommandError(`cannot write ${file}: ${(e as Error).message}`);
         }
         unchecked();

@@ -86,6 +86,9 @@ function schemas() {
       max_attempts: z.number().int().min(1).default(3),
       // Dual control: this component's releases must also be in this vendor's signed TUF targets (trust.vendors).
       vendor: z.string().min(1).optional(),
+      // Activation reboots the machine (or otherwise needs fleet-wide coordination): it happens only while the
+      // device holds a FleetLock slot of its group (fleet_lock below; docs/agent.md, "Reboot coordination").
+      reboot: z.boolean().default(false),
     })
     .strict();
 
@@ -148,6 +151,26 @@ function schemas() {
         .object({ inbox: z.string().min(1) })
         .strict()
         .optional(),
+      // The reboot semaphore for `reboot: true` components: the FleetLock protocol on the server (or `url`).
+      fleet_lock: z
+        .object({
+          group_label: z.string().min(1).default('fleet-lock-group'), // its value names the group ("default")
+          url: z
+            .string()
+            .url()
+            .refine((u) => /^https?:\/\//i.test(u), 'fleet_lock.url must be an http:// or https:// URL')
+            .optional(),
+          // A shared secret the FleetLock server requires: sent as this header, its value read from the file.
+          secret_header: z
+            .object({
+              name: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$/, 'expected an HTTP header name'),
+              value_file: z.string().min(1),
+            })
+            .strict()
+            .optional(),
+        })
+        .strict()
+        .default({ group_label: 'fleet-lock-group' }),
       components: z.array(component).min(1),
     })
     .strict();
@@ -180,6 +203,11 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   for (const c of cfg.components)
     if (c.vendor && !cfg.trust?.vendors?.[c.vendor])
       throw new Error(`${file}: component ${c.name}: vendor ${c.vendor} is not in trust.vendors`);
+  for (const c of cfg.components)
+    if (c.reboot && !cfg.server && !cfg.fleet_lock.url)
+      throw new Error(
+        `${file}: component ${c.name}: reboot: true needs a FleetLock server (server: or fleet_lock.url)`,
+      );
   if (cfg.ca && !/^https:\/\//i.test(cfg.server ?? ''))
     throw new Error(`${file}: ca: is for an https:// server (server is ${cfg.server ?? 'not set'})`);
   const place = (p: string) => (/^https?:/.test(p) ? p : resolve(base, p));
@@ -199,6 +227,13 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
             { ...v, root: resolve(base, v.root), source: v.source && place(v.source) },
           ]),
         ),
+    },
+    fleet_lock: {
+      ...cfg.fleet_lock,
+      secret_header: cfg.fleet_lock.secret_header && {
+        ...cfg.fleet_lock.secret_header,
+        value_file: resolve(base, cfg.fleet_lock.secret_header.value_file),
+      },
     },
     offline: cfg.offline && { inbox: resolve(base, cfg.offline.inbox) },
     components: cfg.components.map((c) => ({

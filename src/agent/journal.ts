@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import type { Report as WireReport } from '../protocol/device.ts';
 import type { TransactionFailureClass as FailureClass } from '../protocol/failure-class.ts';
+import type { SlotRecord, SlotWait } from './fleet-lock.ts';
 
 export type Phase =
   | 'downloading'
@@ -40,6 +41,10 @@ export interface ComponentJournal {
   lastHealth: { ok: boolean; at: number; checks: HealthResult[] } | null;
   // The last release refused before staging (TUF verification or bad content); one report per distinct refusal.
   refused?: { version: string; class: string; reason: string; at: number } | null;
+  // Reboot coordination (fleet-lock.ts): the FleetLock slot asked for or held, kept until it is given back,
+  // and the staged transaction's wait for one.
+  slot?: SlotRecord | null;
+  slotWait?: SlotWait | null;
 }
 
 export interface HealthResult {

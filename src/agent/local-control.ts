@@ -2,6 +2,7 @@
 // `status`): each acts on the journal directly; what it changes is reported at the next check-in.
 import { randomUUID } from 'node:crypto';
 import type { AgentConfig, ComponentConfig } from './config.ts';
+import { waitingNote } from './fleet-lock.ts';
 import type { ComponentJournal, Journal } from './journal.ts';
 import { badName } from './offer.ts';
 import { beginUndo, fail, isOpen } from './transaction.ts';
@@ -13,7 +14,8 @@ export interface AgentStatus {
   identity: string | null;
   trust: 'verified' | 'unverified';
   outbox: number;
-  components: Array<ComponentJournal & { active: string | null }>;
+  /** `waiting`: why a staged release has not activated yet (a reboot slot), else null. */
+  components: Array<ComponentJournal & { active: string | null; waiting: string | null }>;
 }
 
 export class LocalControl {
@@ -80,6 +82,7 @@ export class LocalControl {
       components: this.cfg.components.map((c) => ({
         ...this.journal.read(c.name),
         active: this.runner.backend(c.name).active(),
+        waiting: waitingNote(this.journal.read(c.name)),
       })),
     };
   }

@@ -8,6 +8,17 @@ import type { Logger } from 'pino';
 import { type Backend, makeBackend } from './backend.ts';
 import { runCommand } from './command.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
+import {
+  asking,
+  granted,
+  lockGroup,
+  mayActivate,
+  refused,
+  releasable,
+  released,
+  resume,
+} from './fleet-lock.ts';
+import { FleetLockClient } from './fleet-lock-client.ts';
 import { probation } from './health.ts';
 import type { ComponentJournal, FailureClass, HealthResult, Journal, Report } from './journal.ts';
 import { badName, reportableVersion } from './offer.ts';
@@ -29,6 +40,9 @@ import {
   staged,
 } from './transaction.ts';
 
+/** A `reboot: true` transaction got no FleetLock slot: it stays staged (offline: discarded) and asks again later. */
+export class SlotWaitError extends Error {}
+
 /** The environment of a component's hooks, health checks and exec backend. */
 function componentEnv(comp: ComponentConfig): Record<string, string> {
   const file = comp.backend.type === 'file';
@@ -46,6 +60,7 @@ export class TransactionRunner {
    */
   inBootGuard = false;
   private readonly backends = new Map<string, Backend>();
+  private readonly lock: FleetLockClient;
 
   constructor(
     private readonly cfg: AgentConfig,
@@ -53,6 +68,7 @@ export class TransactionRunner {
     private readonly log: Logger,
   ) {
     for (const c of cfg.components) this.backends.set(c.name, makeBackend(c, componentEnv(c)));
+    this.lock = new FleetLockClient(cfg);
   }
 
   backend(name: string): Backend {
@@ -82,7 +98,7 @@ export class TransactionRunner {
       );
       if (action.kind === 'discard') {
         this.backend(comp.name).prune([journal.current, journal.previous]);
-        this.journal.write(discard(journal));
+        this.journal.write({ ...discard(journal), slotWait: null }); // a wait for a slot starts over
       } else if (action.kind === 'probation') {
         // The boot guard only counts and rolls back; judging health again is the agent's job, after the service started.
         if (by === 'agent') await this.activateAndProbe(comp, journal);
@@ -92,6 +108,9 @@ export class TransactionRunner {
         this.finish(comp, journal);
       }
     }
+    // A slot held across a crash or a boot-guard rollback is given back once its transaction is over; the boot
+    // guard runs before the network is up and leaves that to the agent.
+    if (by === 'agent') await this.releaseSlots();
     return done;
   }
 
@@ -110,7 +129,96 @@ export class TransactionRunner {
     const j = begin(this.journal.read(comp.name), `txn-${randomUUID()}`, version, Date.now(), offline);
     this.journal.write(j);
     this.log.info({ component: comp.name, version, txn: j.txn.id, offline }, 'transaction started');
-    return this.activateAndProbe(comp, await this.stage(comp, j, obtain));
+    const ready = await this.stage(comp, j, obtain);
+    return this.activateWithSlot(comp, comp.reboot ? await this.takeSlot(comp, ready, offline) : ready);
+  }
+
+  /**
+   * At a check-in: a transaction staged and waiting for a reboot slot asks again (after its backoff), or is
+   * discarded when another version (or none) is wanted now. `done` when it went on to activate.
+   */
+  async resumeWaiting(
+    comp: ComponentConfig,
+    offered: string | null,
+  ): Promise<'none' | 'waiting' | 'discarded' | 'done'> {
+    const j = this.journal.read(comp.name);
+    const r = resume(j, offered, Date.now());
+    if (r.kind === 'none' || !isOpen(j)) return 'none';
+    if (r.kind === 'wait') return 'waiting';
+    if (r.kind === 'discard') {
+      this.log.info({ component: comp.name, version: j.txn.version, why: r.why }, 'staged release dropped');
+      this.backend(comp.name).prune([j.current, j.previous]);
+      this.journal.write({ ...discard(j), slotWait: null });
+      return 'discarded';
+    }
+    try {
+      await this.activateWithSlot(comp, await this.takeSlot(comp, j, false));
+    } catch (e) {
+      if (e instanceof SlotWaitError) return 'waiting';
+      throw e;
+    }
+    return 'done';
+  }
+
+  /**
+   * staged → staged holding a slot: asks the FleetLock server (pre-reboot). Refused or unreachable, the
+   * transaction waits staged (journaled with its backoff) and this throws SlotWaitError; an offline bundle's
+   * transaction is discarded instead (nothing was switched; the bundle can be dropped in again).
+   */
+  private async takeSlot(comp: ComponentConfig, j: OpenJournal, offline: boolean): Promise<OpenJournal> {
+    const group = lockGroup(this.cfg.labels, this.cfg.fleet_lock.group_label);
+    const id = this.journal.identity()?.device_id;
+    let asked: ComponentJournal = j;
+    let answer: { ok: true } | { ok: false; reason: string };
+    if (!id) answer = { ok: false, reason: 'not enrolled: no device id to hold a slot with' };
+    else {
+      asked = asking(j, group, Date.now());
+      this.journal.write(asked); // before the request: a crash during it still gets the slot released
+      answer = await this.lock.preReboot(id, group);
+    }
+    if (answer.ok) {
+      const held = granted(asked, Date.now()) as OpenJournal;
+      this.journal.write(held);
+      this.log.info({ component: comp.name, group, txn: held.txn.id }, 'reboot slot taken');
+      return held;
+    }
+    const waiting = refused(asked, answer.reason, Date.now(), this.cfg.retry) as OpenJournal;
+    if (offline) {
+      this.backend(comp.name).prune([j.current, j.previous]);
+      this.journal.write({ ...discard(waiting), slotWait: null });
+    } else this.journal.write(waiting);
+    this.log.info(
+      { component: comp.name, group, reason: answer.reason, retry_at: waiting.slotWait?.next_at },
+      'waiting for a reboot slot; the running release keeps running',
+    );
+    throw new SlotWaitError(`waiting for a reboot slot in group ${group}: ${answer.reason}`);
+  }
+
+  /** Activates only with the slot a reboot component needs (never without), then gives finished slots back. */
+  private async activateWithSlot(comp: ComponentConfig, j: OpenJournal): Promise<ComponentJournal> {
+    if (!mayActivate(j, comp.reboot)) throw new Error(`${comp.name}: no reboot slot held; not activating`);
+    const done = await this.activateAndProbe(comp, j);
+    await this.releaseSlots();
+    return done;
+  }
+
+  /**
+   * Gives back (steady-state) every slot whose transaction is over; one the server cannot take now is tried
+   * again at the next check-in or start (the server's lease bounds it meanwhile).
+   */
+  async releaseSlots(): Promise<void> {
+    const plan = releasable(this.cfg.components.map((c) => this.journal.read(c.name)));
+    if (plan.length === 0) return;
+    const id = this.journal.identity()?.device_id;
+    for (const { group, components } of plan) {
+      const a = id ? await this.lock.steadyState(id, group) : { ok: true as const }; // never enrolled: never asked
+      if (!a.ok) {
+        this.log.warn({ group, reason: a.reason }, 'reboot slot not released yet; retrying later');
+        continue;
+      }
+      for (const c of components) this.journal.write(released(this.journal.read(c)));
+      this.log.info({ group, components }, 'reboot slot released');
+    }
   }
 
   /** downloading → staged: obtains the verified files and stages them; on failure journals the refusal and throws. */

@@ -24,6 +24,21 @@ export function usageError(message: string): CliError {
   return new CliError(message, 'usage', 2);
 }
 
+/**
+ * fetch(), but a request Node 20's fetch loses — a server that resets the connection can leave its promise
+ * unsettled for ever, and the process would then end with status 13 and no message — is rejected when nothing else
+ * is left to run (beforeExit), so the caller reports it like any unreachable server.
+ */
+function fetchOrLost(url: URL, init: RequestInit): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const lost = () => reject(new Error('the connection closed before any answer'));
+    process.once('beforeExit', lost);
+    fetch(url, init)
+      .then(resolve, reject)
+      .finally(() => process.off('beforeExit', lost));
+  });
+}
+
 /** Calls the admin API; throws a one-line CliError with the server's message on failure. */
 export async function api<T = unknown>(
   conn: Conn,
@@ -35,7 +50,7 @@ export async function api<T = unknown>(
   let res: Response;
   const isRaw = body instanceof Uint8Array || body instanceof ReadableStream;
   try {
-    res = await fetch(new URL(path, conn.server), {
+    res = await fetchOrLost(new URL(path, conn.server), {
       method,
       headers: {
         authorization: `Bearer ${conn.token}`,

@@ -4,7 +4,7 @@
 // connection() stays synchronous (every command calls it as `conn()`), but YAML and zod must not load at start-up
 // (`--help` and completion stay light): the program's preAction hook awaits prepareContexts(), which imports the
 // parser only when the file exists; connection() then reads and validates the small file synchronously.
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { Document } from 'yaml';
@@ -12,6 +12,9 @@ import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import { type Conn, usageError } from './client.ts';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+
+/** What a Ringfence operator token looks like (server/tokens.ts newToken, or a chosen initial admin token). */
+const TOKEN_SHAPE = /^rf[a-z]+_[A-Za-z0-9_-]{16,512}$/;
 
 /** A context name: safe as a file name and in shell completion. */
 export const CONTEXT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -80,6 +83,13 @@ export function readCliConfig(): { file: string; config: CliConfig; exists: bool
       return { file, config: { contexts: {} }, exists: false };
     throw usageError(`cannot read ${file}: ${(e as Error).message}`);
   }
+  // The file says where tokens are sent: one another user could edit would let them send this user's token
+  // (or any one-line file this user can read) to a server of theirs.
+  const st = statSync(file);
+  if (st.uid !== process.getuid?.() || st.mode & 0o022)
+    throw usageError(
+      `${file} must belong to you and be writable by you alone (it says where your tokens are sent); run: chmod 600 ${file}`,
+    );
   if (!parser) throw new Error(`internal: prepareContexts() was not awaited before reading ${file}`);
   return { file, config: parser(text, file), exists: true };
 }
@@ -119,19 +129,33 @@ export function tokenPath(configFile: string, p: string): string {
  */
 function readToken(c: Chosen): string {
   const f = c.tokenFile!;
-  let mode: number;
+  let fd: number;
   try {
-    mode = statSync(f).mode & 0o777;
+    fd = openSync(f, 'r');
   } catch (e) {
     throw usageError(`context "${c.name}": cannot read its token file ${f}: ${(e as Error).message}`);
   }
-  if (mode & 0o077)
-    throw usageError(
-      `context "${c.name}": token file ${f} is readable by other users (mode 0${mode.toString(8)}); run: chmod 600 ${f}`,
-    );
-  const token = readFileSync(f, 'utf8').trim();
-  if (!token) throw usageError(`context "${c.name}": token file ${f} is empty`);
-  return token;
+  try {
+    // The file opened is the file checked (fstat, not stat then read).
+    const st = fstatSync(fd);
+    const mode = st.mode & 0o777;
+    if (st.uid !== process.getuid?.())
+      throw usageError(`context "${c.name}": token file ${f} does not belong to you`);
+    if (mode & 0o077)
+      throw usageError(
+        `context "${c.name}": token file ${f} is readable by other users (mode 0${mode.toString(8)}); run: chmod 600 ${f}`,
+      );
+    if (st.size > 4096) throw usageError(`context "${c.name}": token file ${f} is not a token (too large)`);
+    const token = readFileSync(fd, 'utf8').trim();
+    if (!token) throw usageError(`context "${c.name}": token file ${f} is empty`);
+    // Only something shaped like a Ringfence token is ever sent: a context pointed at another secret file
+    // (a credentials store, a private key) is refused instead of leaking it as a bearer token.
+    if (!TOKEN_SHAPE.test(token))
+      throw usageError(`context "${c.name}": token file ${f} does not hold a Ringfence token (rf…_…)`);
+    return token;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Two server addresses are the same server when their URLs agree (a trailing slash aside). */
@@ -180,6 +204,12 @@ export function resolveConnection(flags: ConnectionFlags, needToken = true): Con
   else if (!token && !flagCtx?.tokenFile) {
     token = env.RINGFENCE_TOKEN || undefined;
     if (!token && ambientCtx()?.tokenFile) boundTo = ambientCtx();
+    // The other way round: RINGFENCE_TOKEN goes only to a server named by a flag or RINGFENCE_SERVER (or the
+    // default), never to one a context chose — a token exported for one server must not follow a context switch.
+    if (token && !flags.server && !env.RINGFENCE_SERVER && server !== DEFAULT_SERVER)
+      throw usageError(
+        `RINGFENCE_TOKEN is not sent to ${server} (chosen by a context): give the context a token file (ringfence config set-context NAME --server URL --token-file FILE), or pass --token`,
+      );
   }
   if (boundTo) {
     if (!sameServer(server, boundTo.server))

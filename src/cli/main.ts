@@ -4,10 +4,12 @@ import { VERSION } from '../version.ts';
 
 const args = process.argv.slice(2);
 
-// A reader that goes away (`ringfence audit | head`) is not an error: stop quietly instead of a stack trace.
+// A reader that goes away (`ringfence audit list | head`) ends the command quietly, as SIGPIPE ends other Unix
+// tools: no stack trace, and exit status 141 (128 + SIGPIPE), so `set -o pipefail` still sees that the command
+// did not run to its end (an import cut short must not look like success).
 for (const stream of [process.stdout, process.stderr])
   stream.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    if (e.code === 'EPIPE') process.exit(141);
     throw e;
   });
 

@@ -9,6 +9,7 @@ import { configCommands } from './commands/config.ts';
 import { fleetCommands } from './commands/fleet.ts';
 import { historyCommands } from './commands/history.ts';
 import { keysCommands } from './commands/keys.ts';
+import { lockCommands } from './commands/lock.ts';
 import { loginCommand } from './commands/login.ts';
 import { operatorCommands } from './commands/operator.ts';
 import { rehearseCommand } from './commands/rehearse.ts';
@@ -17,6 +18,7 @@ import { repoCommands } from './commands/repo.ts';
 import { planCommands, rolloutCommands } from './commands/rollout.ts';
 import { serverCommand } from './commands/server.ts';
 import { watchCommand } from './commands/watch.ts';
+import { webhookCommands } from './commands/webhook.ts';
 import { connection, prepareContexts } from './contexts.ts';
 import { printLine } from './output.ts';
 
@@ -54,6 +56,8 @@ export function buildProgram(): Command {
   fleetCommands(program, conn);
   adminCommands(program, conn);
   operatorCommands(program, conn);
+  webhookCommands(program, conn);
+  lockCommands(program, conn);
   loginCommand(program);
   historyCommands(program, conn);
   rehearseCommand(program, conn);

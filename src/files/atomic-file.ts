@@ -3,10 +3,12 @@ import {
   chmodSync,
   closeSync,
   fsyncSync,
+  linkSync,
   mkdirSync,
   openSync,
   renameSync,
   statSync,
+  unlinkSync,
   writeSync,
 } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
@@ -29,7 +31,14 @@ export function fsyncDir(dir: string): void {
 /** Writes a file atomically (temp file + fsync + rename + directory fsync). */
 export function writeFileAtomicSync(path: string, data: string | Uint8Array, mode = 0o644): void {
   const tmp = tempName(path);
-  const fd = openSync(tmp, 'w', mode);
+  writeDurableSync(tmp, data, mode);
+  renameSync(tmp, path);
+  fsyncDir(dirname(path));
+}
+
+/** Writes a new temporary file completely and fsyncs it (never one that exists: 'wx'). */
+function writeDurableSync(tmp: string, data: string | Uint8Array, mode: number): void {
+  const fd = openSync(tmp, 'wx', mode);
   try {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     let off = 0;
@@ -38,7 +47,20 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array, mod
   } finally {
     closeSync(fd);
   }
-  renameSync(tmp, path);
+}
+
+/**
+ * Like writeFileAtomicSync, but never replaces a file: published with link(), which fails with EEXIST when `path`
+ * exists by then (a check before writing would leave a window for a file created meanwhile).
+ */
+export function writeFileNewSync(path: string, data: string | Uint8Array, mode = 0o644): void {
+  const tmp = tempName(path);
+  writeDurableSync(tmp, data, mode);
+  try {
+    linkSync(tmp, path);
+  } finally {
+    unlinkSync(tmp);
+  }
   fsyncDir(dirname(path));
 }
 

@@ -13,7 +13,7 @@ import { openStore } from './db/database.ts';
 import { LOCK_KEYS, withSharedLock } from './db/locks.ts';
 import { errorAnswer } from './errors.ts';
 import { DEFAULT_LIMITS, Guards, type ServerLimits } from './limits.ts';
-import { createMetrics } from './metrics.ts';
+import { countHalts, createMetrics } from './metrics.ts';
 import { RelyingParty } from './oidc/relying-party.ts';
 import { openApiDocument, type RouteDoc } from './openapi.ts';
 import { adminPlugin, assertAdminScope } from './plugins/admin.ts';
@@ -21,10 +21,15 @@ import { devicePlugin } from './plugins/device.ts';
 import { tufPlugin } from './plugins/tuf.ts';
 import { webPlugin } from './plugins/web.ts';
 import { RolloutDriver } from './rollout-driver.ts';
+import { adminLockRoutes } from './routes/admin-locks.ts';
+import { adminWebhookRoutes } from './routes/admin-webhooks.ts';
 import { authOidcRoutes } from './routes/auth-oidc.ts';
+import { fleetLockRoutes } from './routes/fleetlock.ts';
 import { vendorTufAdminRoutes } from './routes/tuf.ts';
 import { AssignmentCache } from './services/assignment-cache.ts';
+import { DEFAULT_FLEET_LOCK, type FleetLockOptions, startLeaseSweep } from './services/fleet-lock.ts';
 import { Operators } from './services/operators.ts';
+import { WebhookDelivery, type WebhookDeliveryOptions } from './services/webhook-delivery.ts';
 import { LocalWakeBus, type WakeBus } from './wake/bus.ts';
 import { WakeHub } from './wake/hub.ts';
 import { PgWakeBus } from './wake/pg-bus.ts';
@@ -40,9 +45,10 @@ export interface ServerOptions {
   tickMs?: number;
   /**
    * Used as the token `bootstrap` of operator `admin` on first start instead of a random one (automation:
-   * RINGFENCE_INITIAL_ADMIN_TOKEN); must be strong.
+   * RINGFENCE_INITIAL_ADMIN_TOKEN); must be strong. null: refuse to start on a database with no operator yet
+   * (the caller could not deliver a first token).
    */
-  initialAdminToken?: string;
+  initialAdminToken?: string | null;
   /** Limits that differ from DEFAULT_LIMITS (server.yaml `limits:`). */
   limits?: Partial<ServerLimits>;
   /** HTTPS without a proxy: PEM certificate chain and key. */
@@ -53,6 +59,10 @@ export interface ServerOptions {
   governance?: Partial<Governance>;
   /** server.yaml `oidc:` (single sign-on); undefined: off. */
   oidc?: OidcOptions;
+  /** server.yaml `fleet_lock:` (Zincati's reboot manager); what is not given: DEFAULT_FLEET_LOCK (off). */
+  fleetLock?: Partial<FleetLockOptions>;
+  /** Webhook delivery: the public URL sent in payloads, retry timing, limits (DEFAULT_DELIVERY otherwise). */
+  webhooks?: Partial<WebhookDeliveryOptions>;
 }
 
 export interface RunningServer {
@@ -78,9 +88,12 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     throw e;
   }
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const metrics = createMetrics();
+  // Gauges of the database's state are read when /metrics is scraped (cached; see metrics.ts).
+  const metrics = createMetrics({ store, clock, pollSeconds: opts.pollSeconds ?? 30 });
   const driver = new RolloutDriver(store, log, clock, new AssignmentCache(limits.stepCacheAssignments));
   driver.onStep(() => metrics.rolloutSteps.inc());
+  // Halts are incidents kept from the rest of the fleet: counted by reason (ringfence_halts_total).
+  driver.onStep((_id, out) => countHalts(metrics, out.transitions));
   // Replicas on one PostgreSQL share wake-ups (LISTEN/NOTIFY) and sign the shared TUF repository one at a time.
   let bus: WakeBus;
   try {
@@ -139,7 +152,14 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   });
 
   await devicePlugin(app, ctx);
-  await adminPlugin(app, ctx, [vendorTufAdminRoutes]);
+  // FleetLock (issue 14): its admin routes in the admin scope; the protocol's endpoints outside it (no token).
+  const fleetLock: FleetLockOptions = { ...DEFAULT_FLEET_LOCK, ...opts.fleetLock };
+  await adminPlugin(app, ctx, [
+    vendorTufAdminRoutes,
+    adminWebhookRoutes,
+    (scope) => adminLockRoutes(scope, ctx, fleetLock),
+  ]);
+  await fleetLockRoutes(app, ctx, fleetLock);
   await tufPlugin(app, ctx);
   await webPlugin(app);
   // How one gets an operator token: outside the admin scope, no token needed.
@@ -159,6 +179,14 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
 
   await app.ready();
   driver.start(opts.tickMs ?? 250);
+  // Frees reboot slots whose lease ran out, audited (FleetLock).
+  const stopLeaseSweep = startLeaseSweep(
+    { store, clock, options: fleetLock },
+    log.child({ part: 'fleetlock' }),
+  );
+  // Sends the webhook outbox (rows written by rollout steps and device reports), here and on every replica.
+  const webhooks = new WebhookDelivery(store, log.child({ part: 'webhooks' }), clock, opts.webhooks, metrics);
+  webhooks.start();
   return {
     app,
     ctx,
@@ -166,6 +194,8 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     adminTokenFromEnv: admin.fromInitial,
     async close() {
       await driver.stop();
+      await stopLeaseSweep();
+      await webhooks.stop(); // before the store closes: attempts in flight record their outcome
       hub.close(); // held waits answer now, so closing does not wait for their holds
       await app.close();
       await bus.close();

@@ -4,9 +4,12 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseValidatedYaml } from '../config/validated-yaml.ts';
+import { parseDuration } from '../engine/duration.ts';
 import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.ts';
 import { ROLES, type Role } from './roles.ts';
+import type { FleetLockOptions } from './services/fleet-lock.ts';
+import { addressList } from './services/fleet-lock-rules.ts';
 
 const positive = (max: number) => z.number().int().min(1).max(max);
 const d = DEFAULT_LIMITS;
@@ -80,6 +83,48 @@ const oidcSchema = z
       });
   });
 
+// FleetLock (issue 14): Zincati's reboot manager. Its clients send no credentials, so it is off until turned on,
+// and may be limited to addresses and to requests carrying a shared secret header (docs/fleetlock.md).
+const durationMs = (min: number, max: number) =>
+  z.string().transform((v, ctx) => {
+    let ms: number;
+    try {
+      ms = parseDuration(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+    if (ms < min || ms > max)
+      ctx.addIssue({ code: 'custom', message: `must be between ${min / 1000}s and ${max / 86_400_000}d` });
+    return ms;
+  });
+const fleetLockSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    default_slots: positive(100_000).default(1),
+    default_lease: durationMs(1000, 7 * 86_400_000).default(30 * 60_000),
+    allow_from: z
+      .array(z.string())
+      .superRefine((list, ctx) => {
+        try {
+          addressList(list);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        }
+      })
+      .default([]),
+    secret_header: z
+      .object({
+        name: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'an HTTP header name (letters, digits, "-")'),
+        value_file: z.string().min(1),
+      })
+      .strict()
+      .nullable()
+      .default(null),
+  })
+  .strict()
+  .prefault({});
+
 const schema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
@@ -104,6 +149,12 @@ const schema = z
       .strict()
       .prefault({}),
     oidc: oidcSchema.nullable().default(null),
+    fleet_lock: fleetLockSchema,
+    // The address people and receivers reach this server at (webhook payloads link to it); null: not sent.
+    public_url: z
+      .url({ protocol: /^https?$/ })
+      .nullable()
+      .default(null),
   })
   .strict();
 
@@ -183,6 +234,8 @@ limits:
   # Assignments the rollout driver keeps in memory between steps (about 0.4 kB each; 0: none). A kept rollout's
   # step reads only the rows written since its last step instead of all of them (docs/performance.md).
   step_cache_assignments: ${d.stepCacheAssignments}
+# The address operators and webhook receivers reach this server at (webhook payloads carry it; docs/webhooks.md).
+public_url: null
 # Who may approve what (docs/security.md). four_eyes: a release cannot be approved by the operator who imported
 # it, nor an approval wave by the operator who started the rollout (a plan may turn the second off with
 # four_eyes: false). pin_max_devices: a pin skips every wave and approval, so pinning more devices than this at
@@ -206,6 +259,17 @@ oidc: null
 #   name_claim: preferred_username         # must be a valid operator name, else the login is refused
 #   session_hours: 8                       # lifetime of the token a login yields (1..168)
 #   allow_insecure_http: false             # true only for a loopback issuer (tests)
+# FleetLock, the reboot manager Zincati (Fedora CoreOS) asks before rebooting (docs/fleetlock.md): POST
+# /fleetlock/v1/pre-reboot and /fleetlock/v1/steady-state. Its clients send no credentials: limit who may call it.
+# The group "default" has default_slots and default_lease; other groups are made with \`ringfence lock set\`.
+fleet_lock:
+  enabled: false
+  default_slots: 1
+  default_lease: 30m
+  allow_from: []                           # CIDRs or addresses, e.g. [10.0.0.0/8, fd00::/8]; empty: any address
+  secret_header: null                      # a header every request must carry (not settable in Zincati)
+#   name: x-ringfence-fleetlock
+#   value_file: fleetlock-secret           # relative: this folder
 `;
 
 /** Reads DATA/server.yaml, creating it with defaults on first start. */
@@ -284,5 +348,34 @@ export function oidcOf(c: ServerConfig, dataDir = '.'): OidcOptions | undefined 
     nameClaim: o.name_claim,
     sessionHours: o.session_hours,
     allowInsecureHttp: o.allow_insecure_http,
+  };
+}
+
+/**
+ * The configured FleetLock in the server's own terms. Reads the secret header's value file (relative paths are
+ * taken from `dataDir`); an unreadable or empty one is an error.
+ */
+export function fleetLockOf(c: ServerConfig, dataDir = '.'): FleetLockOptions {
+  const f = c.fleet_lock;
+  let secretHeader: FleetLockOptions['secretHeader'];
+  if (f.secret_header) {
+    const file = resolve(dataDir, f.secret_header.value_file);
+    let value: string;
+    try {
+      value = readFileSync(file, 'utf8').trim();
+    } catch (e) {
+      throw new Error(
+        `fleet_lock.secret_header.value_file: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`,
+      );
+    }
+    if (!value) throw new Error(`fleet_lock.secret_header.value_file: ${file} is empty`);
+    secretHeader = { name: f.secret_header.name, value };
+  }
+  return {
+    enabled: f.enabled,
+    defaultSlots: f.default_slots,
+    defaultLeaseMs: f.default_lease,
+    allowFrom: f.allow_from,
+    secretHeader,
   };
 }

@@ -120,7 +120,9 @@ export function serverCommand(program: Command): void {
     .action(async (o: ServerFlags) => {
       // Loaded on demand: agents and light commands start without the server's dependencies.
       const { createServer } = await import('../../server/app.ts');
-      const { loadServerConfig, limitsOf, governanceOf, oidcOf } = await import('../../server/config.ts');
+      const { loadServerConfig, limitsOf, governanceOf, oidcOf, fleetLockOf } = await import(
+        '../../server/config.ts'
+      );
       const { config, file, created } = loadServerConfig(o.data);
       const port = Number(o.port ?? config.port);
       const poll = Number(o.poll ?? config.poll_seconds);
@@ -128,8 +130,10 @@ export function serverCommand(program: Command): void {
       if (!Number.isInteger(poll) || poll < 1) throw usageError(`invalid --poll "${o.poll}"`);
       const tls = tlsFiles(o, config.tls, o.data);
       let oidc: ReturnType<typeof oidcOf>;
+      let fleetLock: ReturnType<typeof fleetLockOf>;
       try {
         oidc = oidcOf(config, o.data);
+        fleetLock = fleetLockOf(config, o.data);
       } catch (e) {
         throw new CliError(`${file}: ${(e as Error).message}`);
       }
@@ -142,10 +146,14 @@ export function serverCommand(program: Command): void {
           dataDir: o.data,
           databaseUrl: o.database ?? process.env.RINGFENCE_DATABASE ?? config.database ?? undefined,
           pollSeconds: poll,
-          initialAdminToken: envToken ?? staged?.token,
+          // A token file that cannot be staged (it exists in a read-only folder) is fine on a restart, but a new
+          // database must not get an admin whose token nobody can read: null refuses that.
+          initialAdminToken: envToken ?? (tokenFile && !staged ? null : staged?.token),
           limits: limitsOf(config),
           governance: governanceOf(config),
           oidc,
+          fleetLock,
+          webhooks: { publicUrl: config.public_url },
           tls,
         });
       } catch (e) {
@@ -163,12 +171,6 @@ export function serverCommand(program: Command): void {
         }
         process.stderr.write(
           `admin token written to ${tokenFile} (mode 0600; store it safely, then delete the file)\n`,
-        );
-      } else if (tokenFile && srv.newAdminToken) {
-        // The file exists in a folder we cannot write, on a new database: never print the token to the journal.
-        await srv.close();
-        throw new CliError(
-          `${tokenFile} already exists and its folder is not writable: the admin token was not shown`,
         );
       } else if (staged) {
         staged.discard(); // not the first start: the admin exists, nothing to write

@@ -9,12 +9,14 @@ import type { DesiredTable } from './desired.ts';
 import type { DeviceComponentTable } from './device-components.ts';
 import type { DeviceTable } from './devices.ts';
 import type { EnrollTokenTable } from './enroll-tokens.ts';
+import type { LockGroupTable, LockHolderTable } from './fleet-locks.ts';
 import type { MetaTable } from './meta.ts';
 import type { OperatorTable, OperatorTokenTable } from './operators.ts';
 import type { PlanTable } from './plans.ts';
 import type { ReleaseTable } from './releases.ts';
 import type { ReportTable } from './reports.ts';
 import type { RolloutTable } from './rollouts.ts';
+import type { WebhookOutboxTable, WebhookTable } from './webhooks.ts';
 
 export type {
   AssignmentTable,
@@ -23,6 +25,8 @@ export type {
   DeviceComponentTable,
   DeviceTable,
   EnrollTokenTable,
+  LockGroupTable,
+  LockHolderTable,
   MetaTable,
   OperatorTable,
   OperatorTokenTable,
@@ -30,6 +34,8 @@ export type {
   ReleaseTable,
   ReportTable,
   RolloutTable,
+  WebhookOutboxTable,
+  WebhookTable,
 };
 
 export interface Database {
@@ -46,4 +52,8 @@ export interface Database {
   audit: AuditTable;
   operators: OperatorTable;
   operator_tokens: OperatorTokenTable;
+  lock_groups: LockGroupTable;
+  lock_holders: LockHolderTable;
+  webhooks: WebhookTable;
+  webhook_outbox: WebhookOutboxTable;
 }

@@ -1,8 +1,9 @@
 // The device protocol as one Fastify plugin: enrollment, check-in (state up, desired releases down) and blob
 // download with Range. Bodies are validated by the TypeBox schemas of src/protocol/device.ts, which also type
 // the handlers (the type provider): a route validates, calls a service and shapes the answer.
-import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import Type from 'typebox';
 import {
   CheckinAnswer,
   CheckinRequest,

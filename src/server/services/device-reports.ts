@@ -12,6 +12,7 @@ import { isApprovedRelease } from '../db/releases.ts';
 import { insertReportOnce } from '../db/reports.ts';
 import { nextAssignmentRev } from '../db/rollouts.ts';
 import { boundedDetail } from '../limits.ts';
+import { enqueueQuarantined } from './webhooks.ts';
 
 /** The class of a report: its own, else (older agents) the class its `class: reason` text names. */
 export function reportClass(r: Report): FailureClass {
@@ -167,6 +168,14 @@ export function reportApplier(ctx: ServerContext) {
       applied++;
       await applyToAssignments(tx, deviceId, r, now);
       await audit(tx, deviceId, r, now);
+      // A device that rolled a release back quarantines it (agent/transaction.ts); announced in this transaction.
+      if (r.outcome === 'rolled-back')
+        await enqueueQuarantined(
+          tx,
+          deviceId,
+          { ...r, reason: r.reason ?? null, class: r.class === undefined ? null : classOnWire(r.class) },
+          now,
+        );
     }
     return applied;
   };

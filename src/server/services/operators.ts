@@ -76,10 +76,14 @@ export class Operators {
   static async open(
     store: Store,
     clock: () => number,
-    initial?: string,
+    initial?: string | null,
   ): Promise<{ operators: Operators; generated: string | null; fromInitial: boolean }> {
     const operators = new Operators(store, clock);
     if ((await countOperators(store.db)) > 0) return { operators, generated: null, fromInitial: false };
+    // null: the caller has nowhere to deliver a first token (a token file that exists in a read-only folder).
+    // Storing one nobody can see would lock every operator out of a new database.
+    if (initial === null)
+      throw new Error('this database has no operator yet, and the first admin token cannot be delivered');
     if (initial !== undefined) {
       const weak = weakTokenReason(initial);
       if (weak) throw new Error(`RINGFENCE_INITIAL_ADMIN_TOKEN ${weak}`);

@@ -25,6 +25,7 @@ import { findRollout, nextAssignmentRev, saveRolloutState } from '../db/rollouts
 import { notFound } from '../errors.ts';
 import type { AssignmentCache, CacheRead } from './assignment-cache.ts';
 import { deviceViews } from './rollout-fleet.ts';
+import { enqueueTransitions } from './webhooks.ts';
 
 /** Devices a partial step may load by id; past this the whole fleet is read in one pass (cheaper per row). */
 const PARTIAL_MAX = 20_000;
@@ -127,6 +128,8 @@ export async function stepWithin(tx: Db, req: StepRequest): Promise<StepOutput> 
       detail: { from: t.from, to: t.to, wave: t.wave, why: t.why },
     });
   }
+  // Webhook events commit with the step or not at all: a crash before delivery loses none (webhooks.ts).
+  if (out.transitions.length > 0) await enqueueTransitions(tx, ro, out.transitions);
   timings.push({
     rolloutId: ro.id,
     at: req.now,
