@@ -1,6 +1,7 @@
 // `ringfence webhook …`: where the server sends rollout and device events (signed JSON POSTs), and how their
 // delivery goes. The payloads and how a receiver verifies them: docs/webhooks.md.
 import type { Command } from 'commander';
+import type { WebhookView } from '../../server/services/webhooks.ts';
 import { withExamples } from '../../terminal/help.ts';
 import { api, type Conn, usageError as usage } from '../client.ts';
 import { printJson, printLine, printTable, terminalSafe } from '../output.ts';
@@ -14,21 +15,6 @@ export const EVENTS = [
   'rollout.rolled-back',
   'device.quarantined',
 ] as const;
-
-interface WebhookInfo {
-  id: string;
-  url: string;
-  events: string[];
-  created_at: number;
-  created_by: string;
-  signed: boolean;
-  delivered: number;
-  pending: number;
-  failed: number;
-  last_status: number | null;
-  last_error: string | null;
-  last_delivered_at: number | null;
-}
 
 const ID = /^wh-[a-z0-9-]{1,40}$/;
 
@@ -81,7 +67,7 @@ async function secretOf(o: { secret?: string; secretFile?: string }): Promise<st
 const iso = (ms: number | null) => (ms ? new Date(ms).toISOString() : null);
 
 /** Only the documented fields, so nothing else a server sent reaches the output. */
-function publicWebhook(w: WebhookInfo): WebhookInfo {
+function publicWebhook(w: WebhookView): WebhookView {
   return {
     id: w.id,
     url: w.url,
@@ -152,7 +138,7 @@ export function webhookCommands(program: Command, conn: () => Conn): void {
     .description('every webhook with its delivery status: delivered, pending, failed, last answer')
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }) => {
-      const r = await api<{ webhooks: WebhookInfo[] }>(conn(), 'GET', '/v1/admin/webhooks');
+      const r = await api<{ webhooks: WebhookView[] }>(conn(), 'GET', '/v1/admin/webhooks');
       const hooks = (r.webhooks ?? []).map(publicWebhook);
       if (o.json) return printJson(hooks);
       if (hooks.length === 0)

@@ -142,6 +142,16 @@ export async function fleetLockRoutes(
         );
     });
 
+    /** The request's client_params, or the protocol error for a malformed body (counted against the address). */
+    const paramsOf = (req: FastifyRequest): { id: string; group: string } => {
+      try {
+        return clientParams(req.body);
+      } catch (e) {
+        throw failed(req, e as FleetLockError);
+      }
+    };
+    const unknownGroup = (group: string) =>
+      new FleetLockError(400, 'unknown_group', `unknown group "${group}" (ringfence lock set ${group} …)`);
     const schema = (summary: string) => ({
       summary,
       description:
@@ -154,19 +164,9 @@ export async function fleetLockRoutes(
       '/fleetlock/v1/pre-reboot',
       { schema: schema('Take a reboot slot (idempotent for a holder)') },
       async (req, reply) => {
-        let p: { id: string; group: string };
-        try {
-          p = clientParams(req.body);
-        } catch (e) {
-          throw failed(req, e as FleetLockError);
-        }
+        const p = paramsOf(req);
         const out = await preReboot(deps, p.group, p.id, req.ip);
-        if (out === 'unknown-group')
-          throw new FleetLockError(
-            400,
-            'unknown_group',
-            `unknown group "${p.group}" (ringfence lock set ${p.group} …)`,
-          );
+        if (out === 'unknown-group') throw unknownGroup(p.group);
         if (out === 'full')
           throw new FleetLockError(
             409,
@@ -181,19 +181,9 @@ export async function fleetLockRoutes(
       '/fleetlock/v1/steady-state',
       { schema: schema('Give back a reboot slot if held') },
       async (req, reply) => {
-        let p: { id: string; group: string };
-        try {
-          p = clientParams(req.body);
-        } catch (e) {
-          throw failed(req, e as FleetLockError);
-        }
+        const p = paramsOf(req);
         const out = await steadyState(deps, p.group, p.id, req.ip);
-        if (out === 'unknown-group')
-          throw new FleetLockError(
-            400,
-            'unknown_group',
-            `unknown group "${p.group}" (ringfence lock set ${p.group} …)`,
-          );
+        if (out === 'unknown-group') throw unknownGroup(p.group);
         reply.code(200).send();
       },
     );
