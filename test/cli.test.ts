@@ -206,9 +206,16 @@ describe('server configuration file', () => {
     try {
       const first = loadServerConfig(dir);
       assert.equal(first.created, true);
-      const { limits: _limits, governance: _governance, tls, oidc, ...rest } = first.config;
-      assert.deepEqual(rest, { host: '127.0.0.1', port: 8080, poll_seconds: 30, database: null });
+      const { limits: _limits, governance: _governance, tls, oidc, fleet_lock, ...rest } = first.config;
+      assert.deepEqual(rest, {
+        host: '127.0.0.1',
+        port: 8080,
+        poll_seconds: 30,
+        database: null,
+        public_url: null,
+      });
       assert.equal(oidc, null, 'single sign-on off by default');
+      assert.equal(fleet_lock.enabled, false, 'FleetLock off by default: its endpoints take no token');
       assert.deepEqual(governanceOf(first.config), DEFAULT_GOVERNANCE, 'four eyes on by default');
       assert.equal(tls, null);
       assert.deepEqual(limitsOf(first.config), DEFAULT_LIMITS, 'the written file states the defaults');
