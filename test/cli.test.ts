@@ -213,6 +213,7 @@ describe('server configuration file', () => {
         poll_seconds: 30,
         database: null,
         public_url: null,
+        prometheus: null,
       });
       assert.equal(oidc, null, 'single sign-on off by default');
       assert.equal(fleet_lock.enabled, false, 'FleetLock off by default: its endpoints take no token');

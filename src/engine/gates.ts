@@ -2,8 +2,8 @@
 // wave), the success gate and the evidence (min_reported) gate (checked when the wave has settled).
 
 import { selectedOf, type WaveTally } from './assignment-index.ts';
-import { resolveAmount, type WaveSpec } from './plan.ts';
-import { type Assignment, isRetryableFailure } from './rollout-state.ts';
+import { type MetricGateSpec, resolveAmount, type WaveSpec } from './plan.ts';
+import { type Assignment, isRetryableFailure, type MetricGateResult } from './rollout-state.ts';
 
 function failureBudgetExceeded(wave: WaveSpec, failed: number, selected: number): boolean {
   if ('count' in wave.maxFailures) return failed > wave.maxFailures.count;
@@ -74,4 +74,88 @@ export function judgeWave(wave: WaveSpec, t: WaveTally): WaveVerdict {
       why: `wave ${wave.name}: ${succeeded} of ${selected} succeeded, below the ${wave.minSuccessPercent}% gate`,
     };
   return { kind: 'passed' };
+}
+
+/** Whether a metric gate's condition holds for `value` (the condition is what must hold, e.g. `< 0.05`). */
+export function metricHolds(g: Pick<MetricGateSpec, 'comparison' | 'threshold'>, value: number): boolean {
+  switch (g.comparison) {
+    case '<':
+      return value < g.threshold;
+    case '<=':
+      return value <= g.threshold;
+    case '>':
+      return value > g.threshold;
+    case '>=':
+      return value >= g.threshold;
+  }
+}
+
+/** Results kept in a rollout's state: at most one per gate of a wave, and only the latest waves' past this. */
+export const METRIC_RESULTS_KEPT = 50;
+
+/**
+ * A metric result judged: `breached` when the value violates the condition, `inconclusive` when there is no
+ * value; with the reason naming the gate, query, value and threshold (audit entry and status show it).
+ */
+export function judgeMetric(
+  wave: WaveSpec,
+  g: MetricGateSpec,
+  value: number | null,
+  error: string | undefined,
+): { state: MetricGateResult['state']; why: string } {
+  const cond = `${g.comparison} ${g.threshold}`;
+  if (value === null)
+    return {
+      state: 'inconclusive',
+      why: `wave ${wave.name}: metric gate ${g.name} inconclusive, query ${JSON.stringify(g.query)} could not be evaluated (${error ?? 'no value'}); must be ${cond}`,
+    };
+  if (metricHolds(g, value)) return { state: 'ok', why: '' };
+  return {
+    state: 'breached',
+    why: `wave ${wave.name}: metric gate ${g.name} breached, query ${JSON.stringify(g.query)} = ${value}, must be ${cond}`,
+  };
+}
+
+/** Keeps `r` as its gate's last result, bounded (the oldest waves' results go first). */
+export function keepMetricResult(
+  kept: readonly MetricGateResult[] | undefined,
+  r: MetricGateResult,
+): MetricGateResult[] {
+  const next = (kept ?? []).filter((k) => !(k.wave === r.wave && k.name === r.name));
+  next.push(r);
+  next.sort((a, b) => a.wave - b.wave || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return next.length > METRIC_RESULTS_KEPT ? next.slice(next.length - METRIC_RESULTS_KEPT) : next;
+}
+
+/**
+ * A gate of the current wave with no result for too long while it bakes (3 intervals since the later of the
+ * bake's start and its last result), or with none at all when the bake ends: a dead Prometheus must not let a
+ * wave sail through. Returns why, or null; and the next instant to look again.
+ */
+export function staleMetricGate(
+  wave: WaveSpec,
+  waveIndex: number,
+  kept: readonly MetricGateResult[] | undefined,
+  bakeStartedAt: number,
+  waveStartedAt: number,
+  bakeOver: boolean,
+  now: number,
+): { why: string | null; wakeAt: number | null } {
+  let wakeAt: number | null = null;
+  for (const g of wave.metrics ?? []) {
+    const last = kept?.find((k) => k.wave === waveIndex && k.name === g.name && k.at >= waveStartedAt);
+    if (bakeOver && !last)
+      return {
+        why: `wave ${wave.name}: metric gate ${g.name} inconclusive, no result for query ${JSON.stringify(g.query)} before the bake ended`,
+        wakeAt: null,
+      };
+    const due = Math.max(bakeStartedAt, last?.at ?? bakeStartedAt) + 3 * g.intervalMs;
+    if (now >= due)
+      return {
+        why: `wave ${wave.name}: metric gate ${g.name} inconclusive, no result for query ${JSON.stringify(g.query)} in 3 intervals`,
+        wakeAt: null,
+      };
+    if (wakeAt === null || due < wakeAt) wakeAt = due;
+  }
+  return { why: null, wakeAt };
 }

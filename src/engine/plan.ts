@@ -27,7 +27,27 @@ export interface WaveSpec {
   order: string[]; // selectors: devices matching an earlier one go first
   window: WindowSpec | null;
   reportDeadlineMs: number;
+  /** Metric gates checked during the wave and its bake (absent on plans stored before them: none). */
+  metrics?: MetricGateSpec[];
 }
+
+/**
+ * A metric gate: a Prometheus instant query whose value must satisfy `value <comparison> threshold` (the
+ * condition that must HOLD); evaluated every `intervalMs` while the wave runs and bakes.
+ */
+export interface MetricGateSpec {
+  name: string;
+  query: string;
+  comparison: '<' | '<=' | '>' | '>=';
+  threshold: number;
+  intervalMs: number;
+  onBreach: 'halt' | 'halt-and-rollback';
+}
+
+/** Bounds of a wave's metric gates (a plan is operator input; the evaluator queries each one periodically). */
+export const METRIC_GATES_MAX = 10;
+export const METRIC_QUERY_MAX = 2000;
+export const METRIC_INTERVAL_MIN_MS = 5000;
 
 export interface Plan {
   name: string;
@@ -110,6 +130,19 @@ const windowField = z
   .strict()
   .transform((w): WindowSpec => ({ cron: w.cron.trim(), durationMs: w.duration, timezone: w.timezone }));
 
+const metricGateSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'metric gate names use letters, digits, _ . -'),
+    query: z.string().trim().min(1, 'a query is required').max(METRIC_QUERY_MAX),
+    comparison: z.enum(['<', '<=', '>', '>=']),
+    threshold: z.number().finite(),
+    interval: durationField
+      .default(30_000)
+      .refine((ms) => ms >= METRIC_INTERVAL_MIN_MS, 'interval must be at least 5s'),
+    on_breach: z.enum(['halt', 'halt-and-rollback']).optional(),
+  })
+  .strict();
+
 const waveSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'wave names use letters, digits, _ . -'),
@@ -129,8 +162,24 @@ const waveSchema = z
     order: z.array(selectorField).default([]),
     window: windowField.nullable().default(null),
     report_deadline: durationField.optional(),
+    metrics: z
+      .array(metricGateSchema)
+      .max(METRIC_GATES_MAX, `at most ${METRIC_GATES_MAX} metric gates per wave`)
+      .default([]),
   })
-  .strict();
+  .strict()
+  .superRefine((w, ctx) => {
+    const seen = new Set<string>();
+    w.metrics.forEach((m, i) => {
+      if (seen.has(m.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['metrics', i, 'name'],
+          message: `duplicate metric gate name "${m.name}"`,
+        });
+      seen.add(m.name);
+    });
+  });
 
 const planSchema = z
   .object({
@@ -196,6 +245,14 @@ export function parsePlan(source: string, file = 'plan.yaml'): Plan {
       order: w.order,
       window: w.window ?? p.window,
       reportDeadlineMs: w.report_deadline ?? p.report_deadline,
+      metrics: w.metrics.map((m) => ({
+        name: m.name,
+        query: m.query,
+        comparison: m.comparison,
+        threshold: m.threshold,
+        intervalMs: m.interval,
+        onBreach: m.on_breach ?? p.on_failure,
+      })),
     })),
   };
 }

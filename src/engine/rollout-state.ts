@@ -45,6 +45,18 @@ export interface RolloutState {
   finishedAt: number | null;
   reason: string | null; // why it halted, aborted or rolled back
   haltedAtWave: number | null;
+  /** The last result of each metric gate, per wave (absent on rollouts stored before metric gates). */
+  metricGates?: MetricGateResult[];
+}
+
+/** A metric gate's last evaluation: its value (null: could not be evaluated, see `error`) and the verdict. */
+export interface MetricGateResult {
+  wave: number;
+  name: string;
+  value: number | null;
+  error: string | null;
+  at: number;
+  state: 'ok' | 'breached' | 'inconclusive';
 }
 
 /** Reason recorded for a device that did not report before its deadline (class `no-report`: retryable). */
@@ -97,7 +109,18 @@ export type EngineEvent =
   | { kind: 'abort'; actor: string; reason?: string }
   | { kind: 'approve'; actor: string }
   | { kind: 'rollback'; actor: string; reason?: string }
-  | { kind: 'retry'; actor: string };
+  | { kind: 'retry'; actor: string }
+  | MetricEvent;
+
+/** A metric gate's evaluation for a wave: the query's value, or null when it could not be evaluated (`error`). */
+export interface MetricEvent {
+  kind: 'metric';
+  wave: number;
+  name: string;
+  value: number | null;
+  error?: string;
+  at: number;
+}
 
 /** The class of a failed assignment: the one recorded with it, else the one its `class: reason` text names. */
 export function failureClassOf(a: Pick<Assignment, 'failureClass' | 'reason'>): FailureClass {
@@ -207,6 +230,7 @@ export function eventRefusal(status: RolloutStatus, ev: EngineEvent['kind']): st
     abort: (s) => !TERMINAL.has(s),
     retry: (s) => s === 'running' || s === 'baking' || s === 'halted',
     rollback: (s) => s !== 'rolled-back' && s !== 'rolling-back',
+    metric: (s) => s === 'running' || s === 'baking',
   };
   return ok[ev](status) ? null : `cannot ${ev} a rollout that is ${status}`;
 }

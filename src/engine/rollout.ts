@@ -5,7 +5,14 @@
 import { AssignmentIndex, selectedOf } from './assignment-index.ts';
 import { AssignmentOverlay } from './assignment-overlay.ts';
 import { DeviceLookup, FleetNeeded } from './device-lookup.ts';
-import { judgeWave, overFailureBudget, retryWithinBudget } from './gates.ts';
+import {
+  judgeMetric,
+  judgeWave,
+  keepMetricResult,
+  overFailureBudget,
+  retryWithinBudget,
+  staleMetricGate,
+} from './gates.ts';
 import { expireOffers, type OfferContext, type OfferDecision, offerQueued, windowsAt } from './offers.ts';
 import type { Plan, WaveSpec } from './plan.ts';
 import {
@@ -14,6 +21,7 @@ import {
   type DeviceView,
   type EngineEvent,
   isRetryableFailure,
+  type MetricEvent,
   observedReverted,
   type RolloutState,
   type RolloutStatus,
@@ -34,6 +42,8 @@ export {
   type EngineEvent,
   eventRefusal,
   isRetryableFailure,
+  type MetricEvent,
+  type MetricGateResult,
   NO_REPORT,
   newRollout,
   type RolloutState,
@@ -200,7 +210,69 @@ class Stepper {
           this.startRollback(this.r.reason);
         }
         break;
+      case 'metric':
+        this.metric(ev);
+        break;
     }
+  }
+
+  /**
+   * A metric gate's result for the current wave while it runs or bakes: kept for the status view; a breach halts
+   * (or halts and rolls back, per the gate), no value halts without rolling back. Results for another wave, an
+   * unknown gate or from before the wave started are stale and ignored.
+   */
+  private metric(ev: MetricEvent): void {
+    const s = this.r.status;
+    if (ev.wave !== this.r.wave || (s !== 'running' && s !== 'baking')) return;
+    const wave = this.input.plan.waves[ev.wave];
+    const gate = wave?.metrics?.find((g) => g.name === ev.name);
+    if (!gate || !Number.isFinite(ev.at) || ev.at < (this.r.waveStartedAt ?? 0)) return;
+    const finite = typeof ev.value === 'number' && Number.isFinite(ev.value);
+    const value = finite ? (ev.value as number) : null;
+    const error = finite ? undefined : String(ev.error ?? 'not a finite number').slice(0, 200);
+    const v = judgeMetric(wave, gate, value, error);
+    const at = Math.min(ev.at, this.now);
+    this.r.metricGates = keepMetricResult(this.r.metricGates, {
+      wave: ev.wave,
+      name: gate.name,
+      value,
+      error: error ?? null,
+      at,
+      state: v.state,
+    });
+    if (v.state === 'breached') this.halt(v.why, gate.onBreach);
+    else if (v.state === 'inconclusive') this.haltInconclusive(v.why);
+  }
+
+  /** Halts for a metric gate of the current wave that has gone without a result too long; true when it did. */
+  private metricGateStale(bakeOver: boolean): boolean {
+    const wave = this.input.plan.waves[this.r.wave];
+    if (!wave?.metrics?.length) return false;
+    const factor = this.r.emergency ? this.input.plan.emergencyBakeFactor : 1;
+    const bakeStartedAt = (this.r.bakeUntil ?? this.now) - Math.round(wave.bakeMs * factor);
+    const stale = staleMetricGate(
+      wave,
+      this.r.wave,
+      this.r.metricGates,
+      bakeStartedAt,
+      this.r.waveStartedAt ?? 0,
+      bakeOver,
+      this.now,
+    );
+    if (stale.why !== null) {
+      this.haltInconclusive(stale.why);
+      return true;
+    }
+    if (stale.wakeAt !== null && !bakeOver) this.wake(stale.wakeAt);
+    return false;
+  }
+
+  /** Stops exposure without rolling back what may be healthy (too little evidence to judge). */
+  private haltInconclusive(why: string): void {
+    this.r.reason = why;
+    this.r.haltedAtWave = this.r.wave;
+    this.dropQueued('rollout halted');
+    this.go('halted', why);
   }
 
   private retry(actor: string): void {
@@ -232,11 +304,11 @@ class Stepper {
       for (const a of [...this.asg.queued(w)]) this.set({ ...a, state: 'skipped', reason: why });
   }
 
-  private halt(why: string): void {
+  private halt(why: string, action: Plan['onFailure'] = this.input.plan.onFailure): void {
     this.r.reason = why;
     this.r.haltedAtWave = this.r.wave;
     this.dropQueued('rollout halted');
-    if (this.input.plan.onFailure === 'halt-and-rollback') this.startRollback(why);
+    if (action === 'halt-and-rollback') this.startRollback(why);
     else this.go('halted', why);
   }
 
@@ -293,7 +365,9 @@ class Stepper {
         return;
       case 'baking': {
         if (this.checkFailures()) return;
-        if (this.r.bakeUntil !== null && this.now < this.r.bakeUntil) {
+        const bakeOver = !(this.r.bakeUntil !== null && this.now < this.r.bakeUntil);
+        if (this.metricGateStale(bakeOver)) return;
+        if (!bakeOver && this.r.bakeUntil !== null) {
           this.wake(this.r.bakeUntil);
           return;
         }
@@ -419,10 +493,7 @@ class Stepper {
       return true;
     }
     // Inconclusive: stop exposure, but do not roll back what may be healthy.
-    this.r.reason = verdict.why;
-    this.r.haltedAtWave = this.r.wave;
-    this.dropQueued('rollout halted');
-    this.go('halted', verdict.why);
+    this.haltInconclusive(verdict.why);
     return true;
   }
 

@@ -6,7 +6,7 @@ import pino, { type Logger } from 'pino';
 import { shareRepositoryLock } from '../trust/signer/tuf-repository.ts';
 import { VERSION } from '../version.ts';
 import { BlobStore } from './blobs.ts';
-import { DEFAULT_GOVERNANCE, type Governance, type OidcOptions } from './config.ts';
+import { DEFAULT_GOVERNANCE, type Governance, type OidcOptions, type PrometheusOptions } from './config.ts';
 import { guardEdges, timeoutOptions } from './connections.ts';
 import type { ServerContext } from './context.ts';
 import { openStore } from './db/database.ts';
@@ -15,7 +15,7 @@ import { errorAnswer } from './errors.ts';
 import { DEFAULT_LIMITS, Guards, type ServerLimits } from './limits.ts';
 import { countHalts, createMetrics } from './metrics.ts';
 import { RelyingParty } from './oidc/relying-party.ts';
-import { openApiDocument, type RouteDoc } from './openapi.ts';
+import { OPS_SCHEMAS, openApiDocument, type RouteDoc } from './openapi.ts';
 import { adminPlugin, assertAdminScope } from './plugins/admin.ts';
 import { devicePlugin } from './plugins/device.ts';
 import { tufPlugin } from './plugins/tuf.ts';
@@ -28,6 +28,7 @@ import { fleetLockRoutes } from './routes/fleetlock.ts';
 import { vendorTufAdminRoutes } from './routes/tuf.ts';
 import { AssignmentCache } from './services/assignment-cache.ts';
 import { DEFAULT_FLEET_LOCK, type FleetLockOptions, startLeaseSweep } from './services/fleet-lock.ts';
+import { MetricGateEvaluator } from './services/metric-gates.ts';
 import { Operators } from './services/operators.ts';
 import { WebhookDelivery, type WebhookDeliveryOptions } from './services/webhook-delivery.ts';
 import { LocalWakeBus, type WakeBus } from './wake/bus.ts';
@@ -63,6 +64,8 @@ export interface ServerOptions {
   fleetLock?: Partial<FleetLockOptions>;
   /** Webhook delivery: the public URL sent in payloads, retry timing, limits (DEFAULT_DELIVERY otherwise). */
   webhooks?: Partial<WebhookDeliveryOptions>;
+  /** server.yaml `prometheus:` (metric gates); null or undefined: none, gated waves halt inconclusive. */
+  prometheus?: PrometheusOptions | null;
 }
 
 export interface RunningServer {
@@ -128,6 +131,7 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
     admin: admin.operators,
     guards: new Guards(limits),
     governance: { ...DEFAULT_GOVERNANCE, ...opts.governance },
+    prometheus: opts.prometheus ?? null,
     wake: { bus, hub },
   };
 
@@ -165,17 +169,16 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   // How one gets an operator token: outside the admin scope, no token needed.
   authOidcRoutes(app, ctx, opts.oidc ? new RelyingParty(opts.oidc, clock) : undefined);
 
-  app.get('/healthz', { schema: { summary: 'Liveness and version', tags: ['ops'] } }, async () => ({
+  // The ops routes' schemas (operationId, answers) live with the OpenAPI document's (openapi.ts, issue 14).
+  app.get('/healthz', { schema: OPS_SCHEMAS.health }, async () => ({
     ok: true,
     version: VERSION,
   }));
-  app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['ops'] } }, async (_req, reply) => {
+  app.get('/metrics', { schema: OPS_SCHEMAS.metrics }, async (_req, reply) => {
     reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
   });
-  app.get('/v1/openapi.json', { schema: { summary: 'This API as OpenAPI 3.1', tags: ['ops'] } }, async () =>
-    openApiDocument(routes, VERSION),
-  );
+  app.get('/v1/openapi.json', { schema: OPS_SCHEMAS.openApi }, async () => openApiDocument(routes, VERSION));
 
   await app.ready();
   driver.start(opts.tickMs ?? 250);
@@ -187,12 +190,17 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   // Sends the webhook outbox (rows written by rollout steps and device reports), here and on every replica.
   const webhooks = new WebhookDelivery(store, log.child({ part: 'webhooks' }), clock, opts.webhooks, metrics);
   webhooks.start();
+  // Metric gates (issue 14): queries Prometheus for running waves' gates and steps their rollouts.
+  const gatesLog = log.child({ part: 'metric-gates' });
+  const metricGates = new MetricGateEvaluator(store, driver, gatesLog, clock, opts.prometheus ?? null);
+  metricGates.start();
   return {
     app,
     ctx,
     newAdminToken: admin.generated,
     adminTokenFromEnv: admin.fromInitial,
     async close() {
+      await metricGates.stop(); // metric gates: before the driver, whose steps it asks for
       await driver.stop();
       await stopLeaseSweep();
       await webhooks.stop(); // before the store closes: attempts in flight record their outcome

@@ -125,6 +125,16 @@ const fleetLockSchema = z
   .strict()
   .prefault({});
 
+const prometheusSchema = z
+  .object({
+    url: z.url({ protocol: /^https?$/ }),
+    timeout: durationMs(100, 60_000).default(5000),
+    headers_file: z.string().min(1).nullable().default(null),
+  })
+  .strict()
+  .nullable()
+  .default(null);
+
 const schema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
@@ -150,6 +160,8 @@ const schema = z
       .prefault({}),
     oidc: oidcSchema.nullable().default(null),
     fleet_lock: fleetLockSchema,
+    // Metric gates' Prometheus (HTTP API /api/v1/query); null: plans with metric gates are refused.
+    prometheus: prometheusSchema,
     // The address people and receivers reach this server at (webhook payloads link to it); null: not sent.
     public_url: z
       .url({ protocol: /^https?$/ })
@@ -270,6 +282,12 @@ fleet_lock:
   secret_header: null                      # a header every request must carry (not settable in Zincati)
 #   name: x-ringfence-fleetlock
 #   value_file: fleetlock-secret           # relative: this folder
+# Metric gates of plans (docs/plans.md, "Metric gates") query this Prometheus-compatible server's
+# /api/v1/query. null: plans with metric gates are refused.
+prometheus: null
+#   url: http://127.0.0.1:9090
+#   timeout: 5s
+#   headers_file: prometheus-headers       # optional: "Name: value" lines sent with every query (relative: this folder)
 `;
 
 /** Reads DATA/server.yaml, creating it with defaults on first start. */
@@ -378,4 +396,40 @@ export function fleetLockOf(c: ServerConfig, dataDir = '.'): FleetLockOptions {
     allowFrom: f.allow_from,
     secretHeader,
   };
+}
+
+/** The metric gates' Prometheus (server.yaml `prometheus:`) in the server's own terms. */
+export interface PrometheusOptions {
+  url: string;
+  timeoutMs: number;
+  /** Sent with every query (e.g. Authorization); read from `headers_file`. */
+  headers: Record<string, string>;
+}
+
+/**
+ * The configured Prometheus, or null when there is none. Reads the headers file ("Name: value" lines; relative
+ * paths are taken from `dataDir`); an unreadable file or a malformed line is an error.
+ */
+export function prometheusOf(c: ServerConfig, dataDir = '.'): PrometheusOptions | null {
+  const p = c.prometheus;
+  if (!p) return null;
+  const headers: Record<string, string> = {};
+  if (p.headers_file) {
+    const file = resolve(dataDir, p.headers_file);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new Error(
+        `prometheus.headers_file: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`,
+      );
+    }
+    text.split('\n').forEach((line, i) => {
+      if (!line.trim() || line.trim().startsWith('#')) return;
+      const m = /^([A-Za-z0-9-]{1,64}):[ \t]*(\S.*?)\s*$/.exec(line);
+      if (!m) throw new Error(`prometheus.headers_file: ${file}:${i + 1}: expected "Name: value"`);
+      headers[m[1]] = m[2];
+    });
+  }
+  return { url: p.url.replace(/\/+$/, ''), timeoutMs: p.timeout, headers };
 }

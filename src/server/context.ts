@@ -1,7 +1,7 @@
 // What every route handler gets: the store, blob store, engine driver, clock and metrics.
 import type { Logger } from 'pino';
 import type { BlobStore } from './blobs.ts';
-import type { Governance } from './config.ts';
+import type { Governance, PrometheusOptions } from './config.ts';
 import type { Store } from './db/database.ts';
 import type { Guards } from './limits.ts';
 import type { Metrics } from './metrics.ts';
@@ -26,6 +26,8 @@ export interface ServerContext {
   guards: Guards;
   /** The server-wide governance rules (server.yaml `governance:`): four eyes. */
   governance: Governance;
+  /** server.yaml `prometheus:` for metric gates; null: none (a plan with gates is refused). */
+  prometheus: PrometheusOptions | null;
   /** Wake-ups: `bus` is told of devices whose desired answer may have changed; `hub` holds their waits. */
   wake: { bus: WakeBus; hub: WakeHub };
 }

@@ -56,7 +56,14 @@ const ROLLOUT_STATUSES: readonly RolloutStatus[] = [
 ];
 
 /** Why the engine stopped a rollout: a small fixed set, so the label stays cheap. */
-export const HALT_REASONS = ['failure-budget', 'min-reported', 'success-gate', 'operator', 'other'] as const;
+export const HALT_REASONS = [
+  'failure-budget',
+  'min-reported',
+  'success-gate',
+  'metric-gate',
+  'operator',
+  'other',
+] as const;
 export type HaltReason = (typeof HALT_REASONS)[number];
 
 /** A fresh registry per server, so several servers in one process (tests, demo) do not collide. */
@@ -165,6 +172,8 @@ export function haltReason(t: Transition): HaltReason | null {
   const stops = t.to === 'halted' || t.to === 'rolling-back' || t.to === 'rolled-back';
   if (!stops || t.from === t.to || t.from === 'rolling-back' || t.from === 'halted') return null;
   if (/over the failure budget/.test(t.why)) return 'failure-budget';
+  // Before min-reported: an inconclusive metric gate (no answer from Prometheus) says "inconclusive" too.
+  if (/metric gate/.test(t.why)) return 'metric-gate';
   if (/inconclusive/.test(t.why)) return 'min-reported';
   if (/% gate/.test(t.why)) return 'success-gate';
   if (t.to !== 'halted') return 'operator'; // a rollback event (`rolled back by …` or the operator's reason)

@@ -2,7 +2,7 @@
 // steps when there is news (a report) or when the engine asked to wake, approves gated waves after the
 // operator's delay, applies device reports to their assignments, and hands the engine's commands back.
 import { AssignmentIndex } from '../engine/assignment-index.ts';
-import type { Plan } from '../engine/plan.ts';
+import type { MetricGateSpec, Plan } from '../engine/plan.ts';
 import {
   type Assignment,
   applyReport,
@@ -14,6 +14,7 @@ import {
   step,
   type Transition,
 } from '../engine/rollout.ts';
+import type { MetricFault } from './faults.ts';
 import type { TransitionView } from './rehearsal-result.ts';
 import type { SentReport } from './sim-devices.ts';
 import type { Tally } from './tally.ts';
@@ -33,6 +34,32 @@ export interface ControlPlaneSetup {
   /** An operator approves a gated wave this long after it starts waiting; null: never. */
   approveAfterMs: number | null;
   tally: Tally;
+  /** Metric faults (faults.ts), with the wave each waits for resolved to its index; in the order given. */
+  metricFaults?: ReadonlyArray<MetricFault & { waveIndex: number | null }>;
+}
+
+/**
+ * A simulated metric gate's reading: the value of the last metric fault for it that has begun, else a healthy
+ * value just inside the threshold (a rehearsal has no real metrics; only a fault moves one).
+ */
+export function simulatedMetric(
+  g: MetricGateSpec,
+  faults: ControlPlaneSetup['metricFaults'],
+  wave: number,
+  sinceStartMs: number,
+): number {
+  let value: number | null = null;
+  for (const f of faults ?? []) {
+    if (f.name !== g.name) continue;
+    const begun =
+      (f.waveIndex !== null && wave >= f.waveIndex) || (f.afterMs !== null && sinceStartMs >= f.afterMs);
+    if (begun) value = f.value;
+  }
+  if (value !== null) return value;
+  const margin = Math.max(1e-6, Math.abs(g.threshold) * 0.01);
+  if (g.comparison === '<') return g.threshold - margin;
+  if (g.comparison === '>') return g.threshold + margin;
+  return g.threshold;
 }
 
 /** The engine and its state in the rehearsal: the rollout, the assignments, and when it steps next. */
@@ -49,6 +76,8 @@ export class SimControlPlane {
   /** When the engine steps next (the first step runs at the start). */
   stepDue: number;
   private approveAt: number | null = null;
+  /** When each metric gate ("wave/name") was last read. */
+  private readonly gateReadAt = new Map<string, number>();
 
   constructor(private readonly s: ControlPlaneSetup) {
     this.stepDue = s.start;
@@ -101,7 +130,7 @@ export class SimControlPlane {
       assignments: this.assignments,
       index: this.assignmentIndex,
       devices: this.s.devices,
-      events: this.operatorEvents(t),
+      events: [...this.operatorEvents(t), ...this.metricEvents(t)],
       now: t,
     });
     this.steps++;
@@ -118,6 +147,34 @@ export class SimControlPlane {
     if (this.approveAt === null || t < this.approveAt) return [];
     this.approveAt = null;
     return [{ kind: 'approve', actor: 'rehearsal' }];
+  }
+
+  /** The current wave's metric gates that are due at t, read as the server's evaluator would read them. */
+  private metricEvents(t: number): EngineEvent[] {
+    const r = this.rollout;
+    if (r.status !== 'running' && r.status !== 'baking') return [];
+    const out: EngineEvent[] = [];
+    for (const g of this.s.plan.waves[r.wave]?.metrics ?? []) {
+      const key = `${r.wave}/${g.name}`;
+      const last = this.gateReadAt.get(key);
+      if (last !== undefined && t - last < g.intervalMs) continue;
+      this.gateReadAt.set(key, t);
+      const value = simulatedMetric(g, this.s.metricFaults, r.wave, t - this.s.start);
+      out.push({ kind: 'metric', wave: r.wave, name: g.name, value, at: t });
+    }
+    return out;
+  }
+
+  /** When the current wave's next metric gate is due (running or baking), or Infinity. */
+  private nextGateRead(t: number): number {
+    const r = this.rollout;
+    if (r.status !== 'running' && r.status !== 'baking') return Number.POSITIVE_INFINITY;
+    let next = Number.POSITIVE_INFINITY;
+    for (const g of this.s.plan.waves[r.wave]?.metrics ?? []) {
+      const last = this.gateReadAt.get(`${r.wave}/${g.name}`);
+      next = Math.min(next, last === undefined ? t : last + g.intervalMs);
+    }
+    return next;
   }
 
   /** Takes one changed assignment from the step, counting a missed deadline the engine's last word hides. */
@@ -185,5 +242,7 @@ export class SimControlPlane {
     this.stepDue = Number.POSITIVE_INFINITY;
     if (wakeAt !== null) this.stepDue = Math.max(wakeAt, t + 1);
     if (this.approveAt !== null) this.stepDue = Math.min(this.stepDue, Math.max(this.approveAt, t + 1));
+    const gate = this.nextGateRead(t);
+    if (Number.isFinite(gate)) this.stepDue = Math.min(this.stepDue, Math.max(gate, t + 1));
   }
 }

@@ -1,11 +1,23 @@
 // Fault models for a rehearsal: KIND[:RATE][:PARAM][@SELECTOR], e.g. "crash", "fail:5%@tier=A",
-// "slow:20%:2h", "offline:3%:6h", "flaky:10%:50%", "never:1%".
+// "slow:20%:2h", "offline:3%:6h", "flaky:10%:50%", "never:1%"; and metric faults, which move a simulated metric
+// that metric gates read: "metric:error_ratio=0.2@wave=2", "metric:latency=900@after=3h".
 import { parseDuration } from '../engine/duration.ts';
 import { matches, parseSelector, type Selector } from '../engine/selector.ts';
 import type { SimFleet } from './fleet.ts';
 import type { Rng } from './prng.ts';
 
-export type FaultKind = 'crash' | 'fail' | 'slow' | 'offline' | 'flaky' | 'never';
+export type FaultKind = 'crash' | 'fail' | 'slow' | 'offline' | 'flaky' | 'never' | 'metric';
+
+/**
+ * A metric fault: from when wave `wave` starts (its name, or its number counting from 1), or `afterMs` into the
+ * rehearsal, the simulated metric `name` reads `value`. A metric gate reads the metric named like the gate.
+ */
+export interface MetricFault {
+  name: string;
+  value: number;
+  wave: string | null;
+  afterMs: number | null;
+}
 
 export interface Fault {
   spec: string;
@@ -16,6 +28,8 @@ export interface Fault {
   /** flaky: probability that one check-in is lost. */
   loss: number;
   selector: Selector;
+  /** Set on kind `metric` only (it hits no device). */
+  metric?: MetricFault;
 }
 
 export const FAULT_HELP = [
@@ -25,9 +39,23 @@ export const FAULT_HELP = [
   'offline:RATE[:FOR][@SEL]    devices do not check in for FOR (default: the whole rehearsal)',
   'flaky:RATE[:LOSS][@SEL]     each check-in is lost with probability LOSS (default 50%)',
   'never:RATE[@SEL]            devices install but their reports never arrive',
+  'metric:NAME=VALUE[@wave=W|@after=DUR]  the metric gate NAME reads VALUE from wave W (name or number) or DUR on',
 ].join('\n');
 
 const KINDS: ReadonlySet<string> = new Set(['crash', 'fail', 'slow', 'offline', 'flaky', 'never']);
+
+/** Parses "metric:NAME=VALUE[@wave=W|@after=DUR]"; throws a one-line error naming the spec. */
+function parseMetricFault(spec: string): Fault {
+  const m = /^metric:([A-Za-z0-9_.-]+)=([^@]+)(?:@(wave|after)=(.+))?$/.exec(spec.trim());
+  if (!m) throw new Error(`fault "${spec}": expected metric:NAME=VALUE[@wave=W|@after=DURATION]`);
+  const value = Number(m[2].trim());
+  if (m[2].trim() === '' || !Number.isFinite(value))
+    throw new Error(`fault "${spec}": "${m[2]}" is not a number`);
+  const metric: MetricFault = { name: m[1], value, wave: null, afterMs: null };
+  if (m[3] === 'wave') metric.wave = m[4].trim();
+  if (m[3] === 'after') metric.afterMs = parseDuration(m[4].trim());
+  return { spec, kind: 'metric', rate: 0, durationMs: 0, loss: 0, selector: parseSelector('*'), metric };
+}
 
 function parseRate(s: string, spec: string): number {
   const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(s.trim());
@@ -39,12 +67,15 @@ function parseRate(s: string, spec: string): number {
 
 /** Parses one --fault SPEC; throws a one-line error naming the spec. */
 export function parseFault(spec: string): Fault {
+  if (spec.trim().startsWith('metric:')) return parseMetricFault(spec);
   const at = spec.indexOf('@');
   const head = at < 0 ? spec : spec.slice(0, at);
   const selector = parseSelector(at < 0 ? '*' : spec.slice(at + 1));
   const [kind, rateS, param] = head.split(':').map((p) => p.trim());
   if (!KINDS.has(kind))
-    throw new Error(`fault "${spec}": unknown kind "${kind}" (crash, fail, slow, offline, flaky, never)`);
+    throw new Error(
+      `fault "${spec}": unknown kind "${kind}" (crash, fail, slow, offline, flaky, never, metric)`,
+    );
   const k = kind as FaultKind;
   if (rateS === undefined && k !== 'crash') throw new Error(`fault "${spec}": give a rate, e.g. ${k}:5%`);
   const rate = rateS === undefined || rateS === '' ? 1 : parseRate(rateS, spec);
@@ -73,6 +104,7 @@ const BIT: Record<FaultKind, number> = {
   offline: F_OFFLINE,
   flaky: F_FLAKY,
   never: F_NEVER,
+  metric: 0, // a metric fault hits no device
 };
 
 export interface FaultAssignment {
@@ -94,6 +126,7 @@ export function assignFaults(fleet: SimFleet, faults: readonly Fault[], rng: Rng
     affected: {},
   };
   for (const f of faults) {
+    if (f.kind === 'metric') continue; // draws nothing: adding one keeps every device's faults as they were
     let hit = 0;
     for (let i = 0; i < n; i++) {
       if (!matches(f.selector, fleet.labels[i])) continue;

@@ -6,7 +6,7 @@
 // modelled time is warned about. The same options and seed give the same result, byte for byte.
 import type { Plan } from '../engine/plan.ts';
 import { TERMINAL } from '../engine/rollout.ts';
-import { SimControlPlane } from './control-plane.ts';
+import { type ControlPlaneSetup, SimControlPlane } from './control-plane.ts';
 import { EventQueue } from './event-queue.ts';
 import { assignFaults, type Fault, type FaultAssignment } from './faults.ts';
 import { engineView, type SimFleet } from './fleet.ts';
@@ -105,6 +105,7 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
     tickMs: s.timing.tickMs,
     approveAfterMs: s.approveAfterMs,
     tally,
+    metricFaults: metricFaultsOf(s),
   });
   const devices = new SimDevices(s.fleet.ids.length, {
     start: s.start,
@@ -143,6 +144,27 @@ function settingsOf(opts: RehearsalOptions): Settings {
     version: opts.version ?? 'next',
     fromVersion: opts.fromVersion === undefined ? 'current' : opts.fromVersion,
   };
+}
+
+/**
+ * The metric faults with the wave each waits for resolved (by name, else by number from 1); a fault naming no
+ * wave or no metric gate of the plan is an error, not a rehearsal that silently tests nothing.
+ */
+function metricFaultsOf(s: Settings): NonNullable<ControlPlaneSetup['metricFaults']> {
+  const gates = new Set(s.plan.waves.flatMap((w) => (w.metrics ?? []).map((g) => g.name)));
+  return s.faults.flatMap((f) => {
+    const m = f.metric;
+    if (!m) return [];
+    if (!gates.has(m.name)) throw new Error(`fault "${f.spec}": the plan has no metric gate named ${m.name}`);
+    let waveIndex: number | null = null;
+    if (m.wave !== null) {
+      const byName = s.plan.waves.findIndex((w) => w.name === m.wave);
+      const byNumber = /^\d+$/.test(m.wave) ? Number(m.wave) - 1 : -1;
+      waveIndex = byName >= 0 ? byName : byNumber >= 0 && byNumber < s.plan.waves.length ? byNumber : -1;
+      if (waveIndex < 0) throw new Error(`fault "${f.spec}": the plan has no wave ${m.wave}`);
+    }
+    return [{ ...m, waveIndex }];
+  });
 }
 
 /** Each device id's index in the simulation's arrays. */

@@ -90,6 +90,21 @@ function printRollout(r: GovernedRollout): void {
   if (r.awaiting_approval)
     printLine(`waiting for: ${awaitingLabel(r.awaiting_approval)} (${r.awaiting_approval.what})`);
   printWaves(r.waves);
+  if (r.metric_gates?.length) printMetricGates(r.metric_gates);
+}
+
+/** The metric gates with their last readings (`rollout status`); the condition is what must hold. */
+function printMetricGates(gates: RolloutView['metric_gates']): void {
+  printLine('metric gates:');
+  printTable(
+    gates.map((g) => ({
+      ...g,
+      condition: `${g.comparison} ${g.threshold}`,
+      'last value': g.last_value ?? g.last_error,
+      'last at': g.last_at === null ? null : new Date(g.last_at).toISOString(),
+    })),
+    ['wave', 'name', 'state', 'condition', 'last value', 'last at', 'query'],
+  );
 }
 
 /** The per-wave counts as a table, one row a wave (`rollout status`, and `rollout watch` when it ends). */

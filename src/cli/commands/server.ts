@@ -120,7 +120,7 @@ export function serverCommand(program: Command): void {
     .action(async (o: ServerFlags) => {
       // Loaded on demand: agents and light commands start without the server's dependencies.
       const { createServer } = await import('../../server/app.ts');
-      const { loadServerConfig, limitsOf, governanceOf, oidcOf, fleetLockOf } = await import(
+      const { loadServerConfig, limitsOf, governanceOf, oidcOf, fleetLockOf, prometheusOf } = await import(
         '../../server/config.ts'
       );
       const { config, file, created } = loadServerConfig(o.data);
@@ -131,9 +131,11 @@ export function serverCommand(program: Command): void {
       const tls = tlsFiles(o, config.tls, o.data);
       let oidc: ReturnType<typeof oidcOf>;
       let fleetLock: ReturnType<typeof fleetLockOf>;
+      let prometheus: ReturnType<typeof prometheusOf>;
       try {
         oidc = oidcOf(config, o.data);
         fleetLock = fleetLockOf(config, o.data);
+        prometheus = prometheusOf(config, o.data);
       } catch (e) {
         throw new CliError(`${file}: ${(e as Error).message}`);
       }
@@ -153,6 +155,7 @@ export function serverCommand(program: Command): void {
           governance: governanceOf(config),
           oidc,
           fleetLock,
+          prometheus,
           webhooks: { publicUrl: config.public_url },
           tls,
         });

@@ -80,9 +80,13 @@ export async function adminPlugin(
         // Anyone may replace the token they are using; someone else's is POST /v1/admin/operators/:name/rotate.
         config: { permission: 'read' },
         schema: {
+          operationId: 'rotateOwnToken',
           summary:
             'Replace the token this request used; the new one is returned once and the old one is refused',
           tags: ['admin'],
+          response: {
+            200: { type: 'object', required: ['token'], properties: { token: { type: 'string' } } },
+          },
         },
       },
       async (req) => ctx.operators.rotateOwn(callerOf(req)),

@@ -19,6 +19,7 @@ import { liveDeviceIdByTokenHash } from '../db/devices.ts';
 import { releaseUsesBlob } from '../db/releases.ts';
 import { errorAnswer } from '../errors.ts';
 import { wakeHoldS } from '../limits.ts';
+import { ErrorBody, noBody, rawBody } from '../routes/schemas/answers.ts';
 import { ReleaseArtifacts } from '../services/checkin.ts';
 import { currentDesiredTag, desiredTag, deviceByTokenHash } from '../services/desired-tag.ts';
 import { reportApplier } from '../services/device-reports.ts';
@@ -26,6 +27,7 @@ import { enrollDevice } from '../services/enrollment.ts';
 import { bearer, hashToken } from '../tokens.ts';
 
 const WAIT_PATH = '/v1/wait';
+const blobBytes = { type: 'string', contentMediaType: 'application/octet-stream' } as const;
 
 /**
  * The organisation's current root (root.json, the newest version) for a device to pin, or undefined without
@@ -129,10 +131,11 @@ function registerWaitRoute(base: FastifyInstance, ctx: ServerContext, maxSeconds
     WAIT_PATH,
     {
       schema: {
+        operationId: 'waitForChange',
         summary: 'Wake-up: held until this device has something new (then changed: true) or the hold ends',
         tags: ['device'],
         body: WaitRequest,
-        response: { 200: WaitAnswer, 503: Type.Object({ error: Type.String(), message: Type.String() }) },
+        response: { 200: WaitAnswer, 503: Type.Unsafe<{ error: string; message: string }>(ErrorBody) },
       },
       bodyLimit: 1024,
       onRequest: async (req, reply) => waitGate(ctx, req, reply),
@@ -184,6 +187,7 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
     '/v1/enroll',
     {
       schema: {
+        operationId: 'enrollDevice',
         summary: 'Enroll a device with an enrollment token; returns its own device token (shown once)',
         tags: ['device'],
         body: EnrollRequest,
@@ -208,6 +212,7 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
     '/v1/checkin',
     {
       schema: {
+        operationId: 'checkIn',
         summary: 'Device check-in: report component states and transaction results; receive desired releases',
         tags: ['device'],
         body: CheckinRequest,
@@ -251,9 +256,15 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
     '/v1/blobs/:sha256',
     {
       schema: {
+        operationId: 'downloadBlob',
         summary: 'Download a content-addressed blob (device or admin token); supports a single HTTP Range',
         tags: ['device'],
         params: Type.Object({ sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }) }),
+        response: {
+          200: rawBody('The blob', 'application/octet-stream', blobBytes),
+          206: rawBody('The byte range asked for (content-range)', 'application/octet-stream', blobBytes),
+          416: noBody('Range not satisfiable (content-range: bytes */size); no body'),
+        },
       },
     },
     async (req, reply) => {

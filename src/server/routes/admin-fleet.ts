@@ -2,6 +2,7 @@
 // Each route validates, calls a service (../services/fleet.ts) and shapes the view.
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import Type from 'typebox';
 import type { ServerContext } from '../context.ts';
 import { listAudit, verifyAudit } from '../db/audit.ts';
 import type { FleetControls } from '../db/devices.ts';
@@ -27,6 +28,21 @@ import {
   RetireBody,
   SelectorBody,
 } from './admin-fleet-schemas.ts';
+import {
+  AuditEntrySchema,
+  arrayOf,
+  boolean,
+  DeviceSummarySchema,
+  integer,
+  nullable,
+  objectOf,
+  SelectedDevices,
+  string,
+} from './schemas/answers.ts';
+
+/** The answers' schemas, typed as the views they serialise (the type provider checks the handlers against them). */
+const DeviceSummaryAnswer = Type.Unsafe<DeviceSummary>(DeviceSummarySchema);
+const SelectedAnswer = Type.Unsafe<{ devices: string[] }>(SelectedDevices);
 
 export interface DeviceSummary {
   id: string;
@@ -162,9 +178,11 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
     {
       config: { permission: 'operate' },
       schema: {
+        operationId: 'createEnrollToken',
         summary: 'Create an enrollment token (single-use by default); shown once',
         tags: ['fleet'],
         body: EnrollTokenBody,
+        response: { 201: objectOf({ id: string, token: string, uses: nullable('integer') }) },
       },
     },
     async (req, reply) => {
@@ -184,7 +202,15 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
     '/v1/admin/enroll-tokens/:id/revoke',
     {
       config: { permission: 'operate' },
-      schema: { summary: 'Revoke an enrollment token', tags: ['fleet'], params: PathId },
+      schema: {
+        operationId: 'revokeEnrollToken',
+        summary: 'Revoke an enrollment token',
+        tags: ['fleet'],
+        params: PathId,
+        response: {
+          200: Type.Unsafe<{ id: string; revoked: boolean }>(objectOf({ id: string, revoked: boolean })),
+        },
+      },
     },
     async (req) => {
       await revokeEnrollToken(db, req.params.id, ctx.clock(), callerOf(req).actor);
@@ -196,7 +222,12 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
     '/v1/admin/devices',
     {
       config: { permission: 'read' },
-      schema: { summary: 'List devices with their components', tags: ['fleet'] },
+      schema: {
+        operationId: 'listDevices',
+        summary: 'List devices with their components',
+        tags: ['fleet'],
+        response: { 200: Type.Array(DeviceSummaryAnswer) },
+      },
     },
     async () => {
       return (await listDevices(db)).map(summary);
@@ -207,7 +238,13 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
     '/v1/admin/devices/:id',
     {
       config: { permission: 'read' },
-      schema: { summary: 'One device by id or name', tags: ['fleet'], params: PathId },
+      schema: {
+        operationId: 'getDevice',
+        summary: 'One device by id or name',
+        tags: ['fleet'],
+        params: PathId,
+        response: { 200: DeviceSummaryAnswer },
+      },
     },
     async (req) => summary(await deviceOr404(ctx, req.params.id)),
   );
@@ -217,10 +254,14 @@ function deviceAdminRoutes(base: FastifyInstance, ctx: ServerContext): void {
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'retireDevice',
         summary: 'Retire a device: its token is revoked, it leaves every rollout, its history stays',
         tags: ['fleet'],
         params: IdParams,
         body: RetireBody,
+        response: {
+          200: objectOf({ id: string, name: string, retired: boolean, left_rollouts: integer }),
+        },
       },
     },
     async (req) => {
@@ -243,31 +284,47 @@ function controlRoutes(base: FastifyInstance, ctx: ServerContext): void {
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
   const route = (
     path: string,
+    operationId: string,
     summary: string,
     handle: (caller: RequestOperator, b: SelectorBody) => Promise<{ devices: string[] }>,
   ) =>
     app.post(
       path,
-      { config: { permission: 'operate' }, schema: { summary, tags: ['fleet'], body: SelectorBody } },
+      {
+        config: { permission: 'operate' },
+        schema: {
+          operationId,
+          summary,
+          tags: ['fleet'],
+          body: SelectorBody,
+          response: { 200: SelectedAnswer },
+        },
+      },
       async (req: FastifyRequest<{ Body: SelectorBody }>) => handle(callerOf(req), req.body),
     );
-  route('/v1/admin/fleet/hold', 'Hold devices: no rollout offers them anything', (caller, b) =>
+  route('/v1/admin/fleet/hold', 'holdDevices', 'Hold devices: no rollout offers them anything', (caller, b) =>
     bySelector(ctx, caller.actor, b, 'fleet.hold', { reason: b.reason }, (c) => ({ ...c, held: true })),
   );
-  route('/v1/admin/fleet/unhold', 'Release a hold', (caller, b) =>
+  route('/v1/admin/fleet/unhold', 'unholdDevices', 'Release a hold', (caller, b) =>
     bySelector(ctx, caller.actor, b, 'fleet.unhold', { reason: b.reason }, (c) => ({ ...c, held: false })),
   );
-  route('/v1/admin/fleet/pin', 'Pin devices to NAME@V (wins over rollouts)', (caller, b) =>
+  route('/v1/admin/fleet/pin', 'pinDevices', 'Pin devices to NAME@V (wins over rollouts)', (caller, b) =>
     pin(ctx, caller, b),
   );
-  route('/v1/admin/fleet/unpin', 'Remove a pin for a component', (caller, b) => unpin(ctx, caller.actor, b));
+  route('/v1/admin/fleet/unpin', 'unpinDevices', 'Remove a pin for a component', (caller, b) =>
+    unpin(ctx, caller.actor, b),
+  );
   route(
     '/v1/admin/fleet/defer',
+    'deferDevices',
     'Defer devices: nothing is offered before `until` (ms since epoch; null clears it)',
     (caller, b) => defer(ctx, caller.actor, b),
   );
-  route('/v1/admin/fleet/channel', 'Put devices on the early or the general channel', (caller, b) =>
-    channel(ctx, caller.actor, b),
+  route(
+    '/v1/admin/fleet/channel',
+    'setDeviceChannel',
+    'Put devices on the early or the general channel',
+    (caller, b) => channel(ctx, caller.actor, b),
   );
 }
 
@@ -282,8 +339,10 @@ function auditRoutes(base: FastifyInstance, ctx: ServerContext): void {
       schema: {
         summary:
           'The newest audit log entries (at most 1000), oldest first; `actor` NAME matches NAME and NAME/<token>',
+        operationId: 'listAudit',
         tags: ['audit'],
         querystring: AuditQuery,
+        response: { 200: arrayOf(AuditEntrySchema) },
       },
     },
     async (req) =>
@@ -292,7 +351,15 @@ function auditRoutes(base: FastifyInstance, ctx: ServerContext): void {
 
   app.get(
     '/v1/admin/audit/verify',
-    { config: { permission: 'read' }, schema: { summary: 'Verify the audit hash chain', tags: ['audit'] } },
+    {
+      config: { permission: 'read' },
+      schema: {
+        operationId: 'verifyAudit',
+        summary: 'Verify the audit hash chain: how many entries, the first broken one (null: none), ok',
+        tags: ['audit'],
+        response: { 200: objectOf({ entries: integer, brokenAt: nullable('integer'), ok: boolean }) },
+      },
+    },
     async () => {
       const res = await verifyAudit(db);
       return { ...res, ok: res.brokenAt === null };

@@ -77,6 +77,7 @@ const errorAnswer = {
 } as const;
 
 export const rolloutDevicesSchema = {
+  operationId: 'listRolloutDevices',
   summary:
     "A rollout's devices: wave, state, versions, failure class and reason, and the checks they reported",
   tags: ['rollouts'],
@@ -110,6 +111,7 @@ export const rolloutDevicesSchema = {
 };
 
 export const deviceHistorySchema = {
+  operationId: 'getDeviceHistory',
   summary: "A device's transactions across rollouts, newest first, with the checks it reported (id or name)",
   tags: ['fleet'],
   params: objectOf({ id: { type: 'string', minLength: 1, maxLength: 200 } }),

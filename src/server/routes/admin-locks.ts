@@ -53,6 +53,7 @@ export function adminLockRoutes(app: FastifyInstance, ctx: ServerContext, option
       schema: {
         summary:
           'Every reboot lock group with its slots, lease and holders (only those whose lease still runs)',
+        operationId: 'listLocks',
         tags: ['fleetlock'],
         response: { 200: lockList },
       },
@@ -66,8 +67,16 @@ export function adminLockRoutes(app: FastifyInstance, ctx: ServerContext, option
       config: { permission: 'operate' },
       schema: {
         summary: "Create or change a reboot lock group's slots and lease (current holders keep their lease)",
+        operationId: 'setLockGroup',
         tags: ['fleetlock'],
         params: object({ group }),
+        response: {
+          200: object({
+            name: { type: 'string' },
+            slots: { type: 'integer' },
+            lease_ms: { type: 'integer' },
+          }),
+        },
         body: {
           type: 'object',
           required: ['slots', 'lease_ms'],
@@ -92,8 +101,12 @@ export function adminLockRoutes(app: FastifyInstance, ctx: ServerContext, option
       config: { permission: 'operate' },
       schema: {
         summary: "Release a holder's slot (a node that will not reach steady state), audited with the reason",
+        operationId: 'releaseLockHolder',
         tags: ['fleetlock'],
         params: object({ group, id }),
+        response: {
+          200: object({ group: { type: 'string' }, id: { type: 'string' }, released: { type: 'boolean' } }),
+        },
         querystring: {
           type: 'object',
           additionalProperties: false,

@@ -18,6 +18,7 @@ const tokenParams = {
 } as const;
 const object = (properties: Record<string, unknown>) =>
   ({ type: 'object', required: Object.keys(properties), properties }) as const;
+const string = { type: 'string' } as const;
 
 const whoami = object({
   name: { type: 'string' },
@@ -67,6 +68,7 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     {
       config: { permission: 'read' },
       schema: {
+        operationId: 'whoami',
         summary: 'Who this token belongs to: operator, role, token name, audit actor and permissions',
         tags: ['operators'],
         response: { 200: whoami },
@@ -83,6 +85,7 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'listOperators',
         summary: 'Every operator with its role and tokens (names and dates, never the tokens)',
         tags: ['operators'],
         response: { 200: operatorList },
@@ -96,8 +99,10 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'addOperator',
         summary: 'Add an operator; its token `default` is returned once',
         tags: ['operators'],
+        response: { 201: object({ name: string, role: string, token: string }) },
         body: {
           type: 'object',
           required: ['name', 'role'],
@@ -118,8 +123,10 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'revokeOperator',
         summary: 'Revoke an operator: all its tokens are refused from the next request (not the last admin)',
         tags: ['operators'],
+        response: { 200: object({ name: string, revoked_at: { type: 'integer' } }) },
         params: nameParams,
       },
     },
@@ -131,8 +138,10 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'rotateOperatorToken',
         summary: "Replace an operator's token `default` (or `bootstrap`); the new one is returned once",
         tags: ['operators'],
+        response: { 200: object({ name: string, token: string }) },
         params: nameParams,
       },
     },
@@ -144,8 +153,10 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'setOperatorRole',
         summary: "Change an operator's role (the last admin may not be demoted)",
         tags: ['operators'],
+        response: { 200: object({ name: string, role: string }) },
         params: nameParams,
         body: { type: 'object', required: ['role'], additionalProperties: false, properties: { role } },
       },
@@ -159,8 +170,12 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
       // Any role for its own tokens; the handler asks for admin when the operator is someone else.
       config: { permission: 'read' },
       schema: {
+        operationId: 'addOperatorToken',
         summary: 'Add a named API token (for a CI job), optionally expiring; returned once',
         tags: ['operators'],
+        response: {
+          201: object({ operator: string, name: string, token: string, expires_at: nullableInteger }),
+        },
         params: nameParams,
         body: {
           type: 'object',
@@ -191,8 +206,10 @@ export function adminOperatorRoutes(app: FastifyInstance, ctx: ServerContext): v
     {
       config: { permission: 'read' },
       schema: {
+        operationId: 'revokeOperatorToken',
         summary: "Revoke one of an operator's named tokens (refused from the next request)",
         tags: ['operators'],
+        response: { 200: object({ operator: string, name: string, revoked_at: { type: 'integer' } }) },
         params: tokenParams,
       },
     },

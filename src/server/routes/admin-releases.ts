@@ -7,6 +7,7 @@ import type { ServerContext } from '../context.ts';
 import { badRequest, unsupportedMedia } from '../errors.ts';
 import { callerOf } from '../operator-request.ts';
 import { approveRelease, importRelease, type ReleaseArtifact, releaseViews } from '../services/releases.ts';
+import { arrayOf, boolean, integer, objectOf, ReleaseViewSchema, string } from './schemas/answers.ts';
 
 export { parseRef } from '../services/release-ref.ts';
 export type { ReleaseView } from '../services/releases.ts';
@@ -94,7 +95,13 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       bodyLimit: 16 * 1024 ** 3,
       config: { permission: 'operate' },
-      schema: { summary: 'Upload one blob (raw body); returns its sha256 and length', tags: ['releases'] },
+      schema: {
+        operationId: 'uploadBlob',
+        summary: 'Upload one blob (raw body); returns its sha256 and length',
+        tags: ['releases'],
+        bodyType: 'application/octet-stream',
+        response: { 200: objectOf({ sha256: string, length: integer }) },
+      },
     },
     uploadBlob,
   );
@@ -103,9 +110,11 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'operate' },
       schema: {
+        operationId: 'importRelease',
         summary: 'Register an immutable release from uploaded blobs',
         tags: ['releases'],
         body: releaseBody,
+        response: { 201: objectOf({ component: string, version: string }) },
       },
     },
     register,
@@ -115,8 +124,10 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'read' },
       schema: {
+        operationId: 'listReleases',
         summary: 'List releases (with who imported each, and what awaits whose approval)',
         tags: ['releases'],
+        response: { 200: arrayOf(ReleaseViewSchema) },
       },
     },
     () => releaseViews(db, ctx.governance),
@@ -126,8 +137,11 @@ export function adminReleaseRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'approve' },
       schema: {
+        operationId: 'approveRelease',
         summary: 'Approve a release for rollout (organisation sign-off; not by its importer: four eyes)',
         tags: ['releases'],
+        params: objectOf({ ref: { type: 'string', description: 'the release, NAME@VERSION' } }),
+        response: { 200: objectOf({ component: string, version: string, approved: boolean }) },
       },
     },
     approve,

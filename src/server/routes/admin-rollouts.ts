@@ -14,6 +14,14 @@ import {
   stopAll,
 } from '../services/rollouts.ts';
 import { actorOf } from './admin-releases.ts';
+import {
+  arrayOf,
+  DryRunSchema,
+  integer,
+  objectOf,
+  PlanSchema,
+  RolloutViewSchema,
+} from './schemas/answers.ts';
 
 export type { RolloutView, WaveCounts } from '../services/rollout-view.ts';
 
@@ -99,6 +107,7 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
         allowWide: req.body.allow_wide,
         reason: req.body.reason,
         mayTurnOffFourEyes: callerOf(req).role === 'admin',
+        prometheus: ctx.prometheus,
       },
       ctx.clock(),
       actorOf(req),
@@ -139,16 +148,26 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'operate' },
       schema: {
+        operationId: 'applyPlan',
         summary: 'Create or replace a plan from YAML (validated; errors name line and field)',
         tags: ['plans'],
         body: planBody,
+        response: { 200: PlanSchema },
       },
     },
     putPlan,
   );
   app.get(
     '/v1/admin/plans',
-    { config: { permission: 'read' }, schema: { summary: 'List plans', tags: ['plans'] } },
+    {
+      config: { permission: 'read' },
+      schema: {
+        operationId: 'listPlans',
+        summary: 'List plans',
+        tags: ['plans'],
+        response: { 200: arrayOf(PlanSchema) },
+      },
+    },
     () => plansWithTimes(db),
   );
   app.post<{ Body: StartBody }>(
@@ -156,16 +175,30 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'operate' },
       schema: {
+        operationId: 'startRollout',
         summary: 'Start a rollout of an approved release through a plan',
+        description: 'Answers 201 with the new rollout, or 200 with what it would do when `dry_run` is set.',
         tags: ['rollouts'],
         body: startBody,
+        response: {
+          200: { ...DryRunSchema, description: 'dry_run: what each wave would select; nothing started' },
+          201: { ...RolloutViewSchema, description: 'The rollout started' },
+        },
       },
     },
     start,
   );
   app.get(
     '/v1/admin/rollouts',
-    { config: { permission: 'read' }, schema: { summary: 'List rollouts', tags: ['rollouts'] } },
+    {
+      config: { permission: 'read' },
+      schema: {
+        operationId: 'listRollouts',
+        summary: 'List rollouts',
+        tags: ['rollouts'],
+        response: { 200: arrayOf(RolloutViewSchema) },
+      },
+    },
     () => rolloutViews(db, ctx.governance),
   );
   app.get(
@@ -173,9 +206,11 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'read' },
       schema: {
+        operationId: 'getRollout',
         summary: 'One rollout with per-wave counts, its starter and what awaits whose approval',
         tags: ['rollouts'],
         params: idParams,
+        response: { 200: RolloutViewSchema },
       },
     },
     (req: IdRequest) => rolloutView(db, req.params.id, ctx.governance),
@@ -186,10 +221,12 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
       {
         config: { permission: permissionOf(action) },
         schema: {
+          operationId: `${action}Rollout`,
           summary: `${action[0].toUpperCase()}${action.slice(1)} a rollout`,
           tags: ['rollouts'],
           params: idParams,
           body: reasonBody,
+          response: { 200: RolloutViewSchema },
         },
       },
       steer(action),
@@ -200,9 +237,11 @@ export function adminRolloutRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'operate' },
       schema: {
+        operationId: 'stopAllRollouts',
         summary: 'Kill switch: pause every active rollout (a reason is required, audited)',
         tags: ['rollouts'],
         body: reasonBody,
+        response: { 200: objectOf({ paused: arrayOf(integer) }) },
       },
     },
     async (req) => ({ paused: await stopAll(ctx, { actor: actorOf(req), reason: req.body?.reason }) }),

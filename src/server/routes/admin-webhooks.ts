@@ -41,6 +41,7 @@ export function adminWebhookRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'addWebhook',
         summary: 'Add a webhook; its signing secret (given or generated) is returned once',
         tags: ['webhooks'],
         body: {
@@ -80,6 +81,7 @@ export function adminWebhookRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'read' },
       schema: {
+        operationId: 'listWebhooks',
         summary: 'Every webhook with its delivery status (never its secret)',
         tags: ['webhooks'],
         response: { 200: object({ webhooks: { type: 'array', items: webhookView } }) },
@@ -93,9 +95,11 @@ export function adminWebhookRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'admin' },
       schema: {
+        operationId: 'removeWebhook',
         summary: 'Remove a webhook; its undelivered events are dropped',
         tags: ['webhooks'],
         params: idParams,
+        response: { 200: object({ removed: { type: 'string' } }) },
       },
     },
     async (req) => {
@@ -109,9 +113,11 @@ export function adminWebhookRoutes(app: FastifyInstance, ctx: ServerContext): vo
     {
       config: { permission: 'operate' },
       schema: {
+        operationId: 'testWebhook',
         summary: 'Queue a `webhook.test` event for this webhook; returns its event id',
         tags: ['webhooks'],
         params: idParams,
+        response: { 202: object({ id: { type: 'string' } }) },
       },
     },
     async (req, reply) => {

@@ -9,6 +9,7 @@ import { errorAnswer, HttpError, notFound, rateLimited } from '../errors.ts';
 import { mapClaims } from '../oidc/claims.ts';
 import { IdTokenRefused } from '../oidc/id-token.ts';
 import type { RelyingParty, SignedIn } from '../oidc/relying-party.ts';
+import { noBody } from './schemas/answers.ts';
 
 /** Where the dashboard is served; it reads `#token=…` / `#sso_error=…` on load (src/web/api.ts). */
 export const DASHBOARD_PATH = '/';
@@ -84,6 +85,7 @@ export function authOidcRoutes(app: FastifyInstance, ctx: ServerContext, rp: Rel
     '/v1/auth/oidc',
     {
       schema: {
+        operationId: 'getOidcInfo',
         summary:
           'Whether single sign-on is on, with which issuer and client, and for the dashboard and/or CLI',
         tags: ['auth'],
@@ -108,8 +110,12 @@ export function authOidcRoutes(app: FastifyInstance, ctx: ServerContext, rp: Rel
     '/v1/auth/oidc/login',
     {
       schema: {
+        operationId: 'oidcLogin',
         summary: 'Dashboard sign-in: redirects to the OpenID provider (code flow, PKCE S256, state, nonce)',
         tags: ['auth'],
+        response: {
+          302: noBody("To the OpenID provider; back to the dashboard with #sso_error=… when it can't start"),
+        },
       },
     },
     async (_req, reply) => {
@@ -127,9 +133,13 @@ export function authOidcRoutes(app: FastifyInstance, ctx: ServerContext, rp: Rel
     '/v1/auth/oidc/callback',
     {
       schema: {
+        operationId: 'oidcCallback',
         summary: "The OpenID provider's redirect: signs the operator in and returns to the dashboard",
         tags: ['auth'],
         querystring: callbackQuery,
+        response: {
+          302: noBody('To the dashboard with #token=… or #sso_error=… (a fragment never reaches a log)'),
+        },
       },
     },
     async (req: FastifyRequest, reply) => {
@@ -150,6 +160,7 @@ export function authOidcRoutes(app: FastifyInstance, ctx: ServerContext, rp: Rel
     '/v1/auth/oidc/exchange',
     {
       schema: {
+        operationId: 'oidcExchange',
         summary: "The CLI's device flow: trades the OpenID provider's ID token for an operator token",
         tags: ['auth'],
         body: exchangeBody,

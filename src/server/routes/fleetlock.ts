@@ -9,6 +9,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { type FleetLockOptions, type LockDeps, preReboot, steadyState } from '../services/fleet-lock.ts';
 import { addressList } from '../services/fleet-lock-rules.ts';
+import { noBody } from './schemas/answers.ts';
+
+/** The protocol's error body: `kind` a fixed machine-readable code, `value` a human-readable reason. */
+const protocolError = {
+  type: 'object',
+  required: ['kind', 'value'],
+  properties: { kind: { type: 'string' }, value: { type: 'string' } },
+} as const;
 
 /** A protocol error: the status and the `{kind, value}` body; kinds are few and fixed (clients count them). */
 class FleetLockError extends Error {
@@ -152,17 +160,20 @@ export async function fleetLockRoutes(
     };
     const unknownGroup = (group: string) =>
       new FleetLockError(400, 'unknown_group', `unknown group "${group}" (ringfence lock set ${group} …)`);
-    const schema = (summary: string) => ({
+    const schema = (operationId: string, summary: string) => ({
+      operationId,
       summary,
       description:
         'FleetLock protocol (Zincati): header fleet-lock-protocol: true, body {"client_params": {"id", "group"}}; ' +
         '200 on success, else {"kind", "value"}. No token: restricted by server.yaml fleet_lock.',
       tags: ['fleetlock'],
+      // 200 has no body; refusals are the protocol's {kind, value}, never the API's {error, message}.
+      response: { 200: noBody('Done; no body'), '4xx': protocolError, '5xx': protocolError },
     });
 
     scope.post(
       '/fleetlock/v1/pre-reboot',
-      { schema: schema('Take a reboot slot (idempotent for a holder)') },
+      { schema: schema('fleetLockPreReboot', 'Take a reboot slot (idempotent for a holder)') },
       async (req, reply) => {
         const p = paramsOf(req);
         const out = await preReboot(deps, p.group, p.id, req.ip);
@@ -179,7 +190,7 @@ export async function fleetLockRoutes(
 
     scope.post(
       '/fleetlock/v1/steady-state',
-      { schema: schema('Give back a reboot slot if held') },
+      { schema: schema('fleetLockSteadyState', 'Give back a reboot slot if held') },
       async (req, reply) => {
         const p = paramsOf(req);
         const out = await steadyState(deps, p.group, p.id, req.ip);

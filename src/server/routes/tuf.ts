@@ -11,6 +11,17 @@ import { notFound } from '../errors.ts';
 import { callerOf } from '../operator-request.ts';
 import { signApprovedReleases } from '../services/releases.ts';
 import { storeVendorTuf } from '../services/vendor-tuf.ts';
+import { looseObject, noBody, rawBody, VendorStoreSchema } from './schemas/answers.ts';
+
+/** A metadata file: the signed JSON bytes as stored (sent as they are, never re-serialised), or 304. */
+const metadataAnswers = {
+  200: rawBody(
+    'The signed metadata file, byte for byte (ETag; cache-control)',
+    'application/json',
+    looseObject,
+  ),
+  304: noBody('Not modified (If-None-Match named the current ETag); no body'),
+};
 
 /** Versioned metadata never changes (cache it for good); the rest is fetched fresh. */
 const cacheControl = (name: string) =>
@@ -121,25 +132,41 @@ export function tufRoutes(app: FastifyInstance, ctx: ServerContext): void {
     '/v1/tuf/:name',
     {
       schema: {
+        operationId: 'getTufMetadata',
         summary: 'TUF metadata: N.root.json, timestamp.json, N.snapshot.json, N.targets.json',
         tags: ['trust'],
         params: metadataParams,
+        response: metadataAnswers,
       },
     },
     metadata,
   );
   app.get(
     '/v1/tuf/targets/*',
-    { schema: { summary: 'A signed target by its hash-prefixed path', tags: ['trust'] } },
+    {
+      schema: {
+        operationId: 'getTufTarget',
+        summary: 'A signed target by its hash-prefixed path: <dir>/<sha256>.<name>',
+        tags: ['trust'],
+        response: {
+          200: rawBody('The target file', 'application/octet-stream', {
+            type: 'string',
+            contentMediaType: 'application/octet-stream',
+          }),
+        },
+      },
+    },
     target,
   );
   app.get(
     '/v1/vendor-tuf/:vendor/:name',
     {
       schema: {
+        operationId: 'getVendorTufMetadata',
         summary: "A vendor's TUF metadata file as the vendor signed it",
         tags: ['trust'],
         params: vendorFileParams,
+        response: metadataAnswers,
       },
     },
     vendorFile,
@@ -187,7 +214,9 @@ export function vendorTufAdminRoutes(app: FastifyInstance, ctx: ServerContext): 
       schema: {
         summary:
           "Verify and store a vendor's TUF metadata set (base64 file contents by name) against the vendor root pinned on this server; the newest timestamp wins",
+        operationId: 'storeVendorTuf',
         tags: ['trust'],
+        response: { 200: VendorStoreSchema },
         params: {
           type: 'object',
           required: ['vendor'],

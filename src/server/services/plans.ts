@@ -1,11 +1,13 @@
 // Plans: apply (validated, checked against the live fleet, audited) and list.
 import { analysePlan } from '../../engine/exposure.ts';
 import { type Plan, PlanError, parsePlan } from '../../engine/plan.ts';
+import type { PrometheusOptions } from '../config.ts';
 import { appendAudit } from '../db/audit.ts';
 import type { Db } from '../db/database.ts';
 import { listPlans, type StoredPlan, savePlan } from '../db/plans.ts';
 import type { Channel } from '../db/rollouts.ts';
 import { badRequest, conflict, forbidden } from '../errors.ts';
+import { metricGatesRefusal } from './metric-gates.ts';
 import { liveFleetLabels } from './rollout-fleet.ts';
 import { reasonRefusal } from './rollout-rules.ts';
 
@@ -21,6 +23,8 @@ export interface PlanInput {
    * every rollout of a plan is not something the person it restrains may decide alone. Unset: refused (403).
    */
   mayTurnOffFourEyes?: boolean;
+  /** Where metric gates are evaluated (server.yaml `prometheus:`); a plan with gates and none is refused. */
+  prometheus?: PrometheusOptions | null;
 }
 
 /**
@@ -52,6 +56,8 @@ export async function applyPlan(db: Db, input: PlanInput, now: number, actor = '
     if (e instanceof PlanError) throw badRequest(e.message);
     throw e;
   }
+  const noProm = metricGatesRefusal(plan, input.prometheus ?? null);
+  if (noProm) throw badRequest(noProm);
   if (plan.fourEyes === false && input.mayTurnOffFourEyes !== true)
     throw forbidden(`plan ${plan.name} sets four_eyes: false, which needs role admin`);
   await db.transaction().execute(async (tx) => {

@@ -31,6 +31,42 @@ export interface RolloutView {
   started_by: string | null;
   /** While a wave waits for approval: which, and who may not approve it (four eyes); else null. */
   awaiting_approval: AwaitingApproval | null;
+  /** Every metric gate of the plan, with its last result in this rollout (`pending`: none yet). */
+  metric_gates: MetricGateView[];
+}
+
+/** A metric gate as the status shows it; the condition `value <comparison> threshold` must hold. */
+export interface MetricGateView {
+  wave: string;
+  name: string;
+  query: string;
+  comparison: '<' | '<=' | '>' | '>=';
+  threshold: number;
+  last_value: number | null;
+  last_at: number | null;
+  /** Why the last evaluation gave no value (unreachable, no series, …); null otherwise. */
+  last_error: string | null;
+  state: 'ok' | 'breached' | 'inconclusive' | 'pending';
+}
+
+/** Pure: the plan's metric gates with the rollout's last result of each. */
+export function metricGateViews(plan: Plan, state: RolloutState): MetricGateView[] {
+  return plan.waves.flatMap((w, i) =>
+    (w.metrics ?? []).map((g) => {
+      const r = state.metricGates?.find((k) => k.wave === i && k.name === g.name);
+      return {
+        wave: w.name,
+        name: g.name,
+        query: g.query,
+        comparison: g.comparison,
+        threshold: g.threshold,
+        last_value: r?.value ?? null,
+        last_at: r?.at ?? null,
+        last_error: r?.error ?? null,
+        state: r?.state ?? 'pending',
+      };
+    }),
+  );
 }
 
 /**
@@ -125,6 +161,7 @@ export async function rolloutView(db: Db, id: number, governance?: Governance): 
       },
       (governance?.fourEyes ?? true) && ro.plan.fourEyes !== false,
     ),
+    metric_gates: metricGateViews(ro.plan, state),
   };
 }
 
