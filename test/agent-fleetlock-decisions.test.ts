@@ -45,8 +45,11 @@ describe('fleet-lock decisions', () => {
     assert.equal(lockGroup({ 'fleet-lock-group': '' }, 'fleet-lock-group'), 'default');
   });
 
-  it('only a staged transaction asks; a grant lets it activate, nothing else does', () => {
+  it('only a staged transaction (or one recovery re-activates) asks; a grant lets it activate, nothing else does', () => {
     assert.throws(() => asking(fresh(), 'g', 1), /not staged/);
+    assert.throws(() => asking(commit(probation(activating(stagedTxn()))), 'g', 1), /not staged/);
+    // Recovery asks again before it re-runs activation after a crash (the old grant may have expired).
+    assert.equal(asking(probation(activating(stagedTxn())), 'g', 1).slot?.state, 'acquiring');
     const s = stagedTxn();
     assert.equal(mayActivate(s, true), false, 'no slot yet');
     assert.equal(mayActivate(s, false), true, 'a component without reboot: true needs none');
@@ -84,10 +87,31 @@ describe('fleet-lock decisions', () => {
     const w = refused(stagedTxn(), 'no slot', 1000, RETRY, half); // next_at 2000
     assert.deepEqual(resume(w, '2.0', 1500), { kind: 'wait', ms: 500 });
     assert.deepEqual(resume(w, '2.0', 2000), { kind: 'ask' });
-    assert.equal(resume(w, '3.0', 2000).kind, 'discard');
-    assert.equal(resume(w, null, 2000).kind, 'discard', 'nothing offered any more');
+    assert.equal(resume(w, '3.0', 2000).kind, 'discard', 'the server positively offers another version');
     assert.deepEqual(resume({ ...w, pin: '2.0' }, '3.0', 2000), { kind: 'ask' }, 'the local pin wins');
+    assert.equal(resume({ ...w, pin: '3.0' }, null, 2000).kind, 'discard', 'a local pin to another version');
     assert.equal(resume({ ...w, hold: true }, '2.0', 2000).kind, 'discard', 'held on the device');
+    assert.equal(resume({ ...w, hold: true }, null, 2000).kind, 'discard', 'held, offer or not');
+  });
+
+  it('resume: no positive offer (missing or erroneous) keeps the staged release and asks for no slot', () => {
+    const w = refused(stagedTxn(), 'no slot', 1000, RETRY, half); // next_at 2000
+    assert.deepEqual(resume(w, null, 1500), { kind: 'wait', ms: 500, why: 'not offered in this check-in' });
+    assert.deepEqual(resume(w, null, 9000), { kind: 'wait', ms: 0, why: 'not offered in this check-in' });
+    assert.deepEqual(resume({ ...w, pin: '2.0' }, null, 9000), { kind: 'ask' }, 'the local pin wants it');
+  });
+
+  it('resume: one left activating/probation by a crash is never dropped, asks again after its backoff', () => {
+    for (const j of [activating(stagedTxn()), probation(activating(stagedTxn()))]) {
+      const w = refused(asking(j, 'g', 0), 'failed_lock', 1000, RETRY, half); // next_at 2000
+      assert.equal(w.txn?.phase, j.txn?.phase, 'refused keeps the phase');
+      assert.match(waitingNote(w) ?? '', /waiting for a reboot slot/);
+      assert.deepEqual(resume(w, '2.0', 1500), { kind: 'wait', ms: 500 });
+      assert.deepEqual(resume(w, '2.0', 2000), { kind: 'ask' });
+      assert.deepEqual(resume(w, '3.0', 2000), { kind: 'ask' }, 'something may be switched: not dropped');
+      assert.deepEqual(resume(w, null, 2000), { kind: 'ask' });
+      assert.deepEqual(resume(j, '2.0', 2000), { kind: 'none' }, 'not waiting');
+    }
   });
 
   it('releasable: finished slots only, and a group only when no other transaction still uses it', () => {

@@ -3,7 +3,7 @@
 // steady-state, `fleet-lock-protocol: true`, a shared secret header); the Ringfence server is the real one.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type { SpawnedDevice } from '../src/demo/fleet.ts';
@@ -18,6 +18,7 @@ import {
   pausedAt,
   pin,
   publishReleases,
+  report,
   ringfence,
   seededDevice,
   settled,
@@ -105,6 +106,48 @@ async function startFleetLock(slots: number) {
   };
 }
 
+/**
+ * A proxy in front of the Ringfence server that rewrites check-in answers: `pass` as is, `drop` without this
+ * component's offer, `dup` with it twice (an erroneous offer). `seen` counts the answers sent in each mode.
+ */
+async function startCheckinProxy(target: string, component: string) {
+  const state = { mode: 'pass' as 'pass' | 'drop' | 'dup', seen: { pass: 0, drop: 0, dup: 0 } };
+  const srv = createServer((req, res) => {
+    const up = request(new URL(req.url ?? '/', target), { method: req.method, headers: req.headers }, (r) => {
+      if ((req.url ?? '').split('?')[0] !== '/v1/checkin' || r.statusCode !== 200) {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      r.on('data', (c: Buffer) => chunks.push(c));
+      r.on('end', () => {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { desired?: unknown[] };
+        const mode = state.mode;
+        const mine = (body.desired ?? []).filter(
+          (o) => (o as { component?: string }).component === component,
+        );
+        if (mode === 'drop') body.desired = (body.desired ?? []).filter((o) => !mine.includes(o));
+        if (mode === 'dup') body.desired = [...(body.desired ?? []), ...mine];
+        state.seen[mode]++;
+        const b = Buffer.from(JSON.stringify(body));
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': b.length }).end(b);
+      });
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return Object.assign(state, {
+    url: `http://127.0.0.1:${(srv.address() as { port: number }).port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  });
+}
+
 /** A seeded device whose component reboots: hooks log when activation starts and ends (wall-clock ms). */
 function rebootDevice(
   ts: TestServer,
@@ -113,9 +156,11 @@ function rebootDevice(
   token: string,
   lockUrl: string,
   maxAttempts = 3,
+  server?: string,
 ): SpawnedDevice {
   const d = seededDevice(ts, content, name, token, {
     edit: (cfg) => {
+      if (server) cfg.server = server;
       const log = join(ts.dir, 'devices', name, 'activations.log');
       (cfg.labels as Record<string, string>)['fleet-lock-group'] = GROUP;
       cfg.fleet_lock = {
@@ -162,7 +207,10 @@ describe('agent FleetLock (reboot: true)', () => {
     await lock.close();
     await ts.close();
   });
-  afterEach(() => killTracked());
+  afterEach(async () => {
+    await killTracked();
+    lock.holders(GROUP).clear(); // a failed test's stand-in holder must not starve the next one
+  });
 
   it('waits staged while no slot is free, then activates one device at a time', async () => {
     // An operator's maintenance holds the only slot: both devices must wait, staged, without activating.
@@ -275,6 +323,142 @@ describe('agent FleetLock (reboot: true)', () => {
       'slot released after the restart finished the transaction',
     );
     assert.equal(journalOf(d).slot ?? null, null);
+  });
+
+  it('SIGKILLed on probation while its slot expired and went to another node: judged only, never re-activated', async () => {
+    const token = await enrollToken(ts, 1);
+    const d = rebootDevice(ts, content, 'fl-expired', token, lock.url);
+    start(d, 'probation');
+    const id = await waitEnrolled(ts, d);
+    await pin(ts, d, GOOD);
+    await pausedAt(d, 'probation');
+    await kill(d);
+    assert.deepEqual(
+      activations(d).map((a) => a.kind),
+      ['start', 'end'],
+    );
+    // The lease ran out while the device was down, and the only slot went to another node.
+    lock.holders(GROUP).delete(id);
+    lock.holders(GROUP).add('other-node');
+    const before = lock.events.length;
+    start(d);
+    const j = await settled(ts, d, id, GOOD);
+    assert.equal(j.current, GOOD);
+    assert.equal(activeRelease(d), GOOD);
+    // Re-running activation (with `activate: systemctl reboot`: rebooting) without the slot would put two
+    // nodes of a one-slot group mid-reboot at once; the release was already active, so it was only judged.
+    assert.deepEqual(
+      activations(d).map((a) => a.kind),
+      ['start', 'end'],
+      'activation re-run after the crash without a slot',
+    );
+    assert.deepEqual(
+      lock.events.slice(before).filter((e) => e.id === id && e.kind === 'grant'),
+      [],
+      'no slot taken from the other node',
+    );
+    assert.deepEqual([...lock.holders(GROUP)], ['other-node']);
+  });
+
+  it('SIGKILLed before the switch while its slot went to another node: asks again, waits, activates once free', async () => {
+    const token = await enrollToken(ts, 1);
+    const d = rebootDevice(ts, content, 'fl-regrant', token, lock.url);
+    start(d, 'activating');
+    const id = await waitEnrolled(ts, d);
+    await pin(ts, d, GOOD);
+    await pausedAt(d, 'activating');
+    await kill(d);
+    assert.deepEqual(activations(d), []);
+    lock.holders(GROUP).delete(id);
+    lock.holders(GROUP).add('other-node');
+    const before = lock.events.length;
+    const mine = () => lock.events.slice(before).filter((e) => e.id === id);
+    start(d);
+    // Recovery asks before activating again, is refused, and waits in its phase; a check-in asks again.
+    await until(
+      async () => ({ j: journalOf(d), refused: mine().filter((e) => e.kind === 'refuse').length }),
+      (v) => v.j.txn?.phase === 'activating' && !!v.j.slotWait && v.refused >= 2,
+      120_000,
+      `${d.name} waiting for the slot after recovery (asked twice)`,
+    );
+    assert.deepEqual(activations(d), [], 'activated while another node held the only slot');
+    assert.equal(activeRelease(d), OLD);
+    const s = ringfence(['agent', 'status', '--config', d.config, '--json']);
+    assert.equal(s.code, 0, s.out);
+    const c = (JSON.parse(s.out) as { components: Array<{ waiting: string | null }> }).components[0];
+    assert.match(c.waiting ?? '', /waiting for a reboot slot .*failed_lock/);
+
+    lock.holders(GROUP).delete('other-node');
+    const j = await settled(ts, d, id, GOOD);
+    assert.equal(j.current, GOOD);
+    const grant = mine().find((e) => e.kind === 'grant');
+    const release = mine().find((e) => e.kind === 'release');
+    assert.ok(grant && release, JSON.stringify(mine()));
+    const acts = activations(d);
+    assert.deepEqual(
+      acts.map((a) => a.kind),
+      ['start', 'end'],
+    );
+    assert.ok(acts[0].at >= grant.at, 'activation started before the slot was granted again');
+    assert.ok(acts[1].at <= release.at, 'slot given back before activation ended');
+    assert.equal(journalOf(d).slot ?? null, null);
+  });
+
+  it('a check-in without the offer (or with an erroneous one) keeps the staged release and asks for no slot', async () => {
+    const proxy = await startCheckinProxy(ts.url, 'sensor-content');
+    try {
+      lock.holders(GROUP).add('maintenance');
+      const token = await enrollToken(ts, 1);
+      const d = rebootDevice(ts, content, 'fl-glitch', token, lock.url, 3, proxy.url);
+      start(d);
+      const id = await waitEnrolled(ts, d);
+      await pin(ts, d, GOOD);
+      const waiting = await until(
+        async () => journalOf(d),
+        (j) => j.txn?.phase === 'staged' && !!j.slotWait,
+        120_000,
+        `${d.name} staged, waiting for a slot`,
+      );
+      const txn = waiting.txn!.id;
+      // Check-ins are sequential: two answers in the new mode mean none from before is still being handled.
+      const answers = async (mode: 'drop' | 'dup', n: number) => {
+        const from = proxy.seen[mode];
+        await until(
+          async () => proxy.seen[mode],
+          (k) => k >= from + n,
+          60_000,
+          `${n} check-in answers in mode ${mode}`,
+        );
+      };
+      proxy.mode = 'drop';
+      await answers('drop', 2);
+      // The slot is free now: a check-in that lacks the offer must still not take it.
+      lock.holders(GROUP).delete('maintenance');
+      const before = lock.events.length;
+      await answers('drop', 3);
+      proxy.mode = 'dup';
+      await answers('dup', 3);
+      const j = journalOf(d);
+      assert.equal(j.txn?.id, txn, 'the staged release was dropped (it would be downloaded again)');
+      assert.equal(j.txn?.phase, 'staged');
+      assert.deepEqual(
+        lock.events.slice(before).filter((e) => e.id === id),
+        [],
+        'asked for a slot with no offer in the answer',
+      );
+      assert.deepEqual(activations(d), []);
+      proxy.mode = 'pass';
+      const done = await settled(ts, d, id, GOOD);
+      assert.equal(done.current, GOOD);
+      const reports = await report(ts, id, GOOD);
+      assert.deepEqual(
+        reports.map((r) => [r.txn_id, r.outcome]),
+        [[txn, 'succeeded']],
+        'the release staged before the glitch is the one that activated',
+      );
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('after a boot-guard rollback (no network at boot) the next agent start gives the slot back', async () => {

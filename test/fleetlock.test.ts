@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import SQLite from 'better-sqlite3';
+import pino from 'pino';
 import { BIN } from '../src/demo/fleet.ts';
 import { fleetLockOf, loadServerConfig } from '../src/server/config.ts';
 import { listAudit } from '../src/server/db/audit.ts';
@@ -24,6 +26,7 @@ interface Answer {
   status: number;
   body: string;
   json: { kind?: string; value?: string };
+  retryAfter?: string;
 }
 
 /**
@@ -63,7 +66,8 @@ function zincati(
           try {
             json = text ? JSON.parse(text) : {};
           } catch {}
-          resolve({ status: res.statusCode ?? 0, body: text, json });
+          const retryAfter = res.headers['retry-after'];
+          resolve({ status: res.statusCode ?? 0, body: text, json, retryAfter });
         });
       },
     );
@@ -80,6 +84,8 @@ function refused(a: Answer, status: number, kind: string): void {
 }
 
 const ok = (a: Answer) => assert.equal(a.status, 200, a.body);
+
+const lockGroupRows = (ts: TestServer) => ts.srv.ctx.store.db.selectFrom('lock_groups').selectAll().execute();
 
 /** The group's holders as the admin API lists them (`token`: another replica's server has none of its own). */
 async function holders(ts: TestServer, group: string, token = ts.conn.token): Promise<string[]> {
@@ -102,6 +108,13 @@ async function setGroup(ts: TestServer, group: string, slots: number, leaseMs: n
 const audit = async (ts: TestServer, action: string) =>
   (await listAudit(ts.srv.ctx.store.db, { limit: 1000 })).filter((e) => e.action === action);
 
+/** Rates no test of the protocol itself reaches (its requests all come from 127.0.0.1 on a frozen clock). */
+const UNLIMITED = {
+  perAddressPerMinute: 100_000,
+  perIdPerMinute: 100_000,
+  failuresPerAddressPerMinute: 100_000,
+};
+
 describe('FleetLock server (Zincati-shaped requests, real server)', { timeout: 300_000 }, () => {
   guardProcesses();
   let ts: TestServer;
@@ -111,7 +124,7 @@ describe('FleetLock server (Zincati-shaped requests, real server)', { timeout: 3
     ts = await startTestServer({
       clock: () => now,
       // The sweep runs often here, so a test waits for its audit entry rather than for seconds.
-      fleetLock: { enabled: true, sweepMs: 50 },
+      fleetLock: { enabled: true, sweepMs: 50, rateLimit: UNLIMITED },
     });
   });
   after(async () => ts?.close());
@@ -352,8 +365,11 @@ describe('FleetLock restrictions', { timeout: 120_000 }, () => {
 
   it('a shared secret header, an address allow-list, and the failed-request rate limit', async () => {
     const ts = await startTestServer({
-      fleetLock: { enabled: true, secretHeader: { name: 'X-Fleetlock-Secret', value: 's3cret-value' } },
-      limits: { failedAuthBurst: 4, failedAuthPerIpPerMinute: 1 },
+      fleetLock: {
+        enabled: true,
+        secretHeader: { name: 'X-Fleetlock-Secret', value: 's3cret-value' },
+        rateLimit: { failuresPerAddressPerMinute: 4 },
+      },
     });
     try {
       refused(await zincati(ts.url, 'pre-reboot', 'n', 'default'), 401, 'unauthorized');
@@ -415,12 +431,13 @@ describe('FleetLock restrictions', { timeout: 120_000 }, () => {
         defaultLeaseMs: 30 * 60_000,
         allowFrom: [],
         secretHeader: undefined,
+        rateLimit: { perAddressPerMinute: 30, perIdPerMinute: 6, failuresPerAddressPerMinute: 10 },
       });
       writeFileSync(join(dir, 'fl-secret'), 'abc123\n');
       writeFileSync(
         join(dir, 'server.yaml'),
         'fleet_lock:\n  enabled: true\n  default_slots: 3\n  default_lease: 1h30m\n  allow_from: [10.0.0.0/8]\n' +
-          '  secret_header: {name: x-fl, value_file: fl-secret}\n',
+          '  secret_header: {name: x-fl, value_file: fl-secret}\n  rate_limit: {per_address: 600, per_id: 2}\n',
       );
       assert.deepEqual(fleetLockOf(loadServerConfig(dir).config, dir), {
         enabled: true,
@@ -428,7 +445,12 @@ describe('FleetLock restrictions', { timeout: 120_000 }, () => {
         defaultLeaseMs: 90 * 60_000,
         allowFrom: ['10.0.0.0/8'],
         secretHeader: { name: 'x-fl', value: 'abc123' },
+        rateLimit: { perAddressPerMinute: 600, perIdPerMinute: 2, failuresPerAddressPerMinute: 10 },
       });
+      writeFileSync(join(dir, 'server.yaml'), 'fleet_lock:\n  rate_limit: {per_id: 0}\n');
+      assert.throws(() => loadServerConfig(dir), /rate_limit/);
+      writeFileSync(join(dir, 'server.yaml'), 'fleet_lock:\n  rate_limit: {per_minute: 5}\n');
+      assert.throws(() => loadServerConfig(dir), /per_minute/);
       writeFileSync(join(dir, 'server.yaml'), 'fleet_lock:\n  allow_from: [10.0.0.0/40]\n');
       assert.throws(() => loadServerConfig(dir), /allow_from[\s\S]*invalid address or CIDR/);
       writeFileSync(join(dir, 'server.yaml'), 'fleet_lock:\n  default_lease: soon\n');
@@ -444,6 +466,158 @@ describe('FleetLock restrictions', { timeout: 120_000 }, () => {
   });
 });
 
+describe('FleetLock under a flood of unauthenticated requests', { timeout: 120_000 }, () => {
+  const fleetlockAudit = async (ts: TestServer) =>
+    (await listAudit(ts.srv.ctx.store.db, { limit: 1000 })).filter((e) => e.action.startsWith('fleetlock.'));
+
+  it('limits every request per address, answered or not, with the protocol error and Retry-After', async () => {
+    let now = 1_750_000_000_000;
+    const ts = await startTestServer({
+      clock: () => now,
+      fleetLock: { enabled: true, rateLimit: { perAddressPerMinute: 4, perIdPerMinute: 100 } },
+    });
+    try {
+      ok(await zincati(ts.url, 'pre-reboot', 'a', 'default'));
+      ok(await zincati(ts.url, 'steady-state', 'a', 'default'));
+      ok(await zincati(ts.url, 'steady-state', 'b', 'default'));
+      ok(await zincati(ts.url, 'steady-state', 'c', 'default'));
+      const written = (await fleetlockAudit(ts)).length;
+      const over = await zincati(ts.url, 'pre-reboot', 'd', 'default');
+      refused(over, 429, 'rate_limited');
+      assert.equal(over.retryAfter, '15', 'four a minute: the next token in 15 s');
+      // A request that would be refused anyway spends nothing more: it is turned away first.
+      refused(
+        await zincati(ts.url, 'pre-reboot', 'd', 'default', { noProtocolHeader: true }),
+        429,
+        'rate_limited',
+      );
+      assert.equal((await fleetlockAudit(ts)).length, written, 'nothing written while over the rate');
+      assert.deepEqual(await holders(ts, 'default'), []);
+      now += 15_000;
+      ok(await zincati(ts.url, 'pre-reboot', 'd', 'default'));
+      refused(await zincati(ts.url, 'steady-state', 'd', 'default'), 429, 'rate_limited');
+    } finally {
+      await ts.close();
+    }
+  });
+
+  it('limits a node id looping pre-reboot / steady-state (its audit rows are bounded)', async () => {
+    let now = 1_750_000_000_000;
+    const ts = await startTestServer({
+      clock: () => now,
+      fleetLock: { enabled: true, rateLimit: { perAddressPerMinute: 100, perIdPerMinute: 4 } },
+    });
+    try {
+      for (let i = 0; i < 2; i++) {
+        ok(await zincati(ts.url, 'pre-reboot', 'looper', 'default'));
+        ok(await zincati(ts.url, 'steady-state', 'looper', 'default'));
+      }
+      for (let i = 0; i < 5; i++)
+        refused(await zincati(ts.url, 'pre-reboot', 'looper', 'default'), 429, 'rate_limited');
+      // Another node is not held back by the looping one.
+      ok(await zincati(ts.url, 'pre-reboot', 'calm', 'default'));
+      assert.deepEqual(await holders(ts, 'default'), ['calm']);
+      const looper = (await fleetlockAudit(ts)).filter((e) => e.subject === 'fleetlock/default/looper');
+      assert.deepEqual(looper.map((e) => e.action).sort(), [
+        'fleetlock.locked',
+        'fleetlock.locked',
+        'fleetlock.unlocked',
+        'fleetlock.unlocked',
+      ]);
+      now += 15_000;
+      refused(await zincati(ts.url, 'pre-reboot', 'looper', 'default'), 409, 'failed_lock_semaphore_full');
+    } finally {
+      await ts.close();
+    }
+  });
+
+  it('counts refusals (unknown groups too) in a budget of its own, apart from device and admin logins', async () => {
+    let now = 1_750_000_000_000;
+    const secret = { 'x-fleetlock-secret': 'right' };
+    const ts = await startTestServer({
+      clock: () => now,
+      fleetLock: {
+        enabled: true,
+        secretHeader: { name: 'X-Fleetlock-Secret', value: 'right' },
+        rateLimit: { failuresPerAddressPerMinute: 3 },
+      },
+      limits: { failedAuthBurst: 2, failedAuthPerIpPerMinute: 1 },
+    });
+    try {
+      const badAdmin = async () => (await callAs(ts.url, 'GET', '/v1/admin/locks', 'not-a-token')).status;
+      refused(await zincati(ts.url, 'pre-reboot', 'n', 'default'), 401, 'unauthorized');
+      refused(
+        await zincati(ts.url, 'pre-reboot', 'n', 'default', { headers: { 'x-fleetlock-secret': 'wrong' } }),
+        401,
+        'unauthorized',
+      );
+      // FleetLock's refusals did not spend the login budget (2): the admin API still answers 401 twice.
+      assert.deepEqual([await badAdmin(), await badAdmin(), await badAdmin()], [401, 401, 429]);
+      // And a spent login budget does not shut FleetLock out.
+      ok(await zincati(ts.url, 'pre-reboot', 'n', 'default', { headers: secret }));
+      // Probing group names is a refusal like a wrong secret: the third spends the budget of 3.
+      refused(
+        await zincati(ts.url, 'pre-reboot', 'n', 'no-such-group', { headers: secret }),
+        400,
+        'unknown_group',
+      );
+      const out = await zincati(ts.url, 'steady-state', 'n', 'default', { headers: secret });
+      refused(out, 429, 'rate_limited');
+      assert.equal(out.retryAfter, '20');
+      now += 20_000;
+      ok(await zincati(ts.url, 'steady-state', 'n', 'default', { headers: secret }));
+    } finally {
+      await ts.close();
+    }
+  });
+
+  it('answers what changes nothing without a write: works while another connection holds the write lock', async () => {
+    const ts = await startTestServer({ fleetLock: { enabled: true, sweepMs: 3_600_000 } });
+    const db = new SQLite(join(ts.dir, 'server', 'ringfence.db'));
+    try {
+      // Before "default" exists, steady-state does not create it.
+      ok(await zincati(ts.url, 'steady-state', 'early', 'default'));
+      assert.equal((await lockGroupRows(ts)).length, 0);
+      ok(await zincati(ts.url, 'pre-reboot', 'holder', 'default'));
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        ok(await zincati(ts.url, 'steady-state', 'someone', 'default'));
+        ok(await zincati(ts.url, 'pre-reboot', 'holder', 'default'));
+        refused(await zincati(ts.url, 'pre-reboot', 'someone', 'default'), 409, 'failed_lock_semaphore_full');
+        refused(await zincati(ts.url, 'steady-state', 'someone', 'nope'), 400, 'unknown_group');
+      } finally {
+        db.exec('ROLLBACK');
+      }
+      ok(await zincati(ts.url, 'steady-state', 'holder', 'default'));
+      assert.deepEqual(await holders(ts, 'default'), []);
+    } finally {
+      db.close();
+      await ts.close();
+    }
+  });
+
+  it('warns at start when FleetLock is on for any address without a secret', async () => {
+    const starts = [
+      { fleetLock: { enabled: true }, warns: true },
+      { fleetLock: { enabled: true, allowFrom: ['127.0.0.0/8'] }, warns: false },
+      { fleetLock: { enabled: true, secretHeader: { name: 'x-s', value: 'v' } }, warns: false },
+      { fleetLock: { enabled: false }, warns: false },
+    ];
+    for (const { fleetLock, warns } of starts) {
+      const lines: string[] = [];
+      const ts = await startTestServer({
+        fleetLock,
+        logger: pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) }),
+      });
+      await ts.close();
+      const warned = lines.some((l) =>
+        /FleetLock is enabled for any address without a secret header/.test(l),
+      );
+      assert.equal(warned, warns, `${JSON.stringify(fleetLock)}: ${lines.join('')}`);
+    }
+  });
+});
+
 const skip = pgBinDir() ? false : 'PostgreSQL is not installed (CI installs it)';
 
 describe('FleetLock on PostgreSQL: replicas racing for the last slot', { skip, timeout: 300_000 }, () => {
@@ -452,8 +626,8 @@ describe('FleetLock on PostgreSQL: replicas racing for the last slot', { skip, t
   let b: TestServer;
   before(async () => {
     pg = await startPostgres();
-    a = await startTestServer({ databaseUrl: pg.url, fleetLock: { enabled: true } });
-    b = await startTestServer({ databaseUrl: pg.url, fleetLock: { enabled: true } });
+    a = await startTestServer({ databaseUrl: pg.url, fleetLock: { enabled: true, rateLimit: UNLIMITED } });
+    b = await startTestServer({ databaseUrl: pg.url, fleetLock: { enabled: true, rateLimit: UNLIMITED } });
   });
   after(async () => {
     await a?.close();

@@ -116,6 +116,9 @@ describe('server.yaml prometheus', () => {
       assert.throws(() => prometheusOf(loadServerConfig(dir).config, dir), /headers_file: .*:1: expected/);
       writeFileSync(join(dir, 'server.yaml'), 'prometheus:\n  url: ftp://x\n');
       assert.throws(() => loadServerConfig(dir), /server\.yaml:2: prometheus\.url/);
+      // A password in the URL would reach error messages, and from there statuses, audit entries and webhooks.
+      writeFileSync(join(dir, 'server.yaml'), 'prometheus:\n  url: http://user:secret@127.0.0.1:9090\n');
+      assert.throws(() => loadServerConfig(dir), /prometheus\.url.*no credentials in the URL/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -13,7 +13,7 @@ import type { Offered, ServerIdentity } from './download.ts';
 import { waitingNote } from './fleet-lock.ts';
 import { type ComponentJournal, Journal } from './journal.ts';
 import { type AgentStatus, LocalControl } from './local-control.ts';
-import { checkOffer, offersByComponent, reportableVersion, show } from './offer.ts';
+import { badName, checkOffer, offersByComponent, reportableVersion, show } from './offer.ts';
 import { type BundleOutcome, OfflineBundles } from './offline.ts';
 import { backoff } from './retry.ts';
 import { StepError } from './step-error.ts';
@@ -225,8 +225,11 @@ export class Agent {
       const offer = offers.get(comp.name);
       const version = offer ? reportableVersion((offer.raw as { version?: unknown } | null)?.version) : null;
       try {
-        // A transaction staged and waiting for a reboot slot asks again, or is dropped if no longer wanted.
-        const r = await this.runner.resumeWaiting(comp, offer && !offer.error ? version : null);
+        // A transaction waiting for a reboot slot asks again, or is dropped if another version is wanted. Only a
+        // positive offer counts: a missing or erroneous one (a glitch) passes null, which keeps the staged release.
+        const raw = (offer?.raw as { version?: unknown } | null)?.version;
+        const positive = offer && !offer.error && !badName(raw, 'version') ? (raw as string) : null;
+        const r = await this.runner.resumeWaiting(comp, positive);
         if (r === 'done') changed = true;
         if (r === 'done' || r === 'waiting') continue;
       } catch (e) {

@@ -2,7 +2,7 @@
 // `reboot: true` activates only while the device holds a slot of its group's semaphore; the slot is journaled
 // (per component) before it is asked for and until it is given back, so a crash never loses track of it. The
 // HTTP side is fleet-lock-client.ts; the runner wires the two together. Times are passed in (`now`).
-import type { ComponentJournal } from './journal.ts';
+import type { ComponentJournal, Phase } from './journal.ts';
 import { backoff } from './retry.ts';
 
 /** The slot a component's transaction asked for or holds; kept after the transaction closes until released. */
@@ -28,9 +28,17 @@ export function lockGroup(labels: Record<string, string>, groupLabel: string): s
   return v && v.length > 0 ? v : 'default';
 }
 
-/** `pre-reboot` is about to be sent: journaled first, so a crash during the request still gets released. */
+/** Phases a crash may leave a transaction in that recovery activates again (so only with a live slot). */
+const SWITCHING: readonly Phase[] = ['activating', 'probation'];
+
+/**
+ * `pre-reboot` is about to be sent: journaled first, so a crash during the request still gets released. Asked
+ * when staged, and again by recovery before it re-runs activation after a crash (the old grant's lease may
+ * have run out and the slot gone to another device).
+ */
 export function asking(j: ComponentJournal, group: string, now: number): ComponentJournal {
-  if (j.txn?.phase !== 'staged') throw new Error(`asking for a slot: ${j.component} is not staged`);
+  if (!j.txn || (j.txn.phase !== 'staged' && !SWITCHING.includes(j.txn.phase)))
+    throw new Error(`asking for a slot: ${j.component} is not staged`);
   return { ...j, slot: { group, state: 'acquiring', txn: j.txn.id, at: now } };
 }
 
@@ -73,21 +81,29 @@ export function mayActivate(j: ComponentJournal, reboot: boolean): boolean {
 
 export type Resume =
   | { kind: 'none' } // not waiting for a slot
-  | { kind: 'wait'; ms: number } // backing off: ask again later
+  | { kind: 'wait'; ms: number; why?: string } // backing off, or nothing positively offered: ask again later
   | { kind: 'ask' } // ask for the slot again now
   | { kind: 'discard'; why: string }; // the wanted version changed: drop the staged one
 
 /**
- * What a check-in does with a transaction staged and waiting for a slot, given the version wanted now (the
- * local pin, else the server's offer; null when nothing is offered).
+ * What a check-in does with a transaction waiting for a slot, given the version the server positively offers
+ * in this answer (null: none, or an erroneous offer). A staged one is dropped only when the local pin, the
+ * local hold or a positive offer of another version says so: a check-in whose answer lacks the offer keeps it
+ * (a glitch must not cost a download), but never asks for a slot for it either (the server may have
+ * withdrawn it: a halted rollout). One recovery left switching (activating/probation, after a crash) cannot
+ * be dropped (something may be switched already): it asks again after its backoff.
  */
 export function resume(j: ComponentJournal, offered: string | null, now: number): Resume {
-  if (j.txn?.phase !== 'staged' || !j.slotWait) return { kind: 'none' };
-  const wanted = j.pin ?? offered;
-  if (wanted !== j.txn.version)
-    return { kind: 'discard', why: `${wanted ?? 'nothing'} is wanted now, not ${j.txn.version}` };
+  if (!j.txn || !j.slotWait) return { kind: 'none' };
+  const wait = Math.max(0, j.slotWait.next_at - now);
+  if (SWITCHING.includes(j.txn.phase)) return wait > 0 ? { kind: 'wait', ms: wait } : { kind: 'ask' };
+  if (j.txn.phase !== 'staged') return { kind: 'none' };
   if (j.hold) return { kind: 'discard', why: 'held on the device' };
-  if (now < j.slotWait.next_at) return { kind: 'wait', ms: j.slotWait.next_at - now };
+  const wanted = j.pin ?? offered;
+  if (wanted === null) return { kind: 'wait', ms: wait, why: 'not offered in this check-in' };
+  if (wanted !== j.txn.version)
+    return { kind: 'discard', why: `${wanted} is wanted now, not ${j.txn.version}` };
+  if (wait > 0) return { kind: 'wait', ms: wait };
   return { kind: 'ask' };
 }
 
@@ -119,6 +135,6 @@ export function released(j: ComponentJournal): ComponentJournal {
 
 /** What status shows for a component waiting for a slot, or null. */
 export function waitingNote(j: ComponentJournal): string | null {
-  if (!j.slotWait || j.txn?.phase !== 'staged') return null;
+  if (!j.slotWait || !j.txn || (j.txn.phase !== 'staged' && !SWITCHING.includes(j.txn.phase))) return null;
   return `waiting for a reboot slot (asked ${j.slotWait.attempts}×: ${j.slotWait.reason})`;
 }

@@ -101,7 +101,7 @@ export class TransactionRunner {
         this.journal.write({ ...discard(journal), slotWait: null }); // a wait for a slot starts over
       } else if (action.kind === 'probation') {
         // The boot guard only counts and rolls back; judging health again is the agent's job, after the service started.
-        if (by === 'agent') await this.activateAndProbe(comp, journal);
+        if (by === 'agent') await this.recoverSwitched(comp, journal);
       } else if (action.kind === 'rollback') {
         await this.rollback(comp, fail(journal, action.class, action.reason));
       } else if (action.kind === 'report') {
@@ -134,8 +134,44 @@ export class TransactionRunner {
   }
 
   /**
-   * At a check-in: a transaction staged and waiting for a reboot slot asks again (after its backoff), or is
-   * discarded when another version (or none) is wanted now. `done` when it went on to activate.
+   * Finishes a transaction a crash left activating or on probation. A component without `reboot: true` is
+   * switched in again and judged; one with it goes through resumeSwitched and, refused a slot, stays as it is
+   * (journaled with its backoff) until a check-in gets one.
+   */
+  private async recoverSwitched(comp: ComponentConfig, j: OpenJournal): Promise<void> {
+    if (!comp.reboot) {
+      await this.activateAndProbe(comp, j);
+      return;
+    }
+    try {
+      await this.resumeSwitched(comp, j);
+    } catch (e) {
+      if (!(e instanceof SlotWaitError)) throw e;
+    }
+  }
+
+  /**
+   * A `reboot: true` transaction switched in when a crash came never activates again without a live slot:
+   * with `activate: systemctl reboot`, each re-run is another reboot, and the slot granted before the crash
+   * may have expired and gone to another device meanwhile. Already running the new version (the reboot it
+   * asked for happened), it is only judged; otherwise pre-reboot is sent again first, and refused, it waits
+   * (SlotWaitError).
+   */
+  private async resumeSwitched(comp: ComponentConfig, j: OpenJournal): Promise<ComponentJournal> {
+    if (this.backend(comp.name).active() !== j.txn.version)
+      return this.activateWithSlot(comp, await this.takeSlot(comp, j, false));
+    this.log.info({ component: comp.name, version: j.txn.version }, 'already switched in: judging it only');
+    const switched = { ...activating(j), slotWait: null };
+    this.journal.write(switched);
+    const done = await this.probe(comp, switched);
+    await this.releaseSlots();
+    return done;
+  }
+
+  /**
+   * At a check-in: a transaction waiting for a reboot slot asks again (after its backoff), or, staged, is
+   * discarded when the local pin or hold or the server's positive offer of another version says so (see
+   * resume). `done` when it went on to activate (or, already switched in, to be judged).
    */
   async resumeWaiting(
     comp: ComponentConfig,
@@ -152,7 +188,8 @@ export class TransactionRunner {
       return 'discarded';
     }
     try {
-      await this.activateWithSlot(comp, await this.takeSlot(comp, j, false));
+      if (j.txn.phase === 'staged') await this.activateWithSlot(comp, await this.takeSlot(comp, j, false));
+      else await this.resumeSwitched(comp, j);
     } catch (e) {
       if (e instanceof SlotWaitError) return 'waiting';
       throw e;
@@ -163,7 +200,8 @@ export class TransactionRunner {
   /**
    * staged → staged holding a slot: asks the FleetLock server (pre-reboot). Refused or unreachable, the
    * transaction waits staged (journaled with its backoff) and this throws SlotWaitError; an offline bundle's
-   * transaction is discarded instead (nothing was switched; the bundle can be dropped in again).
+   * transaction is discarded instead (nothing was switched; the bundle can be dropped in again). Recovery asks
+   * the same way for a transaction left activating or on probation, which then waits in that phase.
    */
   private async takeSlot(comp: ComponentConfig, j: OpenJournal, offline: boolean): Promise<OpenJournal> {
     const group = lockGroup(this.cfg.labels, this.cfg.fleet_lock.group_label);
@@ -183,7 +221,7 @@ export class TransactionRunner {
       return held;
     }
     const waiting = refused(asked, answer.reason, Date.now(), this.cfg.retry) as OpenJournal;
-    if (offline) {
+    if (offline && j.txn.phase === 'staged') {
       this.backend(comp.name).prune([j.current, j.previous]);
       this.journal.write({ ...discard(waiting), slotWait: null });
     } else this.journal.write(waiting);

@@ -9,7 +9,7 @@ import { writeFileAtomicSync } from '../files/atomic-file.ts';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.ts';
 import { ROLES, type Role } from './roles.ts';
 import type { FleetLockOptions } from './services/fleet-lock.ts';
-import { addressList } from './services/fleet-lock-rules.ts';
+import { addressList, DEFAULT_FLEET_LOCK_RATES } from './services/fleet-lock-rules.ts';
 
 const positive = (max: number) => z.number().int().min(1).max(max);
 const d = DEFAULT_LIMITS;
@@ -121,13 +121,31 @@ const fleetLockSchema = z
       .strict()
       .nullable()
       .default(null),
+    // Requests a minute (each also the burst): every request per address, per node id, refusals per address.
+    rate_limit: z
+      .object({
+        per_address: positive(1_000_000).default(DEFAULT_FLEET_LOCK_RATES.perAddressPerMinute),
+        per_id: positive(1_000_000).default(DEFAULT_FLEET_LOCK_RATES.perIdPerMinute),
+        failures_per_address: positive(1_000_000).default(
+          DEFAULT_FLEET_LOCK_RATES.failuresPerAddressPerMinute,
+        ),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
   .prefault({});
 
 const prometheusSchema = z
   .object({
-    url: z.url({ protocol: /^https?$/ }),
+    // No user:password@ in the URL: error messages carry the URL, and they reach the rollout's status, the audit
+    // log and webhook payloads. Credentials go in headers_file.
+    url: z
+      .url({ protocol: /^https?$/ })
+      .refine(
+        (u) => !new URL(u).username && !new URL(u).password,
+        'no credentials in the URL: use headers_file',
+      ),
     timeout: durationMs(100, 60_000).default(5000),
     headers_file: z.string().min(1).nullable().default(null),
   })
@@ -282,6 +300,10 @@ fleet_lock:
   secret_header: null                      # a header every request must carry (not settable in Zincati)
 #   name: x-ringfence-fleetlock
 #   value_file: fleetlock-secret           # relative: this folder
+  rate_limit:                              # requests a minute (each also the burst), per server process
+    per_address: ${DEFAULT_FLEET_LOCK_RATES.perAddressPerMinute}                        # every request from one address (behind a proxy: all clients)
+    per_id: ${DEFAULT_FLEET_LOCK_RATES.perIdPerMinute}                              # every request naming one node id
+    failures_per_address: ${DEFAULT_FLEET_LOCK_RATES.failuresPerAddressPerMinute}               # refused requests (address, secret, body, unknown group)
 # Metric gates of plans (docs/plans.md, "Metric gates") query this Prometheus-compatible server's
 # /api/v1/query. null: plans with metric gates are refused.
 prometheus: null
@@ -395,6 +417,11 @@ export function fleetLockOf(c: ServerConfig, dataDir = '.'): FleetLockOptions {
     defaultLeaseMs: f.default_lease,
     allowFrom: f.allow_from,
     secretHeader,
+    rateLimit: {
+      perAddressPerMinute: f.rate_limit.per_address,
+      perIdPerMinute: f.rate_limit.per_id,
+      failuresPerAddressPerMinute: f.rate_limit.failures_per_address,
+    },
   };
 }
 

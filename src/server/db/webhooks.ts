@@ -2,7 +2,7 @@
 // with) delivery. Outbox rows are written in the same transaction as the change they announce, so a server that
 // dies between the change and the delivery loses nothing (at-least-once; receivers de-duplicate on the event id).
 // Every query of both tables lives here; the rules are in ../services/webhooks.ts.
-import type { Generated, Insertable, Selectable } from 'kysely';
+import { type Generated, type Insertable, type Selectable, sql } from 'kysely';
 import type { Db } from './database.ts';
 
 export interface WebhookTable {
@@ -41,6 +41,7 @@ export type OutboxRow = Selectable<WebhookOutboxTable>;
 /** An undelivered outbox row with what its delivery needs from its webhook. */
 export interface DueRow {
   id: string;
+  webhook_id: string;
   event: string;
   payload: string;
   created_at: number;
@@ -80,29 +81,86 @@ export async function deleteWebhook(db: Db, id: string): Promise<boolean> {
   return Number(r.numDeletedRows) > 0;
 }
 
-/** Rows of a webhook neither delivered nor given up (what the per-webhook cap counts). */
-export async function pendingCount(db: Db, webhookId: string): Promise<number> {
+/**
+ * Rows of a webhook neither delivered nor given up whose event is (or, with `not`, is not) one of `events`: what
+ * a per-webhook cap counts (services/webhooks.ts keeps one cap per kind of event).
+ */
+export async function pendingCount(
+  db: Db,
+  webhookId: string,
+  events: readonly string[],
+  not = false,
+): Promise<number> {
   const r = await db
     .selectFrom('webhook_outbox')
     .select((eb) => eb.fn.countAll<number>().as('n'))
     .where('webhook_id', '=', webhookId)
     .where('delivered_at', 'is', null)
     .where('failed_at', 'is', null)
+    .where('event', not ? 'not in' : 'in', events)
     .executeTakeFirstOrThrow();
   return Number(r.n);
+}
+
+/**
+ * Payloads of a webhook's undelivered `event` rows that contain `fragment`: candidates for de-duplication, which
+ * the caller confirms on the parsed payload (SQLite's LIKE ignores the case of ASCII letters).
+ */
+export async function pendingPayloadsLike(
+  db: Db,
+  webhookId: string,
+  event: string,
+  fragment: string,
+): Promise<string[]> {
+  const pattern = `%${fragment.replace(/[!%_]/g, '!$&')}%`;
+  const rows = await db
+    .selectFrom('webhook_outbox')
+    .select('payload')
+    .where('webhook_id', '=', webhookId)
+    .where('event', '=', event)
+    .where('delivered_at', 'is', null)
+    .where('failed_at', 'is', null)
+    .where(sql<boolean>`payload like ${pattern} escape '!'`)
+    .execute();
+  return rows.map((r) => r.payload);
 }
 
 export async function insertOutbox(db: Db, row: Insertable<WebhookOutboxTable>): Promise<void> {
   await db.insertInto('webhook_outbox').values(row).execute();
 }
 
-/** Up to `limit` rows due at `now`, the longest waiting first. */
-export async function dueRows(db: Db, now: number, limit: number): Promise<DueRow[]> {
+/**
+ * Up to `limit` rows due at `now`, the longest waiting first, at most `perWebhook` of any one webhook and none of
+ * the webhooks in `skip` (busy or failing ones): one slow receiver cannot take every delivery slot.
+ */
+export async function dueRows(
+  db: Db,
+  now: number,
+  limit: number,
+  perWebhook: number,
+  skip: readonly string[] = [],
+): Promise<DueRow[]> {
+  const ranked = db
+    .selectFrom('webhook_outbox')
+    .select((eb) => [
+      'id',
+      eb.fn
+        .agg<number>('row_number')
+        .over((ob) => ob.partitionBy('webhook_id').orderBy('next_attempt_at').orderBy('id'))
+        .as('rn'),
+    ])
+    .where('delivered_at', 'is', null)
+    .where('failed_at', 'is', null)
+    .where('next_attempt_at', '<=', now)
+    .$if(skip.length > 0, (q) => q.where('webhook_id', 'not in', skip))
+    .as('r');
   const rows = await db
-    .selectFrom('webhook_outbox as o')
+    .selectFrom(ranked)
+    .innerJoin('webhook_outbox as o', 'o.id', 'r.id')
     .innerJoin('webhooks as w', 'w.id', 'o.webhook_id')
     .select([
       'o.id',
+      'o.webhook_id',
       'o.event',
       'o.payload',
       'o.created_at',
@@ -111,10 +169,9 @@ export async function dueRows(db: Db, now: number, limit: number): Promise<DueRo
       'w.url',
       'w.secret',
     ])
-    .where('o.delivered_at', 'is', null)
-    .where('o.failed_at', 'is', null)
-    .where('o.next_attempt_at', '<=', now)
+    .where('r.rn', '<=', perWebhook)
     .orderBy('o.next_attempt_at')
+    .orderBy('o.id')
     .limit(limit)
     .execute();
   // PostgreSQL answers bigint columns as numbers (type parser in database.ts); SQLite already does.
@@ -140,6 +197,38 @@ export async function claimRow(db: Db, id: string, seen: number, leaseUntil: num
     .where('failed_at', 'is', null)
     .executeTakeFirst();
   return Number(r.numUpdatedRows) === 1;
+}
+
+/**
+ * Gives a claimed row back without an attempt (the worker stopped mid-attempt): due again at `dueAt`, only if the
+ * claim is still this worker's (`leaseUntil` unchanged), so a claim someone took since is left alone.
+ */
+export async function releaseClaim(db: Db, id: string, leaseUntil: number, dueAt: number): Promise<boolean> {
+  const r = await db
+    .updateTable('webhook_outbox')
+    .set({ next_attempt_at: dueAt })
+    .where('id', '=', id)
+    .where('next_attempt_at', '=', leaseUntil)
+    .where('delivered_at', 'is', null)
+    .where('failed_at', 'is', null)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/**
+ * Moves every undelivered row of a webhook due before `until` to `until`, attempts unchanged (the circuit
+ * breaker of a failing receiver: its other events wait instead of each failing in turn). Returns the rows moved.
+ */
+export async function deferWebhook(db: Db, webhookId: string, until: number): Promise<number> {
+  const r = await db
+    .updateTable('webhook_outbox')
+    .set({ next_attempt_at: until })
+    .where('webhook_id', '=', webhookId)
+    .where('next_attempt_at', '<', until)
+    .where('delivered_at', 'is', null)
+    .where('failed_at', 'is', null)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
 }
 
 /** Records one attempt's outcome: delivered, to be retried at `nextAt`, or given up (`failedAt`). */

@@ -2,13 +2,16 @@
 // POST /fleetlock/v1/pre-reboot and /fleetlock/v1/steady-state with header `fleet-lock-protocol: true` and body
 // {"client_params": {"id", "group"}}; 200 on success, else a non-200 with {"kind", "value"}. FleetLock clients
 // send no credentials, so these routes live outside the admin scope, behind what server.yaml `fleet_lock:`
-// allows (an address allow-list, a shared secret header) and the failed-authentication rate limit.
+// allows (an address allow-list, a shared secret header) and rate limits of their own: every request per address
+// and per node id, refusals per address (separate from the failed-authentication budget of device and admin
+// logins, so FleetLock clients cannot lock those out).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerContext } from '../context.ts';
+import { RateLimiter } from '../limits.ts';
 import { type FleetLockOptions, type LockDeps, preReboot, steadyState } from '../services/fleet-lock.ts';
-import { addressList } from '../services/fleet-lock-rules.ts';
+import { addressList, DEFAULT_FLEET_LOCK_RATES } from '../services/fleet-lock-rules.ts';
 import { noBody } from './schemas/answers.ts';
 
 /** The protocol's error body: `kind` a fixed machine-readable code, `value` a human-readable reason. */
@@ -24,6 +27,8 @@ class FleetLockError extends Error {
     readonly status: number,
     readonly kind: string,
     message: string,
+    /** Seconds, sent as Retry-After (429 only). */
+    readonly retryAfter?: number,
   ) {
     super(message);
   }
@@ -84,13 +89,25 @@ export async function fleetLockRoutes(
   const secret = options.secretHeader
     ? { name: options.secretHeader.name.toLowerCase(), digest: digest(options.secretHeader.value) }
     : null;
+  if (options.enabled && !allowed && !secret)
+    ctx.log.warn(
+      'FleetLock is enabled for any address without a secret header: anyone who reaches this server can take and ' +
+        'give back reboot slots (server.yaml fleet_lock.allow_from / secret_header; docs/fleetlock.md)',
+    );
+  const rates = { ...DEFAULT_FLEET_LOCK_RATES, ...options.rateLimit };
+  // Each rate is also its burst. The injected clock, so tests can refill a bucket by moving time.
+  const bucket = (perMinute: number) => new RateLimiter(perMinute, perMinute, ctx.clock);
+  const perAddress = bucket(rates.perAddressPerMinute);
+  const perId = bucket(rates.perIdPerMinute);
+  const failures = bucket(rates.failuresPerAddressPerMinute);
 
-  /** A refusal that counts against the address's failed-authentication budget (429 once it is spent). */
-  const failed = (req: FastifyRequest, e: FleetLockError): FleetLockError => {
-    if (ctx.guards.failedAuth.take(req.ip)) return e;
+  const limited = (limiter: RateLimiter, key: string, why: string): FleetLockError => {
     ctx.metrics.throttled.inc({ what: 'fleetlock' });
-    return new FleetLockError(429, 'rate_limited', 'too many failed requests from this address');
+    return new FleetLockError(429, 'rate_limited', why, Math.max(1, limiter.retryAfter(key)));
   };
+  /** A refusal that counts against the address's FleetLock failures (429 once they are spent). */
+  const failed = (req: FastifyRequest, e: FleetLockError): FleetLockError =>
+    failures.take(req.ip) ? e : limited(failures, req.ip, 'too many refused requests from this address');
 
   await app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
@@ -111,10 +128,12 @@ export async function fleetLockRoutes(
         req.log.error({ err }, 'fleetlock request failed');
         e = new FleetLockError(500, 'failed_lock', 'internal error (see server log)');
       }
+      if (e.retryAfter !== undefined) reply.header('retry-after', String(e.retryAfter));
       reply.code(e.status).send({ kind: e.kind, value: e.message });
     });
 
-    // Before the body is read: is FleetLock on, may this address use it, does it know the secret?
+    // Before the body is read: is FleetLock on, is this address within its rates, may it use FleetLock, does it
+    // know the secret? Every request spends from its address's budget, answered or refused.
     scope.addHook('onRequest', async (req) => {
       if (!options.enabled)
         throw new FleetLockError(
@@ -122,10 +141,9 @@ export async function fleetLockRoutes(
           'fleetlock_disabled',
           'FleetLock is off on this server (server.yaml fleet_lock.enabled)',
         );
-      if (ctx.guards.failedAuth.exhausted(req.ip)) {
-        ctx.metrics.throttled.inc({ what: 'fleetlock' });
-        throw new FleetLockError(429, 'rate_limited', 'too many failed requests from this address');
-      }
+      if (failures.exhausted(req.ip))
+        throw limited(failures, req.ip, 'too many refused requests from this address');
+      if (!perAddress.take(req.ip)) throw limited(perAddress, req.ip, 'too many requests from this address');
       if (allowed) {
         const { addr, family } = clientAddress(req.ip);
         if (!allowed.check(addr, family))
@@ -150,16 +168,26 @@ export async function fleetLockRoutes(
         );
     });
 
-    /** The request's client_params, or the protocol error for a malformed body (counted against the address). */
+    /**
+     * The request's client_params, or the protocol error for a malformed body (counted against the address). A
+     * node id spends from its own budget too, so one looping node cannot use up the whole address's.
+     */
     const paramsOf = (req: FastifyRequest): { id: string; group: string } => {
+      let p: { id: string; group: string };
       try {
-        return clientParams(req.body);
+        p = clientParams(req.body);
       } catch (e) {
         throw failed(req, e as FleetLockError);
       }
+      if (!perId.take(p.id)) throw limited(perId, p.id, `too many requests for node id "${p.id}"`);
+      return p;
     };
-    const unknownGroup = (group: string) =>
-      new FleetLockError(400, 'unknown_group', `unknown group "${group}" (ringfence lock set ${group} …)`);
+    // Counted as a failure: probing for group names is refused like a wrong secret.
+    const unknownGroup = (req: FastifyRequest, group: string) =>
+      failed(
+        req,
+        new FleetLockError(400, 'unknown_group', `unknown group "${group}" (ringfence lock set ${group} …)`),
+      );
     const schema = (operationId: string, summary: string) => ({
       operationId,
       summary,
@@ -177,7 +205,7 @@ export async function fleetLockRoutes(
       async (req, reply) => {
         const p = paramsOf(req);
         const out = await preReboot(deps, p.group, p.id, req.ip);
-        if (out === 'unknown-group') throw unknownGroup(p.group);
+        if (out === 'unknown-group') throw unknownGroup(req, p.group);
         if (out === 'full')
           throw new FleetLockError(
             409,
@@ -194,7 +222,7 @@ export async function fleetLockRoutes(
       async (req, reply) => {
         const p = paramsOf(req);
         const out = await steadyState(deps, p.group, p.id, req.ip);
-        if (out === 'unknown-group') throw unknownGroup(p.group);
+        if (out === 'unknown-group') throw unknownGroup(req, p.group);
         reply.code(200).send();
       },
     );

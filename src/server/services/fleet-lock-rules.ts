@@ -1,7 +1,8 @@
 // The reboot semaphore's rules over plain data (FleetLock, issue 14): who may take a slot, who holds one, whose
 // lease ran out. No I/O and no clock of its own (`now` is passed in), so the property tests can drive it through
-// any history; services/fleet-lock.ts applies the outcomes in one transaction. Also who may ask at all: the
-// address allow-list (server.yaml fleet_lock.allow_from), checked by config.ts and routes/fleetlock.ts.
+// any history; services/fleet-lock.ts applies the outcomes in one transaction. Also who may ask at all and how
+// often: the address allow-list and the request rates (server.yaml fleet_lock), read by config.ts and enforced by
+// routes/fleetlock.ts.
 import { BlockList, isIP } from 'node:net';
 
 /** One node holding a reboot slot. */
@@ -62,6 +63,24 @@ export function release(
   const { live, expired } = expire(holders, now);
   return { released: live.find((h) => h.id === id), expired };
 }
+
+/**
+ * Requests a minute, each also the burst (token buckets, per server process). Every request counts against its
+ * address; a well-formed one also against its node id; a refused one (address, secret, header, body, unknown
+ * group) also against the address's failures, which are FleetLock's own: they never lock out device or admin logins.
+ */
+export interface FleetLockRates {
+  perAddressPerMinute: number;
+  perIdPerMinute: number;
+  failuresPerAddressPerMinute: number;
+}
+
+/** Zincati asks about once per 5 minutes per node and backs off on errors; these leave ample room. */
+export const DEFAULT_FLEET_LOCK_RATES: FleetLockRates = {
+  perAddressPerMinute: 30,
+  perIdPerMinute: 6,
+  failuresPerAddressPerMinute: 10,
+};
 
 /** An allow-list of CIDRs (or single addresses); throws a one-line error on a malformed entry. */
 export function addressList(cidrs: readonly string[]): BlockList {

@@ -1,7 +1,10 @@
 // The reboot semaphore as the server runs it (FleetLock, issue 14): pre-reboot takes a slot, steady-state gives it
 // back, an operator may release one, and a lease that runs out frees its slot (audited). The rules are pure
-// (fleet-lock-rules.ts); here they run inside one transaction per request. On PostgreSQL the group row is locked
-// `for update` first, so replicas on one database take a group's slots one at a time and never both win the last.
+// (fleet-lock-rules.ts). A request is first decided on what is read outside any transaction: one that changes
+// nothing (a repeated pre-reboot, a full group, steady-state of a node holding nothing) writes nothing, so
+// unauthenticated clients cannot keep the write path busy. One that may change something runs in a transaction;
+// on PostgreSQL the group row is locked `for update` first, so replicas take a group's slots one at a time and
+// never both win the last.
 import { appendAudit } from '../db/audit.ts';
 import { type Db, inTransaction, type Store } from '../db/database.ts';
 import {
@@ -17,7 +20,7 @@ import {
   upsertLockGroup,
 } from '../db/fleet-locks.ts';
 import { notFound } from '../errors.ts';
-import { acquire, type Holder, isLive, release } from './fleet-lock-rules.ts';
+import { acquire, type FleetLockRates, type Holder, isLive, release } from './fleet-lock-rules.ts';
 
 /** Zincati's group when none is configured; it exists without `lock set`, with the configured defaults. */
 export const DEFAULT_GROUP = 'default';
@@ -37,6 +40,8 @@ export interface FleetLockOptions {
   secretHeader?: { name: string; value: string };
   /** How often expired leases are swept (default 5 s). */
   sweepMs?: number;
+  /** Request rates FleetLock answers (what is not given: DEFAULT_FLEET_LOCK_RATES). */
+  rateLimit?: Partial<FleetLockRates>;
 }
 
 export const DEFAULT_FLEET_LOCK: FleetLockOptions = {
@@ -69,15 +74,24 @@ async function groupForUpdate(
   name: string,
   now: number,
 ): Promise<LockGroup | undefined> {
-  if (name === DEFAULT_GROUP)
-    await insertLockGroupIfAbsent(tx, {
-      name,
-      slots: deps.options.defaultSlots,
-      lease_ms: deps.options.defaultLeaseMs,
-      updated_at: now,
-      updated_by: 'server.yaml',
-    });
-  return lockGroup(tx, name, deps.store.dialect === 'postgres');
+  const forUpdate = deps.store.dialect === 'postgres';
+  const g = await lockGroup(tx, name, forUpdate);
+  if (g || name !== DEFAULT_GROUP) return g;
+  await insertLockGroupIfAbsent(tx, {
+    name,
+    slots: deps.options.defaultSlots,
+    lease_ms: deps.options.defaultLeaseMs,
+    updated_at: now,
+    updated_by: 'server.yaml',
+  });
+  return lockGroup(tx, name, forUpdate);
+}
+
+/** The group and its holders as read now, outside any transaction (a decision that writes nothing). */
+async function seen(deps: LockDeps, name: string): Promise<{ group?: LockGroup; holders: Holder[] }> {
+  const group = await lockGroup(deps.store.db, name, false);
+  if (!group) return { holders: [] };
+  return { group, holders: (await lockHolders(deps.store.db, name)).map(toHolder) };
 }
 
 async function auditExpired(tx: Db, group: string, expired: Holder[], now: number): Promise<void> {
@@ -99,6 +113,15 @@ export async function preReboot(
   id: string,
   from: string,
 ): Promise<PreRebootResult> {
+  // An answer that changes nothing needs no transaction; refusing on a moment-old read is safe (clients ask again).
+  const before = await seen(deps, group);
+  if (!before.group && group !== DEFAULT_GROUP) return 'unknown-group';
+  if (before.group) {
+    const g = before.group;
+    const out = acquire({ slots: g.slots, leaseMs: g.lease_ms, holders: before.holders }, id, deps.clock());
+    if (out.expired.length === 0 && !out.ok) return 'full';
+    if (out.expired.length === 0 && out.ok && !out.added) return 'already-held';
+  }
   return inTransaction(deps.store, async (tx) => {
     const now = deps.clock();
     const g = await groupForUpdate(deps, tx, group, now);
@@ -133,6 +156,11 @@ export async function steadyState(
   id: string,
   from: string,
 ): Promise<SteadyStateResult> {
+  // Zincati sends this on every start: for a node holding nothing, answer from a read. "default" is not created
+  // for it (nobody holds a slot in a group that does not exist yet); expired holders are left to the sweep.
+  const before = await seen(deps, group);
+  if (!before.group) return group === DEFAULT_GROUP ? 'not-held' : 'unknown-group';
+  if (!release(before.holders, id, deps.clock()).released) return 'not-held';
   return inTransaction(deps.store, async (tx) => {
     const now = deps.clock();
     const g = await groupForUpdate(deps, tx, group, now);

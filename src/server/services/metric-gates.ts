@@ -84,7 +84,9 @@ export async function queryPrometheus(p: PrometheusOptions, query: string): Prom
     const err = e as Error & { cause?: { code?: string; message?: string } };
     if (err.name === 'TimeoutError' || err.name === 'AbortError')
       return fail(`no answer within ${p.timeoutMs} ms`);
-    return fail(`unreachable: ${err.cause?.code ?? err.cause?.message ?? err.message}`.slice(0, 200));
+    // Only a code or the error's name: a message may quote the URL or a header, and the reason is shown to every
+    // reader of the rollout, kept in the audit log and sent to webhook receivers.
+    return fail(`unreachable: ${err.cause?.code ?? err.name}`.slice(0, 200));
   }
 }
 

@@ -16,6 +16,7 @@ import {
   type OutboxStats,
   outboxStats,
   pendingCount,
+  pendingPayloadsLike,
   type WebhookRow,
 } from '../db/webhooks.ts';
 import { badRequest, notFound } from '../errors.ts';
@@ -33,8 +34,25 @@ export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 export const TEST_EVENT = 'webhook.test';
 /** Bumped on any change a receiver could trip over (a field removed or retyped); new fields do not bump it. */
 export const SCHEMA_VERSION = 1;
-/** Undelivered rows per webhook: past this, new events for it are refused (counted), not queued without bound. */
-export const OUTBOX_CAP = 10_000;
+const ROLLOUT_EVENTS: readonly string[] = WEBHOOK_EVENTS.filter((e) => e.startsWith('rollout.'));
+
+/**
+ * Undelivered rows per webhook and kind of event; past its cap, a new event of that kind is refused (counted),
+ * not queued without bound. Rollout events have their own budget so that device events (a fleet can report
+ * quarantines by the thousand while a receiver is down) never crowd out a halt or a rollback; rollout events
+ * are few (one per transition). `other` counts device.quarantined and webhook.test.
+ */
+export interface OutboxCaps {
+  rollout: number;
+  other: number;
+}
+export const DEFAULT_OUTBOX_CAPS: OutboxCaps = { rollout: 50_000, other: 10_000 };
+// Set from the delivery worker's options (services/webhook-delivery.ts): steps and reports, which enqueue,
+// have no options at hand.
+let caps: OutboxCaps = DEFAULT_OUTBOX_CAPS;
+export function setOutboxCaps(c: OutboxCaps): void {
+  caps = { ...c };
+}
 
 // Refused events of this process; the delivery worker exposes them as a metric (a step has no metrics at hand).
 let refusedCount = 0;
@@ -169,7 +187,7 @@ export async function testWebhook(
     if (!w) throw notFound(`no webhook ${id}`);
     const ids = await enqueue(tx, TEST_EVENT, now, { actor }, [w]);
     if (ids.length === 0)
-      throw badRequest(`the outbox of webhook ${id} is full (${OUTBOX_CAP} undelivered events)`);
+      throw badRequest(`the outbox of webhook ${id} is full (${caps.other} undelivered events)`);
     await appendAudit(tx, {
       at: now,
       actor,
@@ -183,7 +201,8 @@ export async function testWebhook(
 
 /**
  * Writes one outbox row per webhook in `to` (default: every webhook subscribed to `type`), inside `tx`. Each row
- * has its own id, the receiver's de-duplication key, kept across retries. Returns the ids queued.
+ * has its own id, the receiver's de-duplication key, kept across retries. A webhook for which `queued` finds the
+ * same news still undelivered gets no second row. Returns the ids queued.
  */
 async function enqueue(
   tx: Db,
@@ -191,11 +210,15 @@ async function enqueue(
   at: number,
   body: Record<string, unknown>,
   to?: WebhookRow[],
+  queued?: (webhookId: string) => Promise<boolean>,
 ): Promise<string[]> {
   const targets = to ?? (await allWebhooks(tx)).filter((w) => eventsOf(w).includes(type));
+  const rollout = ROLLOUT_EVENTS.includes(type);
+  const cap = rollout ? caps.rollout : caps.other;
   const ids: string[] = [];
   for (const w of targets) {
-    if ((await pendingCount(tx, w.id)) >= OUTBOX_CAP) {
+    if (queued && (await queued(w.id))) continue;
+    if ((await pendingCount(tx, w.id, ROLLOUT_EVENTS, !rollout)) >= cap) {
       refusedCount++;
       continue;
     }
@@ -255,14 +278,31 @@ export async function enqueueTransitions(tx: Db, ro: RolloutFacts, transitions: 
   }
 }
 
-/** Queues `device.quarantined`: the device rolled a release back and will not apply it again by itself. */
+/**
+ * Queues `device.quarantined`: the device rolled a release back and will not apply it again by itself. Once per
+ * webhook, device and release while undelivered: a device repeating its report (or a receiver that is down)
+ * does not fill the outbox with copies of the same news.
+ */
 export async function enqueueQuarantined(
   tx: Db,
   deviceId: string,
   r: { component: string; version: string; reason: string | null; class: string | null },
   at: number,
 ): Promise<void> {
-  await enqueue(tx, 'device.quarantined', at, {
-    device: { id: deviceId, component: r.component, version: r.version, class: r.class, reason: r.reason },
-  });
+  const device = { id: deviceId, component: r.component, version: r.version };
+  // The payload holds `"device":{"id":…,"component":…,"version":…,` as JSON.stringify writes it below.
+  const fragment = JSON.stringify(device).slice(1, -1);
+  const same = (payload: string) => {
+    const d = (JSON.parse(payload) as { device?: typeof device }).device;
+    return d?.id === device.id && d.component === device.component && d.version === device.version;
+  };
+  await enqueue(
+    tx,
+    'device.quarantined',
+    at,
+    { device: { ...device, class: r.class, reason: r.reason } },
+    undefined,
+    async (webhookId) =>
+      (await pendingPayloadsLike(tx, webhookId, 'device.quarantined', fragment)).some(same),
+  );
 }
