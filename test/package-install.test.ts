@@ -77,6 +77,8 @@ describe('npm package: pack, install -g, run on plain node', { timeout: 900_000 
       'dist/cli/ringfence.js',
       'dist/web/index.html',
       'dist/ringfence-agent.mjs',
+      // npm packs no symlinks: the agent's units ship at their canonical place (docs/examples links to them).
+      'packaging/deb/lib/systemd/system/ringfence-agent.service',
     ])
       assert.ok(listing.includes(`package/${f}`), `${f} is in the tarball`);
     assert.deepEqual(
