@@ -13,6 +13,7 @@ import { plansWithTimes } from '../src/server/services/plans.ts';
 import { releaseViews } from '../src/server/services/releases.ts';
 import { rolloutView, rolloutViews } from '../src/server/services/rollout-view.ts';
 import { checkin, enrollDevices, release, startRollout } from './helpers/protocol-device.ts';
+import { routesOf } from './helpers/routes.ts';
 import { callAs, startTestServer, type TestServer, until } from './helpers/server.ts';
 
 type Json = Record<string, unknown>;
@@ -45,22 +46,6 @@ waves:
   - name: all
     size: 100%
 `;
-
-/** The routes the server registered (its route tree), HEAD left out: Fastify adds one to every GET. */
-function registeredRoutes(tree: string): string[] {
-  const out: string[] = [];
-  const stack: Array<{ depth: number; path: string }> = [];
-  for (const line of tree.split('\n')) {
-    const m = /^([│ ]*)[└├]── (\S+) \(([A-Z, ]+)\)$/.exec(line);
-    if (!m) continue;
-    const depth = m[1].length / 4;
-    while (stack.length > 0 && stack[stack.length - 1].depth >= depth) stack.pop();
-    const path = (stack[stack.length - 1]?.path ?? '') + m[2];
-    stack.push({ depth, path });
-    for (const method of m[3].split(', ')) if (method !== 'HEAD') out.push(`${method} ${path}`);
-  }
-  return out;
-}
 
 /** A Fastify URL as the document writes it (`:id` → `{id}`, a trailing `*` → `{path}`). */
 /** The value at a local JSON pointer (`#/components/schemas/Error`), or undefined. */
@@ -266,7 +251,7 @@ describe('the OpenAPI document', { timeout: 120_000 }, () => {
   it('has every route the server registered, except the ones hidden on purpose', () => {
     const app = ts.srv.app;
     // The route tree counts the routes (its printout loses a wildcard's prefix, so it does not name them all).
-    const routes = registeredRoutes(app.printRoutes({ commonPrefix: false }));
+    const routes = routesOf(app.printRoutes({ commonPrefix: false })).map((r) => `${r.method} ${r.url}`);
     assert.ok(routes.length >= 60, `only ${routes.length} routes found`);
     for (const hidden of Object.keys(HIDDEN)) {
       const [method, url] = hidden.split(' ');

@@ -10,31 +10,11 @@ import SQLite from 'better-sqlite3';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { adminPlugin } from '../src/server/plugins/admin.ts';
 import { allows, type Permission, ROLES, type Role } from '../src/server/roles.ts';
+import { type Route, routesOf } from './helpers/routes.ts';
 import { callAs, startTestServer, type TestServer } from './helpers/server.ts';
 
 let ts: TestServer;
 const tokens = {} as Record<Role, string>;
-
-interface Route {
-  method: string;
-  url: string;
-}
-
-/** Every route of the running server, from Fastify's printed route tree (HEAD is Fastify's copy of GET). */
-function routesOf(tree: string): Route[] {
-  const out: Route[] = [];
-  const stack: Array<{ depth: number; path: string }> = [];
-  for (const line of tree.split('\n')) {
-    const m = /^([│ ]*)[└├]── (\S+) \(([A-Z, ]+)\)$/.exec(line);
-    if (!m) continue;
-    const depth = m[1].length / 4;
-    while (stack.length > 0 && stack[stack.length - 1].depth >= depth) stack.pop();
-    const path = (stack[stack.length - 1]?.path ?? '') + m[2];
-    stack.push({ depth, path });
-    for (const method of m[3].split(', ')) if (method !== 'HEAD') out.push({ method, url: path });
-  }
-  return out;
-}
 
 /** The permission the design gives each admin route (docs/security.md, the roles table). */
 function designed({ method, url }: Route): Permission {
