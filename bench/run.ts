@@ -13,6 +13,8 @@
 //   fleet1m (not in the default set: minutes): --only fleet1m --fleet1m-devices 1000000 --fleet1m-seconds 16
 //   replicas (not in the default set; PostgreSQL): --only replicas — check-ins with one and two replicas
 //   wake (not in the default set): --only wake --held 10000
+//   evidence: detection power of the evidence gate against the failure budget (bench/evidence-power.ts; also
+//     `npm run bench:evidence`; about a minute): --evidence-runs 200 seeded runs per cell
 //   cli: compiled CLI start (--version, --help) against `node -e 0`, and the server's time to its first answer
 //     (bench/cli-start.ts; also `npm run bench:cli`)
 import { spawn } from 'node:child_process';
@@ -41,7 +43,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     engine: { type: 'string', default: '10000,100000,1000000' },
     rehearse: { type: 'string', default: '10000,100000' },
-    only: { type: 'string', default: 'cli,checkin,engine,rehearsal,abuse' },
+    only: { type: 'string', default: 'cli,checkin,engine,rehearsal,abuse,evidence' },
     honest: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '5' },
     // --only fleet1m (bench/fleet1m.ts): devices registered, and seconds of check-ins per side.
@@ -53,6 +55,7 @@ const { values } = parseArgs({
     slow: { type: 'string', default: '2000' },
     'abuse-vectors': { type: 'string', default: 'reports,labels,slow,bad-tokens' },
     held: { type: 'string', default: '10000' }, // --only wake: held waits (bench/wake.ts)
+    'evidence-runs': { type: 'string', default: '200' }, // --only evidence (bench/evidence-power.ts)
   },
 });
 const only = new Set(values.only!.split(','));
@@ -744,6 +747,21 @@ if (only.has('wake')) {
     );
     child.on('error', reject);
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`bench/wake.ts exited ${code}`))));
+  });
+}
+if (only.has('evidence')) {
+  // bench/evidence-power.ts: pure computation, its own process like the others; writes evidence-power.json.
+  say('evidence gate detection power (bench/evidence-power.ts):');
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(root, 'bench', 'evidence-power.ts'), '--runs', values['evidence-runs']!],
+      { stdio: 'inherit', cwd: root },
+    );
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`bench/evidence-power.ts exited ${code}`)),
+    );
   });
 }
 if (only.has('replicas'))

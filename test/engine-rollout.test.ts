@@ -284,3 +284,20 @@ describe('rollback of a completed rollout', () => {
     assert.equal(back.changed.find((a) => a.deviceId === 'd000')?.state, 'skipped');
   });
 });
+
+describe('devices already on the release', () => {
+  it('are skipped, never offered: an offer would change nothing and they would never report', () => {
+    // Found with real agents (test/evidence-gates-agents.test.ts): a rollout started after an aborted one of the
+    // same release offered it to the devices the first had updated, and counted them failed at the deadline.
+    const devices = fleet(6, 3).map((d, i) => (i === 0 || i === 4 ? { ...d, version: '2' } : d));
+    const { rollout, offered, assignments } = drive(devices, () => 'succeeded');
+    assert.equal(rollout.status, 'completed');
+    assert.ok(!offered.includes('d000') && !offered.includes('d004'), offered.join());
+    for (const id of ['d000', 'd004']) {
+      const a = assignments.get(id);
+      assert.equal(a?.state, 'skipped');
+      assert.equal(a?.reason, 'already runs 2');
+    }
+    assert.deepEqual(offered.slice(0, 2), ['d001', 'd002'], 'the canary wave took two canaries still on 1');
+  });
+});

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { json, request, trustCa } from '../net/http.ts';
 import { componentState } from '../protocol/component-state.ts';
-import type { CheckinRequest, ComponentReport } from '../protocol/device.ts';
+import type { CheckinRequest, ComponentReport, SignalSample } from '../protocol/device.ts';
 import { VERSION } from '../version.ts';
 import type { AgentConfig, ComponentConfig } from './config.ts';
 import type { Offered, ServerIdentity } from './download.ts';
@@ -16,9 +16,10 @@ import { type AgentStatus, LocalControl } from './local-control.ts';
 import { badName, checkOffer, offersByComponent, reportableVersion, show } from './offer.ts';
 import { type BundleOutcome, OfflineBundles } from './offline.ts';
 import { backoff } from './retry.ts';
+import { SignalSampler } from './signals.ts';
 import { StepError } from './step-error.ts';
 import { decide } from './transaction.ts';
-import { SlotWaitError, TransactionRunner } from './transaction-runner.ts';
+import { componentEnv, SlotWaitError, TransactionRunner } from './transaction-runner.ts';
 import { Verification } from './verification.ts';
 import { holdWaits, type WakeOffer, wakeOffer } from './wake.ts';
 
@@ -59,6 +60,7 @@ export class Agent {
   private readonly verification: Verification;
   private readonly offline: OfflineBundles;
   private readonly control: LocalControl;
+  private readonly signals: SignalSampler;
   private stopping = false;
   private wakeUp: (() => void) | null = null;
   private readonly stopWaits = new AbortController();
@@ -69,7 +71,8 @@ export class Agent {
     readonly log: Logger,
   ) {
     this.journal = new Journal(cfg.state_dir);
-    this.runner = new TransactionRunner(cfg, this.journal, log);
+    this.signals = new SignalSampler(log, componentEnv);
+    this.runner = new TransactionRunner(cfg, this.journal, log, this.signals);
     this.verification = new Verification(cfg, log);
     this.offline = new OfflineBundles(cfg, this.journal, log, this.verification, this.runner);
     this.control = new LocalControl(cfg, this.journal, this.verification, this.runner);
@@ -166,8 +169,14 @@ export class Agent {
     const server = this.cfg.server ?? id.server;
     const outbox = this.journal.outbox().slice(0, REPORTS_PER_CHECKIN);
     const trust = this.verification.trustMode();
+    // Signals due are sampled now (all components and sources at once, each source within its timeout); a
+    // sample is sent until a check-in carrying it succeeds.
+    await Promise.all(this.cfg.components.map((c) => this.signals.sample(c)));
+    const sampled = new Map<string, SignalSample>();
     const components = this.cfg.components.map((c): ComponentReport => {
       const j = this.journal.read(c.name);
+      const signals = this.signals.pending(c.name);
+      if (signals) sampled.set(c.name, signals);
       return {
         name: c.name,
         version: j.current,
@@ -186,6 +195,7 @@ export class Agent {
           ...(waitingNote(j) ? { waiting: waitingNote(j) } : {}),
         },
         quarantined: j.quarantined,
+        ...(signals ? { signals } : {}),
       };
     });
     const up: CheckinRequest = {
@@ -202,6 +212,7 @@ export class Agent {
     });
     const body = answer(await json<unknown>(res, MAX_ANSWER_BYTES));
     if (res.status >= 300) throw new Error(`check-in refused: HTTP ${res.status} ${message(body)}`);
+    for (const [name, sample] of sampled) this.signals.sent(name, sample);
     // Every field of the answer is checked before use.
     const pollSeconds =
       typeof body.poll_seconds === 'number' && Number.isFinite(body.poll_seconds)

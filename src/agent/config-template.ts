@@ -199,6 +199,9 @@ export function renderAgentConfig(o: AgentInitOptions, origin: TemplateOrigin): 
     '    # probation: { window: 0s, interval: 5s }',
     '    # Starts during an unfinished switch (crashes, reboots) before the boot guard rolls back.',
     '    # max_attempts: 3',
+    '    # Numbers measured here and reported at check-ins and after each switch, for evidence gates: exec (name=value',
+    '    # lines or JSON), file or http (Prometheus text) sources; see docs/agent.md, "Signals".',
+    '    # signals: { interval: 1m, sources: [{ exec: /usr/local/bin/app-signals, names: [restarts, crashes], timeout: 5s }] }',
   );
   return `${L.join('\n')}\n`;
 }

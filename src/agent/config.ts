@@ -5,6 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseValidatedYaml } from '../config/validated-yaml.ts';
 import { parseDuration } from '../engine/duration.ts';
+import { MAX_SIGNALS, SIGNAL_NAME_RE } from './signals.ts';
 
 // The schemas are built per call, not at module scope: the agent reads its config once at start-up, and the
 // zod schema objects would otherwise stay resident for the daemon's whole life (docs/agent.md, "Memory").
@@ -65,6 +66,76 @@ function schemas() {
       .strict(),
   ]);
 
+  // Device signals (docs/agent.md, "Signals"): each source is one of exec, file or http, and names what it takes.
+  const sourceTimeout = duration.pipe(z.number().min(1).max(60_000, 'at most 60s')).optional();
+  const signalSource = z
+    .object({
+      exec: z.string().min(1).optional(),
+      file: z.string().min(1).optional(),
+      http: z
+        .string()
+        .url()
+        .refine((u) => /^https?:\/\//i.test(u), 'expected an http:// or https:// URL')
+        .optional(),
+      names: z
+        .array(
+          z
+            .string()
+            .regex(
+              SIGNAL_NAME_RE,
+              'expected a signal name: a-z, 0-9 and _, not starting with a digit, at most 64 characters',
+            ),
+        )
+        .min(1)
+        .max(MAX_SIGNALS),
+      timeout: sourceTimeout,
+    })
+    .strict()
+    .superRefine((s, ctx) => {
+      const kinds = (['exec', 'file', 'http'] as const).filter((k) => s[k] !== undefined);
+      if (kinds.length !== 1)
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected exactly one of exec, file or http (got ${kinds.length})`,
+        });
+      else if (kinds[0] === 'file' && s.timeout !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['timeout'], message: 'a file source has no timeout' });
+    })
+    .transform((s) =>
+      s.exec !== undefined
+        ? { kind: 'exec' as const, exec: s.exec, names: s.names, timeout: s.timeout ?? 5000 }
+        : s.file !== undefined
+          ? { kind: 'file' as const, file: s.file, names: s.names }
+          : { kind: 'http' as const, http: s.http as string, names: s.names, timeout: s.timeout ?? 5000 },
+    );
+  const signals = z
+    .object({
+      interval: duration.pipe(z.number().min(5000, 'at least 5s')).default(60_000),
+      sources: z.array(signalSource).min(1).max(8),
+    })
+    .strict()
+    .superRefine((s, ctx) => {
+      // A name is one number per component: two sources giving it would make the value depend on their order.
+      const seen = new Map<string, number>();
+      for (const [i, src] of s.sources.entries())
+        for (const [j, n] of src.names.entries()) {
+          const first = seen.get(n);
+          if (first !== undefined)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['sources', i, 'names', j],
+              message: `${n} is named twice (also in sources.${first})`,
+            });
+          else if (seen.size === MAX_SIGNALS)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['sources', i, 'names', j],
+              message: `more than ${MAX_SIGNALS} signal names in one component`,
+            });
+          else seen.set(n, i);
+        }
+    });
+
   const component = z
     .object({
       name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/),
@@ -89,6 +160,8 @@ function schemas() {
       // Activation reboots the machine (or otherwise needs fleet-wide coordination): it happens only while the
       // device holds a FleetLock slot of its group (fleet_lock below; docs/agent.md, "Reboot coordination").
       reboot: z.boolean().default(false),
+      // Numbers measured on the device and reported at check-ins (absent: nothing is sampled).
+      signals: signals.optional(),
     })
     .strict();
 
@@ -240,6 +313,12 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       ...c,
       backend: { ...c.backend, path: resolve(base, c.backend.path) },
       health: c.health.map((h) => ('file' in h ? { ...h, file: resolve(base, h.file) } : h)),
+      signals: c.signals && {
+        ...c.signals,
+        sources: c.signals.sources.map((s) =>
+          s.kind === 'file' ? { ...s, file: resolve(base, s.file) } : s,
+        ),
+      },
     })),
   };
 }

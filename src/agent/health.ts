@@ -101,19 +101,30 @@ export async function runCheck(
   return { name: c.name, ok: r.ok, durationMs: Date.now() - started, output: r.output.slice(-500) };
 }
 
+/** Where a component's checks (and signal sources) run: its folder. */
+export function checkCwd(comp: ComponentConfig, env: Record<string, string>): string {
+  return comp.backend.type === 'file' ? (env.RINGFENCE_COMPONENT_DIR ?? '/') : comp.backend.path;
+}
+
 /**
  * Probation: runs every check at once, then every `interval` until `window` has passed. The first
- * failing round ends probation with a failure; no check configured counts as passing.
+ * failing round ends probation with a failure; no check configured counts as passing. `onRound` runs at each
+ * round too (the agent takes a signal sample there).
  */
 export async function probation(
   comp: ComponentConfig,
   env: Record<string, string>,
   sleep: (ms: number) => Promise<void>,
+  onRound?: () => Promise<unknown>,
 ): Promise<{ ok: boolean; checks: HealthResult[] }> {
   const started = Date.now();
-  const cwd = comp.backend.type === 'file' ? (env.RINGFENCE_COMPONENT_DIR ?? '/') : comp.backend.path;
+  const cwd = checkCwd(comp, env);
   for (;;) {
-    const checks = await Promise.all(comp.health.map((c) => runCheck(c, cwd, env, sleep)));
+    // `onRound` (a signal sample) runs beside the checks and never decides the round.
+    const [checks] = await Promise.all([
+      Promise.all(comp.health.map((c) => runCheck(c, cwd, env, sleep))),
+      onRound?.().catch(() => {}),
+    ]);
     if (checks.some((c) => !c.ok)) return { ok: false, checks };
     if (Date.now() - started + comp.probation.interval > comp.probation.window) return { ok: true, checks };
     await sleep(comp.probation.interval);

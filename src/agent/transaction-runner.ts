@@ -23,6 +23,7 @@ import { probation } from './health.ts';
 import type { ComponentJournal, FailureClass, HealthResult, Journal, Report } from './journal.ts';
 import { badName, reportableVersion } from './offer.ts';
 import { sleep } from './retry.ts';
+import type { SignalSampler } from './signals.ts';
 import { StepError } from './step-error.ts';
 import {
   activating,
@@ -44,7 +45,7 @@ import {
 export class SlotWaitError extends Error {}
 
 /** The environment of a component's hooks, health checks and exec backend. */
-function componentEnv(comp: ComponentConfig): Record<string, string> {
+export function componentEnv(comp: ComponentConfig): Record<string, string> {
   const file = comp.backend.type === 'file';
   return {
     RINGFENCE_COMPONENT: comp.name,
@@ -66,6 +67,8 @@ export class TransactionRunner {
     private readonly cfg: AgentConfig,
     private readonly journal: Journal,
     private readonly log: Logger,
+    /** Takes a signal sample at every probation round (forced), so the next check-in reports the latest. */
+    private readonly signals?: SignalSampler,
   ) {
     for (const c of cfg.components) this.backends.set(c.name, makeBackend(c, componentEnv(c)));
     this.lock = new FleetLockClient(cfg);
@@ -389,7 +392,9 @@ export class TransactionRunner {
     const p = probationPhase(switched);
     this.journal.write(p);
     await this.crashPoint('probation');
-    const result = await probation(comp, componentEnv(comp), sleep);
+    const result = await probation(comp, componentEnv(comp), sleep, () =>
+      this.signals ? this.signals.sample(comp, Date.now(), true) : Promise.resolve(),
+    );
     const j = { ...p, lastHealth: { ok: result.ok, at: Date.now(), checks: result.checks } };
     if (!result.ok) return this.rollback(comp, healthFailure(j, result.checks));
     await this.crashPoint('before-commit');

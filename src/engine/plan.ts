@@ -29,6 +29,36 @@ export interface WaveSpec {
   reportDeadlineMs: number;
   /** Metric gates checked during the wave and its bake (absent on plans stored before them: none). */
   metrics?: MetricGateSpec[];
+  /** The evidence gate: device signals compared between treatment and control during the bake (absent: none). */
+  compare?: CompareSpec | null;
+}
+
+/** One device signal an evidence gate judges (docs/evidence-gates.md). */
+export interface SignalGateSpec {
+  name: string;
+  /** Which way is harm: `higher` for restarts, errors, latency; `lower` for throughput. */
+  bad: 'higher' | 'lower';
+  /** The smallest shift that matters, as a Cliff's delta in [0, 1). */
+  tolerance: number;
+  /** A failing critical signal halts the rollout; a failing non-critical one counts as marginal. */
+  critical: boolean;
+}
+
+/**
+ * A wave's evidence gate: during the bake, each signal on the wave's updated devices (treatment) is compared with
+ * the devices of the same selector still on the previous release (control). `confidence` holds for the wave's
+ * verdict as a whole: each test runs at α / (looks × signals), looks counting the extension's.
+ */
+export interface CompareSpec {
+  confidence: number;
+  minSamples: number;
+  /** Evaluations spread evenly over the bake; the last at its end (an extension adds one at the new end). */
+  looks: number;
+  onFail: 'halt' | 'halt-and-rollback';
+  onMarginal: 'extend' | 'approval';
+  /** How long a marginal verdict at the end of the bake extends it (once); then it asks for approval. */
+  extendMs: number;
+  signals: SignalGateSpec[];
 }
 
 /**
@@ -48,6 +78,9 @@ export interface MetricGateSpec {
 export const METRIC_GATES_MAX = 10;
 export const METRIC_QUERY_MAX = 2000;
 export const METRIC_INTERVAL_MIN_MS = 5000;
+/** Bounds of an evidence gate (the agent reports at most 16 signals per component). */
+export const COMPARE_SIGNALS_MAX = 16;
+export const COMPARE_LOOKS_MAX = 24;
 
 export interface Plan {
   name: string;
@@ -143,6 +176,63 @@ const metricGateSchema = z
   })
   .strict();
 
+const signalGateSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,63}$/, 'signal names use a-z, 0-9 and _ (as devices report them)'),
+    bad: z.enum(['higher', 'lower']).default('higher'),
+    // 0: any significant harm fails. Rare event counts have small Cliff's deltas even when doubled
+    // (docs/performance.md, "Evidence gates"), so a tolerance is for continuous signals such as latency.
+    tolerance: z.number().min(0).lt(1, "tolerance is a Cliff's delta below 1").default(0),
+    critical: z.boolean().default(false),
+  })
+  .strict();
+
+const compareSchema = z
+  .object({
+    confidence: z.number().gt(0.5).lt(1, 'confidence must be below 1, e.g. 0.98').default(0.98),
+    min_samples: z.number().int().min(5, 'min_samples must be at least 5 per cohort').default(30),
+    looks: z.number().int().min(1).max(COMPARE_LOOKS_MAX).default(1),
+    on_fail: z.enum(['halt', 'halt-and-rollback']).optional(),
+    on_marginal: z.enum(['extend', 'approval']).default('extend'),
+    extend: durationField.optional(),
+    signals: z
+      .array(signalGateSchema)
+      .min(1, 'an evidence gate needs at least one signal')
+      .max(COMPARE_SIGNALS_MAX, `at most ${COMPARE_SIGNALS_MAX} signals per wave`),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    // A gate that cannot fail is worse than none: with min_samples devices per cohort, the most extreme outcome
+    // (every treatment value above every control value) must reach each test's α (evidence.ts testAlpha).
+    const alpha = (1 - c.confidence) / ((c.looks + (c.on_marginal === 'extend' ? 1 : 0)) * c.signals.length);
+    const smallestP = 1 / centralBinomial(c.min_samples);
+    if (c.signals.length > 0 && smallestP >= alpha)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['min_samples'],
+        message: `min_samples ${c.min_samples} can never reach the α of each test (${alpha.toPrecision(3)} = (1 − confidence) / (looks × signals)): raise min_samples, or use fewer looks or signals`,
+      });
+    const seen = new Set<string>();
+    c.signals.forEach((g, i) => {
+      if (seen.has(g.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['signals', i, 'name'],
+          message: `duplicate signal "${g.name}"`,
+        });
+      seen.add(g.name);
+    });
+  });
+
+/** C(2n, n): the number of ways to split 2n distinct values into two cohorts of n (exact p's denominator). */
+function centralBinomial(n: number): number {
+  let c = 1;
+  for (let k = 1; k <= n; k++) c = (c * (n + k)) / k;
+  return c;
+}
+
 const waveSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'wave names use letters, digits, _ . -'),
@@ -166,9 +256,23 @@ const waveSchema = z
       .array(metricGateSchema)
       .max(METRIC_GATES_MAX, `at most ${METRIC_GATES_MAX} metric gates per wave`)
       .default([]),
+    compare: compareSchema.nullable().default(null),
   })
   .strict()
   .superRefine((w, ctx) => {
+    if (w.compare && w.bake <= 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['compare'],
+        message: 'an evidence gate judges during the bake: give the wave a bake',
+      });
+    if (w.compare && 'percent' in w.size && w.size.percent >= 100)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['compare'],
+        message:
+          'a wave of size 100% leaves no device of its selector on the previous release to compare with',
+      });
     const seen = new Set<string>();
     w.metrics.forEach((m, i) => {
       if (seen.has(m.name))
@@ -253,6 +357,20 @@ export function parsePlan(source: string, file = 'plan.yaml'): Plan {
         intervalMs: m.interval,
         onBreach: m.on_breach ?? p.on_failure,
       })),
+      compare: w.compare && {
+        confidence: w.compare.confidence,
+        minSamples: w.compare.min_samples,
+        looks: w.compare.looks,
+        onFail: w.compare.on_fail ?? p.on_failure,
+        onMarginal: w.compare.on_marginal,
+        extendMs: w.compare.extend ?? w.bake,
+        signals: w.compare.signals.map((g) => ({
+          name: g.name,
+          bad: g.bad,
+          tolerance: g.tolerance,
+          critical: g.critical,
+        })),
+      },
     })),
   };
 }

@@ -1,6 +1,7 @@
 // The rollout's plain data: its status, the per-device assignments, the fleet view the engine reads, the
 // operator events it takes and the commands it emits; plus the pure updates made outside a step.
 import { type FailureClass, isRetryable, legacyClass, NO_REPORT_REASON } from '../protocol/failure-class.ts';
+import type { EvidenceEvent, EvidenceRecord } from './evidence.ts';
 import type { Labels } from './selector.ts';
 
 export type { FailureClass };
@@ -47,6 +48,14 @@ export interface RolloutState {
   haltedAtWave: number | null;
   /** The last result of each metric gate, per wave (absent on rollouts stored before metric gates). */
   metricGates?: MetricGateResult[];
+  /** When the current wave began to bake (absent on rollouts stored before evidence gates). */
+  bakeStartedAt?: number | null;
+  /** The latest evidence-gate look of each wave (absent: none taken). */
+  evidence?: EvidenceRecord[];
+  /** Waves whose bake a marginal verdict extended (once each). */
+  extended?: number[];
+  /** When a step first found the current bake over with its evidence gate's final look still missing. */
+  finalLookAwaitedSince?: number | null;
 }
 
 /** A metric gate's last evaluation: its value (null: could not be evaluated, see `error`) and the verdict. */
@@ -110,7 +119,17 @@ export type EngineEvent =
   | { kind: 'approve'; actor: string }
   | { kind: 'rollback'; actor: string; reason?: string }
   | { kind: 'retry'; actor: string }
-  | MetricEvent;
+  | MetricEvent
+  | EvidenceEvent
+  | BlamedEvent;
+
+/** Another rollout's evidence gate attributed a bad signal to this rollout's release: halt it (see attribution.ts). */
+export interface BlamedEvent {
+  kind: 'blamed';
+  /** The rollout whose gate found it. */
+  by: string;
+  why: string;
+}
 
 /** A metric gate's evaluation for a wave: the query's value, or null when it could not be evaluated (`error`). */
 export interface MetricEvent {
@@ -231,6 +250,8 @@ export function eventRefusal(status: RolloutStatus, ev: EngineEvent['kind']): st
     retry: (s) => s === 'running' || s === 'baking' || s === 'halted',
     rollback: (s) => s !== 'rolled-back' && s !== 'rolling-back',
     metric: (s) => s === 'running' || s === 'baking',
+    evidence: (s) => s === 'baking',
+    blamed: (s) => s === 'running' || s === 'baking' || s === 'awaiting-approval' || s === 'paused',
   };
   return ok[ev](status) ? null : `cannot ${ev} a rollout that is ${status}`;
 }

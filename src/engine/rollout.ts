@@ -5,6 +5,7 @@
 import { AssignmentIndex, selectedOf } from './assignment-index.ts';
 import { AssignmentOverlay } from './assignment-overlay.ts';
 import { DeviceLookup, FleetNeeded } from './device-lookup.ts';
+import { type EvidenceEvent, evidenceAction, finalLookState, keepEvidence } from './evidence.ts';
 import {
   judgeMetric,
   judgeWave,
@@ -163,6 +164,7 @@ class Stepper {
         if (s === 'paused') {
           const to = this.r.pausedFrom ?? 'running';
           this.r.pausedFrom = null;
+          this.r.finalLookAwaitedSince = null; // a final look awaited before the pause gets its whole grace again
           this.go(to, `resumed by ${ev.actor}`);
         } else if (s === 'halted') {
           // Resuming a halted rollout is an explicit operator override; the failures stay on record.
@@ -177,6 +179,12 @@ class Stepper {
           // wave while an earlier wave's budget is spent.
           if (this.r.wave >= 0 && (this.checkFailures() || this.successGateFailed())) break;
           this.r.approved = [...this.r.approved, this.r.wave + 1];
+          this.r.reason = null;
+          // An evidence gate can ask for approval after the last wave: approving it completes the rollout.
+          if (this.r.wave + 1 >= this.input.plan.waves.length) {
+            this.go('completed', `all waves passed their gates (approved by ${ev.actor})`);
+            break;
+          }
           this.go('running', `wave ${this.input.plan.waves[this.r.wave + 1]?.name} approved by ${ev.actor}`);
           this.startWave(this.r.wave + 1);
         }
@@ -213,7 +221,87 @@ class Stepper {
       case 'metric':
         this.metric(ev);
         break;
+      case 'evidence':
+        this.evidence(ev);
+        break;
+      case 'blamed':
+        // Another rollout's evidence gate found this release behind its bad signal (attribution.ts). A halt, never
+        // a rollback: attribution is an inference from another rollout's data, so an operator decides the rest.
+        if (s === 'running' || s === 'baking' || s === 'awaiting-approval' || s === 'paused') {
+          this.r.pausedFrom = null;
+          this.halt(ev.why, 'halt');
+        }
+        break;
     }
+  }
+
+  /**
+   * A look of the current wave's evidence gate while it bakes: kept for the status view and acted on (see
+   * evidenceAction). Looks for another wave, from before its bake or when not baking are stale and ignored.
+   */
+  private evidence(ev: EvidenceEvent): void {
+    const wave = this.input.plan.waves[ev.wave];
+    if (this.r.status !== 'baking' || ev.wave !== this.r.wave || !wave?.compare) return;
+    if (!Number.isFinite(ev.at) || ev.at < (this.r.bakeStartedAt ?? this.r.waveStartedAt ?? 0)) return;
+    // Each look of a bake counts once (Bonferroni counts them): a repeat, e.g. from a second replica, is ignored.
+    const bakeStart = this.r.bakeStartedAt ?? this.r.waveStartedAt ?? 0;
+    const last = this.r.evidence?.find((k) => k.wave === ev.wave && k.at >= bakeStart);
+    if (last && ev.look <= last.look) return;
+    const at = Math.min(ev.at, this.now);
+    const final = this.r.bakeUntil !== null && at >= this.r.bakeUntil;
+    this.r.evidence = keepEvidence(this.r.evidence, {
+      wave: ev.wave,
+      look: ev.look,
+      at,
+      final,
+      verdict: ev.verdict,
+      signals: ev.signals,
+    });
+    const act = evidenceAction(wave, ev.wave, ev, final, this.r.extended ?? [], this.now);
+    switch (act.kind) {
+      case 'halt':
+        this.halt(act.why, act.action);
+        return;
+      case 'inconclusive':
+        this.haltInconclusive(act.why);
+        return;
+      case 'extend':
+        this.r.extended = [...(this.r.extended ?? []), ev.wave];
+        this.r.bakeUntil = act.until;
+        this.r.finalLookAwaitedSince = null;
+        this.out.transitions.push({
+          from: 'baking',
+          to: 'baking',
+          wave: ev.wave,
+          at: this.now,
+          why: act.why,
+        });
+        this.wake(act.until);
+        return;
+      case 'approval':
+        this.r.bakeUntil = null;
+        this.r.reason = act.why;
+        this.go('awaiting-approval', act.why);
+        return;
+      case 'none':
+        return;
+    }
+  }
+
+  /** At the end of the bake: false while the evidence gate's final look is awaited (or halts when it is stale). */
+  private finalLookPassed(): boolean {
+    const wave = this.input.plan.waves[this.r.wave];
+    const until = this.r.bakeUntil ?? this.now;
+    // The grace runs from when a step first found the bake over without its look, not from the bake's end: a
+    // rollout resumed after a long pause, or a server back after downtime, gives the evaluator its full grace.
+    if (this.input.plan.waves[this.r.wave]?.compare && this.r.finalLookAwaitedSince == null)
+      this.r.finalLookAwaitedSince = this.now;
+    const since = Math.max(until, this.r.finalLookAwaitedSince ?? until);
+    const st = finalLookState(wave, this.r.wave, this.r.evidence, until, since, this.now);
+    if (st.kind === 'go') return true;
+    if (st.kind === 'wait') this.wake(st.until);
+    else this.haltInconclusive(st.why);
+    return false;
   }
 
   /**
@@ -249,7 +337,8 @@ class Stepper {
     const wave = this.input.plan.waves[this.r.wave];
     if (!wave?.metrics?.length) return false;
     const factor = this.r.emergency ? this.input.plan.emergencyBakeFactor : 1;
-    const bakeStartedAt = (this.r.bakeUntil ?? this.now) - Math.round(wave.bakeMs * factor);
+    const bakeStartedAt =
+      this.r.bakeStartedAt ?? (this.r.bakeUntil ?? this.now) - Math.round(wave.bakeMs * factor);
     const stale = staleMetricGate(
       wave,
       this.r.wave,
@@ -372,6 +461,7 @@ class Stepper {
           return;
         }
         if (this.successGateFailed()) return; // health reported during bake counts against the wave
+        if (!this.finalLookPassed()) return;
         this.nextWave();
         return;
       }
@@ -432,9 +522,14 @@ class Stepper {
   private startWave(index: number): void {
     const wave = this.input.plan.waves[index];
     if (this.input.partial) throw new FleetNeeded(`wave ${wave.name} starts`);
-    const { chosen, without } = selectWaveDevices(wave, this.input.devices, this.asg);
+    const { chosen, without, already } = selectWaveDevices(
+      wave,
+      this.input.devices,
+      this.asg,
+      this.r.version,
+    );
     const n = chosen.length;
-    for (const d of without)
+    const skip = (d: DeviceView, reason: string) =>
       this.set(
         {
           deviceId: d.id,
@@ -443,10 +538,12 @@ class Stepper {
           fromVersion: d.version,
           offeredAt: null,
           reportedAt: null,
-          reason: `does not run ${this.r.component}`,
+          reason,
         },
         true,
       );
+    for (const d of without) skip(d, `does not run ${this.r.component}`);
+    for (const d of already) skip(d, `already runs ${this.r.version}`);
     const queued: Assignment[] = new Array(chosen.length);
     for (let i = 0; i < chosen.length; i++) {
       const d = chosen[i];
@@ -465,6 +562,7 @@ class Stepper {
     this.r.wave = index;
     this.r.waveStartedAt = this.now;
     this.r.bakeUntil = null;
+    this.r.bakeStartedAt = null;
     if (this.r.status !== 'running') this.go('running', `wave ${wave.name} started with ${n} devices`);
     else
       this.out.transitions.push({
@@ -536,6 +634,8 @@ class Stepper {
     const succeeded = t.succeeded;
     const factor = this.r.emergency ? this.input.plan.emergencyBakeFactor : 1;
     this.r.bakeUntil = this.now + Math.round(wave.bakeMs * factor);
+    this.r.bakeStartedAt = this.now;
+    this.r.finalLookAwaitedSince = null;
     this.go('baking', `wave ${wave.name} passed its gate (${succeeded}/${selected}); baking`);
     this.wake(this.r.bakeUntil);
   }

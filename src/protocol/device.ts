@@ -4,6 +4,9 @@
 import Type, { type Static } from 'typebox';
 import { ClassOnWire } from './failure-class.ts';
 import { NAME_RE } from './names.ts';
+import { MAX_SIGNAL_MAGNITUDE, MAX_SIGNALS, SIGNAL_NAME_RE } from './signal-limits.ts';
+
+export { MAX_SIGNAL_MAGNITUDE, MAX_SIGNALS, SIGNAL_NAME_RE };
 
 /** Printable text only: device-chosen strings end up in operators' terminals and pages. */
 const PRINTABLE = '^[^\\u0000-\\u001f\\u007f-\\u009f]*$';
@@ -67,6 +70,23 @@ export const TransactionPhase = Type.Enum(PHASES);
 export type TransactionPhase = Static<typeof TransactionPhase>;
 
 /**
+ * A component's latest signal sample (docs/evidence-gates.md): numbers measured on the device by sources its own
+ * configuration names, with the device's time of sampling (ms since the epoch; shown, never trusted for ordering).
+ */
+export const SignalSample = Type.Object(
+  {
+    at: Type.Integer({ minimum: 0, maximum: 1e14 }), // stored in a bigint column
+    values: Type.Record(
+      Type.String(),
+      Type.Number({ minimum: -MAX_SIGNAL_MAGNITUDE, maximum: MAX_SIGNAL_MAGNITUDE }),
+      { propertyNames: { pattern: SIGNAL_NAME_RE.source }, maxProperties: MAX_SIGNALS },
+    ),
+  },
+  { additionalProperties: false },
+);
+export type SignalSample = Static<typeof SignalSample>;
+
+/**
  * One component as the device runs it. `phase` is the open transaction's phase (null: none); `hold` and `pin`
  * are the device's local controls. Agents before these fields sent one mixed `state` (a phase, or `held`,
  * `pinned`, `idle`); it is still accepted, and sent by current agents too for older servers.
@@ -83,6 +103,8 @@ export const ComponentReport = Type.Object(
     state: Type.Optional(text(32)),
     health: Type.Optional(looseObject),
     quarantined: Type.Optional(Type.Array(versionText, { maxItems: 100 })),
+    /** The latest signal sample (absent: the component has no signals configured, or none sampled yet). */
+    signals: Type.Optional(SignalSample),
   },
   { additionalProperties: false },
 );

@@ -27,6 +27,7 @@ import { authOidcRoutes } from './routes/auth-oidc.ts';
 import { fleetLockRoutes } from './routes/fleetlock.ts';
 import { vendorTufAdminRoutes } from './routes/tuf.ts';
 import { AssignmentCache } from './services/assignment-cache.ts';
+import { EvidenceGateEvaluator } from './services/evidence-gates.ts';
 import { DEFAULT_FLEET_LOCK, type FleetLockOptions, startLeaseSweep } from './services/fleet-lock.ts';
 import { MetricGateEvaluator } from './services/metric-gates.ts';
 import { Operators } from './services/operators.ts';
@@ -194,13 +195,22 @@ export async function createServer(opts: ServerOptions): Promise<RunningServer> 
   const gatesLog = log.child({ part: 'metric-gates' });
   const metricGates = new MetricGateEvaluator(store, driver, gatesLog, clock, opts.prometheus ?? null);
   metricGates.start();
+  // Evidence gates (issue 16): compares device signals of baking waves and steps their rollouts.
+  const evidenceGates = new EvidenceGateEvaluator(
+    store,
+    driver,
+    log.child({ part: 'evidence-gates' }),
+    clock,
+  );
+  evidenceGates.start();
   return {
     app,
     ctx,
     newAdminToken: admin.generated,
     adminTokenFromEnv: admin.fromInitial,
     async close() {
-      await metricGates.stop(); // metric gates: before the driver, whose steps it asks for
+      await metricGates.stop(); // metric and evidence gates: before the driver, whose steps they ask for
+      await evidenceGates.stop();
       await driver.stop();
       await stopLeaseSweep();
       await webhooks.stop(); // before the store closes: attempts in flight record their outcome

@@ -61,6 +61,8 @@ export const HALT_REASONS = [
   'min-reported',
   'success-gate',
   'metric-gate',
+  'evidence-gate',
+  'attributed',
   'operator',
   'other',
 ] as const;
@@ -174,6 +176,7 @@ export function haltReason(t: Transition): HaltReason | null {
   if (/over the failure budget/.test(t.why)) return 'failure-budget';
   // Before min-reported: an inconclusive metric gate (no answer from Prometheus) says "inconclusive" too.
   if (/metric gate/.test(t.why)) return 'metric-gate';
+  if (/evidence gate/.test(t.why)) return /^attributed by /.test(t.why) ? 'attributed' : 'evidence-gate';
   if (/inconclusive/.test(t.why)) return 'min-reported';
   if (/% gate/.test(t.why)) return 'success-gate';
   if (t.to !== 'halted') return 'operator'; // a rollback event (`rolled back by …` or the operator's reason)

@@ -1,6 +1,7 @@
 // The rehearsal's control plane: the real engine step() over the simulated fleet, as the server runs it. It
 // steps when there is news (a report) or when the engine asked to wake, approves gated waves after the
-// operator's delay, applies device reports to their assignments, and hands the engine's commands back.
+// operator's delay, applies device reports to their assignments, takes evidence-gate looks when they are due
+// (evidence-looks.ts), and hands the engine's commands back.
 import { AssignmentIndex } from '../engine/assignment-index.ts';
 import type { MetricGateSpec, Plan } from '../engine/plan.ts';
 import {
@@ -14,6 +15,7 @@ import {
   step,
   type Transition,
 } from '../engine/rollout.ts';
+import type { EvidenceLooks } from './evidence-looks.ts';
 import type { MetricFault } from './faults.ts';
 import type { TransitionView } from './rehearsal-result.ts';
 import type { SentReport } from './sim-devices.ts';
@@ -36,6 +38,8 @@ export interface ControlPlaneSetup {
   tally: Tally;
   /** Metric faults (faults.ts), with the wave each waits for resolved to its index; in the order given. */
   metricFaults?: ReadonlyArray<MetricFault & { waveIndex: number | null }>;
+  /** Takes the evidence-gate looks (only when the plan has evidence gates). */
+  evidence?: EvidenceLooks;
 }
 
 /**
@@ -73,6 +77,8 @@ export class SimControlPlane {
   steps = 0;
   /** When the rollout first halted or began rolling back. */
   haltedAt: number | null = null;
+  /** Devices that had installed the release then. */
+  installedAtHalt: number | null = null;
   /** When the engine steps next (the first step runs at the start). */
   stepDue: number;
   private approveAt: number | null = null;
@@ -130,12 +136,17 @@ export class SimControlPlane {
       assignments: this.assignments,
       index: this.assignmentIndex,
       devices: this.s.devices,
-      events: [...this.operatorEvents(t), ...this.metricEvents(t)],
+      events: [
+        ...this.operatorEvents(t),
+        ...this.metricEvents(t),
+        ...(this.s.evidence?.events(this.rollout, this.assignments, t) ?? []),
+      ],
       now: t,
     });
     this.steps++;
     const prevStatus = this.rollout.status;
     this.rollout = out.rollout;
+    this.s.evidence?.settled(this.rollout.status);
     for (const a of out.changed) this.applyChange(a, t);
     this.recordTransitions(out.transitions);
     this.planNextStep(t, out.wakeAt, prevStatus);
@@ -232,7 +243,10 @@ export class SimControlPlane {
   /** Notes a halt and a wait for approval, then when to step next: the engine's wake-up or the approval. */
   private planNextStep(t: number, wakeAt: number | null, prevStatus: RolloutState['status']): void {
     const status = this.rollout.status;
-    if ((status === 'halted' || status === 'rolling-back') && this.haltedAt === null) this.haltedAt = t;
+    if ((status === 'halted' || status === 'rolling-back') && this.haltedAt === null) {
+      this.haltedAt = t;
+      this.installedAtHalt = this.s.tally.installed;
+    }
     if (
       status === 'awaiting-approval' &&
       prevStatus !== 'awaiting-approval' &&
@@ -242,7 +256,7 @@ export class SimControlPlane {
     this.stepDue = Number.POSITIVE_INFINITY;
     if (wakeAt !== null) this.stepDue = Math.max(wakeAt, t + 1);
     if (this.approveAt !== null) this.stepDue = Math.min(this.stepDue, Math.max(this.approveAt, t + 1));
-    const gate = this.nextGateRead(t);
+    const gate = Math.min(this.nextGateRead(t), this.s.evidence?.nextDue(this.rollout) ?? Infinity);
     if (Number.isFinite(gate)) this.stepDue = Math.min(this.stepDue, Math.max(gate, t + 1));
   }
 }

@@ -1,12 +1,13 @@
 // Fault models for a rehearsal: KIND[:RATE][:PARAM][@SELECTOR], e.g. "crash", "fail:5%@tier=A",
 // "slow:20%:2h", "offline:3%:6h", "flaky:10%:50%", "never:1%"; and metric faults, which move a simulated metric
-// that metric gates read: "metric:error_ratio=0.2@wave=2", "metric:latency=900@after=3h".
+// that metric gates read: "metric:error_ratio=0.2@wave=2", "metric:latency=900@after=3h"; and signal shifts,
+// which scale a device signal that evidence gates compare: "shift:restarts:+100%@tier=B".
 import { parseDuration } from '../engine/duration.ts';
 import { matches, parseSelector, type Selector } from '../engine/selector.ts';
 import type { SimFleet } from './fleet.ts';
 import type { Rng } from './prng.ts';
 
-export type FaultKind = 'crash' | 'fail' | 'slow' | 'offline' | 'flaky' | 'never' | 'metric';
+export type FaultKind = 'crash' | 'fail' | 'slow' | 'offline' | 'flaky' | 'never' | 'metric' | 'shift';
 
 /**
  * A metric fault: from when wave `wave` starts (its name, or its number counting from 1), or `afterMs` into the
@@ -17,6 +18,16 @@ export interface MetricFault {
   value: number;
   wave: string | null;
   afterMs: number | null;
+}
+
+/**
+ * A signal shift: devices of the selector that run the new release report the signal `name` with its mean
+ * scaled by (1 + shift), from the start of the rehearsal (see signals.ts).
+ */
+export interface ShiftFault {
+  name: string;
+  /** −1 (the signal vanishes) or more; +1 doubles it. */
+  shift: number;
 }
 
 export interface Fault {
@@ -30,6 +41,8 @@ export interface Fault {
   selector: Selector;
   /** Set on kind `metric` only (it hits no device). */
   metric?: MetricFault;
+  /** Set on kind `shift` only (it draws nothing when faults are assigned). */
+  shift?: ShiftFault;
 }
 
 export const FAULT_HELP = [
@@ -40,6 +53,7 @@ export const FAULT_HELP = [
   'flaky:RATE[:LOSS][@SEL]     each check-in is lost with probability LOSS (default 50%)',
   'never:RATE[@SEL]            devices install but their reports never arrive',
   'metric:NAME=VALUE[@wave=W|@after=DUR]  the metric gate NAME reads VALUE from wave W (name or number) or DUR on',
+  'shift:NAME:±PCT%[@SEL]      devices on the new release report signal NAME with its mean moved by PCT',
 ].join('\n');
 
 const KINDS: ReadonlySet<string> = new Set(['crash', 'fail', 'slow', 'offline', 'flaky', 'never']);
@@ -57,6 +71,24 @@ function parseMetricFault(spec: string): Fault {
   return { spec, kind: 'metric', rate: 0, durationMs: 0, loss: 0, selector: parseSelector('*'), metric };
 }
 
+/** Parses "shift:NAME:+100%[@SELECTOR]"; throws a one-line error naming the spec. */
+function parseShiftFault(spec: string): Fault {
+  const m = /^shift:([a-z_][a-z0-9_]{0,63}):([^@]*)(?:@(.*))?$/.exec(spec.trim());
+  if (!m)
+    throw new Error(`fault "${spec}": expected shift:SIGNAL:+PCT%[@SELECTOR], e.g. shift:restarts:+100%`);
+  const pct = /^([+-]?)(\d+(?:\.\d+)?)%$/.exec(m[2].trim());
+  if (!pct) throw new Error(`fault "${spec}": "${m[2]}" is not a shift like +100% or -30%`);
+  const shift = (pct[1] === '-' ? -1 : 1) * (Number(pct[2]) / 100);
+  if (shift < -1) throw new Error(`fault "${spec}": a signal cannot fall by more than 100%`);
+  let selector: Selector;
+  try {
+    selector = parseSelector(m[3] === undefined ? '*' : m[3]);
+  } catch (e) {
+    throw new Error(`fault "${spec}": ${(e as Error).message}`);
+  }
+  return { spec, kind: 'shift', rate: 0, durationMs: 0, loss: 0, selector, shift: { name: m[1], shift } };
+}
+
 function parseRate(s: string, spec: string): number {
   const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(s.trim());
   if (!m) throw new Error(`fault "${spec}": "${s}" is not a rate like 5% or 0.05`);
@@ -68,13 +100,14 @@ function parseRate(s: string, spec: string): number {
 /** Parses one --fault SPEC; throws a one-line error naming the spec. */
 export function parseFault(spec: string): Fault {
   if (spec.trim().startsWith('metric:')) return parseMetricFault(spec);
+  if (spec.trim().startsWith('shift:')) return parseShiftFault(spec);
   const at = spec.indexOf('@');
   const head = at < 0 ? spec : spec.slice(0, at);
   const selector = parseSelector(at < 0 ? '*' : spec.slice(at + 1));
   const [kind, rateS, param] = head.split(':').map((p) => p.trim());
   if (!KINDS.has(kind))
     throw new Error(
-      `fault "${spec}": unknown kind "${kind}" (crash, fail, slow, offline, flaky, never, metric)`,
+      `fault "${spec}": unknown kind "${kind}" (crash, fail, slow, offline, flaky, never, metric, shift)`,
     );
   const k = kind as FaultKind;
   if (rateS === undefined && k !== 'crash') throw new Error(`fault "${spec}": give a rate, e.g. ${k}:5%`);
@@ -105,6 +138,7 @@ const BIT: Record<FaultKind, number> = {
   flaky: F_FLAKY,
   never: F_NEVER,
   metric: 0, // a metric fault hits no device
+  shift: 0, // a shift moves a signal, not what the device does (signals.ts)
 };
 
 export interface FaultAssignment {
@@ -126,7 +160,15 @@ export function assignFaults(fleet: SimFleet, faults: readonly Fault[], rng: Rng
     affected: {},
   };
   for (const f of faults) {
-    if (f.kind === 'metric') continue; // draws nothing: adding one keeps every device's faults as they were
+    // Metric and shift faults draw nothing: adding one keeps every device's faults as they were.
+    if (f.kind === 'metric') continue;
+    if (f.kind === 'shift') {
+      // Every device of the selector: its signal moves once it runs the release (signals.ts).
+      let hit = 0;
+      for (let i = 0; i < n; i++) if (matches(f.selector, fleet.labels[i])) hit++;
+      out.affected[f.spec] = hit;
+      continue;
+    }
     let hit = 0;
     for (let i = 0; i < n; i++) {
       if (!matches(f.selector, fleet.labels[i])) continue;

@@ -44,6 +44,49 @@ export interface TransitionView {
   why: string;
 }
 
+/** One signal's comparison in an evidence-gate look. */
+export interface EvidenceSignalView {
+  signal: string;
+  verdict: string;
+  critical: boolean;
+  p: number | null; // one-sided Mann-Whitney U p-value; null with too few samples
+  effect: number | null; // Cliff's delta, positive in the bad direction
+  n_treatment: number;
+  n_control: number;
+}
+
+/** One look of an evidence gate, as the rehearsal's control plane took it. */
+export interface EvidenceLookView {
+  at_ms: number;
+  wave: string;
+  look: number;
+  verdict: string;
+  installed: number; // devices that had installed the release at that moment
+  status_after: string; // the rollout's status after the engine took the look
+  signals: EvidenceSignalView[];
+}
+
+/**
+ * When each gate would have fired (only for plans with evidence gates): the comparison gate in this rehearsal,
+ * and a pure failure budget — the same rehearsal (same seed) with `compare` removed from every wave.
+ */
+export interface EvidenceGatesView {
+  /** The baseline mean of each simulated signal (events per check-in). */
+  signals: Array<{ name: string; mean: number }>;
+  looks: EvidenceLookView[];
+  /** The look that stopped the rollout (halted, rolled back, or asked for approval), or null: none did. */
+  comparison: EvidenceLookView | null;
+  failure_budget: {
+    end_state: string;
+    halted: boolean;
+    at_ms: number | null; // when it halted
+    wave: string | null;
+    installed: number; // devices that had installed the release when it halted, or by the end
+    reason: string | null;
+    time_to_complete_ms: number | null;
+  };
+}
+
 export interface RehearsalResult {
   plan: string;
   seed: string;
@@ -77,4 +120,6 @@ export interface RehearsalResult {
   device_events: number;
   transitions: TransitionView[];
   series: SeriesPoint[];
+  /** Only when the plan has evidence gates (compare:). */
+  evidence_gates?: EvidenceGatesView;
 }

@@ -3,20 +3,27 @@
 // The devices (sim-devices.ts) behave like the agent; the control plane (control-plane.ts) runs the engine as
 // the server does; the tally (tally.ts) counts what happened. Device timings come from timing.ts: flags, the
 // agent configuration, or defaults that fit the plan; a wave whose report_deadline is shorter than the
-// modelled time is warned about. The same options and seed give the same result, byte for byte.
+// modelled time is warned about. A plan with evidence gates gets simulated device signals (signals.ts), its
+// looks taken as the server takes them (evidence-looks.ts), and a second run of the same rehearsal without
+// them, to show when a pure failure budget would have fired. The same options and seed give the same result,
+// byte for byte.
 import type { Plan } from '../engine/plan.ts';
 import { TERMINAL } from '../engine/rollout.ts';
 import { type ControlPlaneSetup, SimControlPlane } from './control-plane.ts';
 import { EventQueue } from './event-queue.ts';
+import { EvidenceLooks } from './evidence-looks.ts';
 import { assignFaults, type Fault, type FaultAssignment } from './faults.ts';
 import { engineView, type SimFleet } from './fleet.ts';
 import { createRng } from './prng.ts';
-import type { Progress, RehearsalResult } from './rehearsal-result.ts';
+import type { EvidenceGatesView, Progress, RehearsalResult } from './rehearsal-result.ts';
+import { comparedSignals, SimSignals } from './signals.ts';
 import { SimDevices } from './sim-devices.ts';
 import { pct, Tally } from './tally.ts';
 import { resolveTiming, type TimingModel, timeToReport, timingWarnings } from './timing.ts';
 
 export type {
+  EvidenceGatesView,
+  EvidenceLookView,
   Progress,
   RehearsalResult,
   SeriesPoint,
@@ -43,6 +50,8 @@ export interface RehearsalOptions {
   component?: string;
   version?: string;
   fromVersion?: string | null;
+  /** Baseline mean (events per check-in) of signals the plan's evidence gates compare; default 1 each. */
+  signals?: Readonly<Record<string, number>>;
   /** Called about once a second of wall time on long runs. */
   progress?: (p: Progress) => void;
 }
@@ -64,6 +73,7 @@ interface Settings {
   component: string;
   version: string;
   fromVersion: string | null;
+  signalMeans: Readonly<Record<string, number>>;
 }
 
 /** The parts of one running rehearsal. */
@@ -74,6 +84,9 @@ interface World {
   tally: Tally;
   devices: SimDevices;
   control: SimControlPlane;
+  /** The evidence-gate looks, when the plan has evidence gates. */
+  evidence: EvidenceLooks | null;
+  signals: SimSignals | null;
 }
 
 /** How the event loop ended. */
@@ -83,16 +96,62 @@ interface LoopEnd {
   horizonReached: boolean;
 }
 
-/** Runs one rehearsal to its end (a terminal state, quiet, or the horizon) and reports what happened. */
+/**
+ * Runs one rehearsal to its end (a terminal state, quiet, or the horizon) and reports what happened. With
+ * evidence gates, also when each gate would have fired (see EvidenceGatesView).
+ */
 export function rehearse(opts: RehearsalOptions): RehearsalResult {
   const s = settingsOf(opts);
+  const signals = checkSignals(s);
+  const { result, world } = runOnce(s, signals, opts.progress);
+  if (!world.evidence || !world.signals) return result;
+  // The same rehearsal, draw for draw, with the comparison gates taken out: only the failure budget judges.
+  const budget = runOnce({ ...s, plan: withoutCompare(s.plan) }, [], undefined);
+  result.evidence_gates = evidenceGatesOf(world.evidence, world.signals, budget);
+  return result;
+}
+
+/** One run of the event loop over a fresh world; `signals`: the ones to simulate (none: no evidence gates). */
+function runOnce(
+  s: Settings,
+  signals: readonly string[],
+  progress: RehearsalOptions['progress'],
+): { result: RehearsalResult; world: World } {
   const rng = createRng(s.seed);
   // The random draws come in a fixed order — faults, then check-in phases, then device events — so that a
-  // seed always gives the same rehearsal.
+  // seed always gives the same rehearsal. Signals draw from a stream of their own.
   const faults = assignFaults(s.fleet, s.faults, rng);
   const queue = new EventQueue();
   const tally = new Tally(s.plan, s.fleet.ids.length, s.start);
   const index = indexOf(s.fleet);
+  const sim = signals.length
+    ? new SimSignals(signals, s.signalMeans, s.faults, s.fleet.labels, createRng(`signals:${s.seed}`))
+    : null;
+  // Devices report to the control plane, which is made next (no report is sent before the loop runs); the
+  // control plane's looks read the devices.
+  const devices = new SimDevices(s.fleet.ids.length, {
+    start: s.start,
+    timing: s.timing,
+    faults,
+    rng,
+    queue,
+    tally,
+    deliver: (i, report, t) => control.receive(i, report, t),
+    trackRelease: sim !== null,
+  });
+  const evidence = sim
+    ? new EvidenceLooks({
+        plan: s.plan,
+        fleet: s.fleet,
+        version: s.version,
+        fromVersion: s.fromVersion,
+        start: s.start,
+        devices,
+        signals: sim,
+        rng: createRng(`checkins:${s.seed}`),
+        installed: () => tally.installed,
+      })
+    : null;
   const control = new SimControlPlane({
     plan: s.plan,
     devices: engineView(s.fleet, s.fromVersion),
@@ -106,19 +165,57 @@ export function rehearse(opts: RehearsalOptions): RehearsalResult {
     approveAfterMs: s.approveAfterMs,
     tally,
     metricFaults: metricFaultsOf(s),
+    evidence: evidence ?? undefined,
   });
-  const devices = new SimDevices(s.fleet.ids.length, {
-    start: s.start,
-    timing: s.timing,
-    faults,
-    rng,
-    queue,
-    tally,
-    deliver: (i, report, t) => control.receive(i, report, t),
-  });
-  const world: World = { index, queue, tally, devices, control };
-  const end = runEvents(world, s, opts.progress);
-  return resultOf(s, world, faults, end);
+  const world: World = { index, queue, tally, devices, control, evidence, signals: sim };
+  const end = runEvents(world, s, progress);
+  return { result: resultOf(s, world, faults, end), world };
+}
+
+/**
+ * The signals to simulate: those the plan's evidence gates compare. A shift fault or a baseline mean naming
+ * another is an error, not a rehearsal that silently tests nothing.
+ */
+function checkSignals(s: Settings): string[] {
+  const names = comparedSignals(s.plan);
+  const known = new Set(names);
+  for (const f of s.faults)
+    if (f.shift && !known.has(f.shift.name))
+      throw new Error(`fault "${f.spec}": the plan's evidence gates compare no signal named ${f.shift.name}`);
+  for (const name of Object.keys(s.signalMeans))
+    if (!known.has(name))
+      throw new Error(`--signal ${name}: the plan's evidence gates compare no signal named ${name}`);
+  return names;
+}
+
+/** The plan with every evidence gate removed (the failure budget and the other gates stay). */
+function withoutCompare(plan: Plan): Plan {
+  return { ...plan, waves: plan.waves.map((w) => ({ ...w, compare: null })) };
+}
+
+/** When each gate fired: the comparison gate's looks here, and the failure budget's run without them. */
+function evidenceGatesOf(
+  looks: EvidenceLooks,
+  signals: SimSignals,
+  budget: { result: RehearsalResult; world: World },
+): EvidenceGatesView {
+  const b = budget.result;
+  const halted = budget.world.control.haltedAt !== null;
+  const stopped = new Set(['halted', 'rolling-back', 'rolled-back', 'awaiting-approval']);
+  return {
+    signals: signals.baseline(),
+    looks: looks.looks,
+    comparison: looks.looks.find((l) => l.verdict !== 'pass' && stopped.has(l.status_after)) ?? null,
+    failure_budget: {
+      end_state: b.end_state,
+      halted,
+      at_ms: b.time_to_halt_ms,
+      wave: b.halted_at_wave,
+      installed: halted ? (budget.world.control.installedAtHalt ?? b.exposed) : b.exposed,
+      reason: b.reason,
+      time_to_complete_ms: b.time_to_complete_ms,
+    },
+  };
 }
 
 /** Fills in the defaults of the options. */
@@ -143,6 +240,7 @@ function settingsOf(opts: RehearsalOptions): Settings {
     component: opts.component ?? 'sensor-content',
     version: opts.version ?? 'next',
     fromVersion: opts.fromVersion === undefined ? 'current' : opts.fromVersion,
+    signalMeans: opts.signals ?? {},
   };
 }
 

@@ -1,6 +1,7 @@
 // The rehearsal report: one self-contained HTML page (inline SVG, inline CSS, no scripts, no external assets).
 import { formatDuration } from '../engine/duration.ts';
 import type { RehearsalResult } from './rehearsal.ts';
+import { evidenceSection } from './report-evidence.ts';
 
 const esc = (s: unknown): string => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -156,7 +157,7 @@ ${exposureChart(r)}
 <h2>Outcome per wave</h2>
 ${waveChart(r)}
 <table id="waves"><thead><tr><th>wave</th><th>selected</th><th>exposed</th><th>succeeded</th><th>failed</th><th>rolled back</th><th>skipped</th><th>reached</th></tr></thead><tbody>${rows}</tbody></table>
-<h2>Faults injected</h2><ul>${faults}</ul>
+${evidenceSection(r.evidence_gates)}<h2>Faults injected</h2><ul>${faults}</ul>
 <h2>Engine transitions</h2><ol>${trs}</ol>
 <h2>Device model</h2>
 <p id="device-model">${esc(modelLine(r))}</p>

@@ -46,6 +46,10 @@ export class SimDevices {
   private readonly pending: Uint8Array; // report to send
   private readonly reportNotBefore: Float64Array;
   private readonly scheduled: Uint8Array; // a check-in event is queued
+  // When the device last switched to the release and last left it (NaN: never); kept only when signals are
+  // simulated (see `trackRelease`), so that a sample knows which release its window ran.
+  private readonly installedAt: Float64Array;
+  private readonly leftAt: Float64Array;
   private readonly poll: number;
 
   constructor(
@@ -58,6 +62,8 @@ export class SimDevices {
       queue: EventQueue;
       tally: Tally;
       deliver: DeliverReport;
+      /** Keep when each device switched releases (signals need it; a fleet without them saves the memory). */
+      trackRelease?: boolean;
     },
   ) {
     this.poll = sim.timing.pollMs;
@@ -70,6 +76,47 @@ export class SimDevices {
     this.pending = new Uint8Array(n);
     this.reportNotBefore = new Float64Array(n);
     this.scheduled = new Uint8Array(n);
+    const tracked = sim.trackRelease ? n : 0;
+    this.installedAt = new Float64Array(tracked).fill(Number.NaN);
+    this.leftAt = new Float64Array(tracked).fill(Number.NaN);
+  }
+
+  /** Whether device i runs the release now (or is installing it). */
+  runsRelease(i: number): boolean {
+    return this.running[i] === 1;
+  }
+
+  /**
+   * Whether device i ran the release through the check-in window that ends at `c` (it switched before c and
+   * had not left it by then). Needs `trackRelease`.
+   */
+  ranReleaseBefore(i: number, c: number): boolean {
+    const on = this.installedAt[i];
+    if (Number.isNaN(on) || on >= c) return false;
+    const off = this.leftAt[i];
+    return Number.isNaN(off) || off < on || off >= c;
+  }
+
+  /**
+   * When device i last checked in and reached the server at or before t, or null: none yet. The simulation
+   * only queues check-ins that change something; an idle device still polls on its phase, so its latest
+   * check-in follows from the phase. An offline device's check-ins are lost, and a flaky link drops each with
+   * its loss probability (drawn from `rng`, the signals' own stream).
+   */
+  lastCheckin(i: number, t: number, rng: Rng): number | null {
+    const base = this.sim.start + this.phase[i];
+    if (t < base) return null;
+    let c = base + Math.floor((t - base) / this.poll) * this.poll;
+    const f = this.sim.faults;
+    const m = f.mask[i];
+    if (m & F_OFFLINE && c - this.sim.start < f.offlineUntilMs[i]) return null;
+    if (m & F_FLAKY) {
+      if (f.loss[i] >= 1) return null;
+      // Bounded: a check-in that gets through within a thousand tries is all but certain below 100 % loss.
+      for (let k = 0; k < 1000 && rng.next() < f.loss[i]; k++) c -= this.poll;
+      if (c < base) return null;
+    }
+    return c;
   }
 
   /** What the server now wants of device i; the device learns it at its next check-in at or after t. */
@@ -162,6 +209,7 @@ export class SimDevices {
     this.received[i] = 1;
     this.installing[i] = 1;
     this.running[i] = 1;
+    if (this.installedAt.length) this.installedAt[i] = t;
     tally.installedOn(i);
     const [installMin, installMax] = timing.applyMs;
     const dur = installMin + Math.floor(rng.next() * (installMax - installMin + 1));
@@ -173,7 +221,7 @@ export class SimDevices {
   /** The server asked for the previous release: go back to it (if on the new one) and report at once. */
   private revert(i: number, t: number): void {
     this.want[i] = WANT_NONE;
-    this.leaveRelease(i);
+    this.leaveRelease(i, t);
     this.pending[i] = REP_REVERTED;
     this.reportNotBefore[i] = t + this.reportDelay(i);
     this.checkInSoon(i, t);
@@ -184,7 +232,7 @@ export class SimDevices {
     this.installing[i] = 0;
     if (this.sim.faults.mask[i] & (F_CRASH | F_FAIL)) {
       // The device returns to its last known good release on its own.
-      this.leaveRelease(i);
+      this.leaveRelease(i, t);
       this.pending[i] = REP_FAILED;
     } else this.pending[i] = REP_OK;
     this.reportNotBefore[i] = t + this.reportDelay(i);
@@ -192,10 +240,11 @@ export class SimDevices {
     this.checkInSoon(i, t);
   }
 
-  /** Device i stops running the release, if it was. */
-  private leaveRelease(i: number): void {
+  /** Device i stops running the release at t, if it was. */
+  private leaveRelease(i: number, t: number): void {
     if (!this.running[i]) return;
     this.running[i] = 0;
+    if (this.leftAt.length) this.leftAt[i] = t;
     this.sim.tally.rolledBackOn(i);
   }
 

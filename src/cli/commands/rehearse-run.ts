@@ -9,7 +9,9 @@ import { type Fault, parseFault } from '../../sim/faults.ts';
 import { fleetFromLabels, generateFleet, type SimFleet } from '../../sim/fleet.ts';
 import { createRng } from '../../sim/prng.ts';
 import { type RehearsalResult, rehearse } from '../../sim/rehearsal.ts';
+import { budgetSentence, comparisonSentence } from '../../sim/report-evidence.ts';
 import { formatSpan, renderReport } from '../../sim/report-html.ts';
+import { comparedSignals, parseSignalMean } from '../../sim/signals.ts';
 import { describeTiming, resolveTiming, type TimingModel } from '../../sim/timing.ts';
 import { api, CliError, type Conn, usageError } from '../client.ts';
 import { printErrorLine, printLine, printTable } from '../output.ts';
@@ -19,6 +21,7 @@ export interface RehearseOpts {
   fleet?: string;
   fromServer?: boolean;
   fault: string[];
+  signal: string[];
   seed: string;
   report?: string;
   json?: boolean;
@@ -112,6 +115,10 @@ function printHuman(r: RehearsalResult, timing: TimingModel): void {
     `time to halt: ${formatSpan(r.time_to_halt_ms)}; time to complete: ${formatSpan(r.time_to_complete_ms)}; ` +
       `${r.steps} engine steps, ${r.device_events} device events`,
   );
+  if (r.evidence_gates) {
+    printLine(comparisonSentence(r.evidence_gates));
+    printLine(budgetSentence(r.evidence_gates));
+  }
 }
 
 /** The plan file, parsed; a bad one is a one-line CLI error. */
@@ -131,6 +138,32 @@ function loadFaults(specs: string[]): Fault[] {
   } catch (e) {
     throw usageError((e as Error).message);
   }
+}
+
+/**
+ * The --signal baseline means, parsed; a bad one, or one (or a shift fault) naming a signal no evidence gate of
+ * the plan compares, is a usage error.
+ */
+function loadSignals(specs: string[], plan: Plan, faults: readonly Fault[]): Record<string, number> {
+  const known = new Set(comparedSignals(plan));
+  const means: Record<string, number> = {};
+  for (const spec of specs) {
+    let parsed: { name: string; mean: number };
+    try {
+      parsed = parseSignalMean(spec);
+    } catch (e) {
+      throw usageError((e as Error).message);
+    }
+    if (!known.has(parsed.name))
+      throw usageError(`--signal ${spec}: the plan's evidence gates compare no signal named ${parsed.name}`);
+    means[parsed.name] = parsed.mean;
+  }
+  for (const f of faults)
+    if (f.shift && !known.has(f.shift.name))
+      throw usageError(
+        `fault "${f.spec}": the plan's evidence gates compare no signal named ${f.shift.name}`,
+      );
+  return means;
 }
 
 /** The simulated fleet: the server's live fleet, a generated one of --fleet N devices, or an inventory. */
@@ -178,6 +211,7 @@ function writeReport(r: RehearsalResult, dir: string, say: boolean): void {
 export async function runRehearsal(file: string, o: RehearseOpts, conn: () => Conn): Promise<void> {
   const plan = loadPlan(file);
   const faults = loadFaults(o.fault);
+  const signals = loadSignals(o.signal ?? [], plan, faults);
   const fleet = await loadFleet(o, conn);
   const timing = await loadTiming(plan, o);
   const start = o.start ? Date.parse(o.start) : undefined;
@@ -190,6 +224,7 @@ export async function runRehearsal(file: string, o: RehearseOpts, conn: () => Co
     plan,
     fleet,
     faults,
+    signals,
     seed: o.seed,
     start,
     timing,

@@ -22,6 +22,12 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
       (v: string, acc: string[]) => [...acc, v],
       [],
     )
+    .option(
+      '--signal <name=mean>',
+      "a simulated device signal's baseline mean, events per check-in (repeatable; default 1 for each signal the plan's compare: gates name)",
+      (v: string, acc: string[]) => [...acc, v],
+      [],
+    )
     .option('--seed <s>', 'seed: the same seed gives the same rehearsal', '1')
     .option('--report <dir>', 'write index.html (self-contained, charts) and report.json here')
     .option('--json', 'print the result as one JSON object')
@@ -60,5 +66,6 @@ export function rehearseCommand(program: Command, conn: () => Conn): void {
     'rehearse examples/plans/standard.yaml --fleet 5000 --fault crash:2%@tier=C',
     'rehearse plan.yaml --fleet fleet.csv --report ./rehearsal   # writes index.html and report.json',
     'rehearse plan.yaml --from-server --checkin-every 1m --health-time 5m --json',
+    'rehearse plan.yaml --fleet 1000 --signal restarts=0.5 --fault shift:restarts:+100%@tier=B --report ./r',
   ]);
 }

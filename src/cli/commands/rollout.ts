@@ -91,6 +91,38 @@ function printRollout(r: GovernedRollout): void {
     printLine(`waiting for: ${awaitingLabel(r.awaiting_approval)} (${r.awaiting_approval.what})`);
   printWaves(r.waves);
   if (r.metric_gates?.length) printMetricGates(r.metric_gates);
+  if (r.evidence?.length) printEvidence(r.evidence);
+}
+
+/** Each wave's latest evidence-gate look, one row per signal (`rollout status`). */
+function printEvidence(rows: RolloutView['evidence']): void {
+  printLine('evidence gates:');
+  const num = (v: number | null) => (v === null ? null : v.toPrecision(3));
+  printTable(
+    rows.map((e) => ({
+      ...e,
+      look: e.final ? `${e.look} (final)` : e.look,
+      signal: e.critical ? `${e.signal} (critical)` : e.signal,
+      'signal verdict': e.signal_verdict,
+      p: num(e.p),
+      effect: num(e.effect),
+      treatment: e.n_treatment,
+      control: e.n_control,
+      'attributed to': e.attributed_to,
+    })),
+    [
+      'wave',
+      'look',
+      'verdict',
+      'signal',
+      'signal verdict',
+      'p',
+      'effect',
+      'treatment',
+      'control',
+      'attributed to',
+    ],
+  );
 }
 
 /** The metric gates with their last readings (`rollout status`); the condition is what must hold. */

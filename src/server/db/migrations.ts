@@ -297,6 +297,27 @@ export function migrations(dialect: Dialect): MigrationProvider {
           .execute();
       },
     },
+    '0009_device_signals': {
+      async up(db: Kysely<unknown>) {
+        // Evidence gates (issue 16): each device's latest signal sample per component.
+        await db.schema
+          .createTable('device_signals')
+          .addColumn('device_id', 'text', (c) => c.notNull())
+          .addColumn('component', 'text', (c) => c.notNull())
+          .addColumn('sampled_at', bigint, (c) => c.notNull())
+          .addColumn('version', 'text')
+          .addColumn('signal_values', 'text', (c) => c.notNull())
+          .addColumn('received_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('device_signals_pk', ['device_id', 'component'])
+          .execute();
+        // Cohorts read one component's samples received since a wave started.
+        await db.schema
+          .createIndex('device_signals_component_received')
+          .on('device_signals')
+          .columns(['component', 'received_at'])
+          .execute();
+      },
+    },
   };
   return { getMigrations: async () => all };
 }

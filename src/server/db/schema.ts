@@ -7,6 +7,7 @@ import type { AssignmentTable } from './assignments.ts';
 import type { AuditTable } from './audit.ts';
 import type { DesiredTable } from './desired.ts';
 import type { DeviceComponentTable } from './device-components.ts';
+import type { DeviceSignalTable } from './device-signals.ts';
 import type { DeviceTable } from './devices.ts';
 import type { EnrollTokenTable } from './enroll-tokens.ts';
 import type { LockGroupTable, LockHolderTable } from './fleet-locks.ts';
@@ -23,6 +24,7 @@ export type {
   AuditTable,
   DesiredTable,
   DeviceComponentTable,
+  DeviceSignalTable,
   DeviceTable,
   EnrollTokenTable,
   LockGroupTable,
@@ -43,6 +45,7 @@ export interface Database {
   releases: ReleaseTable;
   devices: DeviceTable;
   device_components: DeviceComponentTable;
+  device_signals: DeviceSignalTable;
   enroll_tokens: EnrollTokenTable;
   plans: PlanTable;
   rollouts: RolloutTable;

@@ -6,6 +6,7 @@ import type { ServerContext } from '../context.ts';
 import { type Db, inTransaction } from '../db/database.ts';
 import { desiredByDevice } from '../db/desired.ts';
 import { type DeviceComponentRow, upsertComponents } from '../db/device-components.ts';
+import { type StoredSignalSample, upsertSignals } from '../db/device-signals.ts';
 import {
   type CheckinDevice,
   checkinDevicesByTokenHash,
@@ -192,6 +193,7 @@ async function record(
   const refused = new Map<CheckinItem, Error>();
   const added = new Set<string>();
   const upserts = new Map<string, DeviceComponentRow>();
+  const signals = new Map<string, StoredSignalSample>();
   for (const p of batch) {
     const dev = l.byHash.get(p.tokenHash);
     if (!dev) continue;
@@ -208,8 +210,20 @@ async function record(
     }
     for (const row of changedComponents(deps, l, dev, p.body, now))
       upserts.set(key(dev.id, row.component), row);
+    // An agent sends a sample once, at the check-in after taking it (the schema bounds names, count and values).
+    for (const c of p.body.components)
+      if (c.signals)
+        signals.set(key(dev.id, c.name), {
+          deviceId: dev.id,
+          component: c.name,
+          sampledAt: c.signals.at,
+          version: c.version ?? null,
+          values: c.signals.values,
+          receivedAt: now,
+        });
   }
   await upsertComponents(tx, [...upserts.values()]);
+  await upsertSignals(tx, [...signals.values()]);
   return refused;
 }
 

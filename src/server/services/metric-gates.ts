@@ -9,6 +9,7 @@ import type { PrometheusOptions } from '../config.ts';
 import { appendAudit } from '../db/audit.ts';
 import { inTransaction, type Store } from '../db/database.ts';
 import { findRollout, rolloutIdsIn } from '../db/rollouts.ts';
+import { PeriodicPass } from '../periodic-pass.ts';
 import type { RolloutDriver } from '../rollout-driver.ts';
 
 /** Answers larger than this are refused: an instant query for one number is a few hundred bytes. */
@@ -102,11 +103,9 @@ const GATED: ReadonlySet<RolloutStatus> = new Set(['running', 'baking']);
 
 /** Evaluates every running or baking rollout's current metric gates at their intervals (see the top). */
 export class MetricGateEvaluator {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private readonly periodic: PeriodicPass;
   /** When each gate (rollout/wave/name) was last queried; entries of other waves are dropped as they pass. */
   private readonly lastQueried = new Map<string, number>();
-  private stopped = false;
 
   constructor(
     private readonly store: Store,
@@ -114,27 +113,22 @@ export class MetricGateEvaluator {
     private readonly log: Logger,
     private readonly clock: () => number,
     private readonly prometheus: PrometheusOptions | null,
-  ) {}
+  ) {
+    this.periodic = new PeriodicPass(() => this.pass(), log, 'metric gate');
+  }
+
+  private get stopped(): boolean {
+    return this.periodic.stopped;
+  }
 
   /** Looks for due gates every `everyMs` (intervals are at least 5 s, so a second is precise enough). */
   start(everyMs = 1000): void {
-    this.timer = setInterval(() => {
-      if (this.running || this.stopped) return; // a slow Prometheus must not pile up passes
-      this.running = this.pass()
-        .catch((err) => this.log.error({ err }, 'metric gate pass failed'))
-        .finally(() => {
-          this.running = null;
-        });
-    }, everyMs);
-    this.timer.unref();
+    this.periodic.start(everyMs);
   }
 
   /** Stops the timer and waits for the pass in progress. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.running;
+  stop(): Promise<void> {
+    return this.periodic.stop();
   }
 
   /** One pass: query the due gates of each gated rollout and step it with their results. */

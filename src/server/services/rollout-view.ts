@@ -33,6 +33,51 @@ export interface RolloutView {
   awaiting_approval: AwaitingApproval | null;
   /** Every metric gate of the plan, with its last result in this rollout (`pending`: none yet). */
   metric_gates: MetricGateView[];
+  /** Evidence gates: each signal of each wave's latest look (docs/evidence-gates.md). */
+  evidence: EvidenceView[];
+}
+
+/** One signal of a wave's latest evidence-gate look. */
+export interface EvidenceView {
+  wave: string;
+  look: number;
+  at: number;
+  final: boolean;
+  /** The wave's verdict in that look; `signal_verdict` is this signal's. */
+  verdict: string;
+  signal: string;
+  signal_verdict: string;
+  critical: boolean;
+  u: number | null;
+  p: number | null;
+  effect: number | null;
+  n_treatment: number;
+  n_control: number;
+  attributed_to: string | null;
+  reason: string;
+}
+
+/** Pure: the rollout's latest look per wave, one row per signal. */
+export function evidenceViews(plan: Plan, state: RolloutState): EvidenceView[] {
+  return (state.evidence ?? []).flatMap((e) =>
+    e.signals.map((s) => ({
+      wave: plan.waves[e.wave]?.name ?? String(e.wave),
+      look: e.look,
+      at: e.at,
+      final: e.final,
+      verdict: e.verdict,
+      signal: s.signal,
+      signal_verdict: s.verdict,
+      critical: s.critical,
+      u: s.u,
+      p: s.p,
+      effect: s.effect,
+      n_treatment: s.n_treatment,
+      n_control: s.n_control,
+      attributed_to: s.attributedTo ?? null,
+      reason: s.reason,
+    })),
+  );
 }
 
 /** A metric gate as the status shows it; the condition `value <comparison> threshold` must hold. */
@@ -162,6 +207,7 @@ export async function rolloutView(db: Db, id: number, governance?: Governance): 
       (governance?.fourEyes ?? true) && ro.plan.fourEyes !== false,
     ),
     metric_gates: metricGateViews(ro.plan, state),
+    evidence: evidenceViews(ro.plan, state),
   };
 }
 

@@ -125,7 +125,29 @@ export const RolloutViewSchema = objectOf(
     awaiting_approval: awaitingApproval,
   },
   // Metric gates and their last readings (added by the metric-gates work): objects passed through whole.
-  { metric_gates: arrayOf(looseObject) },
+  // Evidence gates: each signal of each wave's latest look.
+  {
+    metric_gates: arrayOf(looseObject),
+    evidence: arrayOf(
+      objectOf({
+        wave: string,
+        look: integer,
+        at: integer,
+        final: boolean,
+        verdict: string,
+        signal: string,
+        signal_verdict: string,
+        critical: boolean,
+        u: nullable('number'),
+        p: nullable('number'),
+        effect: nullable('number'),
+        n_treatment: integer,
+        n_control: integer,
+        attributed_to: nullable('string'),
+        reason: string,
+      }),
+    ),
+  },
 );
 
 /** DryRun (services/rollout-dry-run.ts): what a rollout would select, wave by wave. */
