@@ -4,8 +4,10 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { api } from '../src/cli/client.ts';
 import { signalSamples } from '../src/server/db/device-signals.ts';
 import {
+  BAD,
   enrollToken,
   GOOD,
   journalOf,
@@ -67,6 +69,23 @@ describe('agent signals end to end', { timeout: 600_000 }, () => {
   before(async () => {
     ts = await startTestServer();
     content = await publishReleases(ts);
+    // The server asks for a component's signals only while a rollout with an evidence gate of it is active: this
+    // one waits for approval of its first wave, so it touches no device.
+    await api(ts.conn, 'POST', '/v1/admin/plans', {
+      source: `name: compared
+waves:
+  - name: gated
+    approval: true
+    size: 1
+    bake: 1h
+    compare:
+      signals:
+        - name: restarts
+  - name: rest
+    size: 100%
+`,
+    });
+    await api(ts.conn, 'POST', '/v1/admin/rollouts', { release: `${COMPONENT}@${BAD}`, plan: 'compared' });
   });
   after(async () => {
     await killTracked();

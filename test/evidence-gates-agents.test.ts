@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { api } from '../src/cli/client.ts';
 import type { SpawnedDevice } from '../src/demo/fleet.ts';
+import { signalSamples } from '../src/server/db/device-signals.ts';
 import type { RolloutView } from '../src/server/routes/admin-rollouts.ts';
 import { enrollToken, GOOD, publishReleases, seededDevice, start, waitEnrolled } from './agent-harness.ts';
 import { killTracked } from './helpers/processes.ts';
@@ -76,6 +77,30 @@ describe('evidence gates with real agents', { timeout: 600_000 }, () => {
   });
 
   const rollout = (id: number) => api<RolloutView>(ts.conn, 'GET', `/v1/admin/rollouts/${id}`);
+
+  it('samples nothing while no evidence gate compares the component', async () => {
+    // An agent samples at its first check-in (it does not know yet what the server compares); the answers then
+    // say `signals_wanted: []`, and no later sample arrives though the interval (5 s) passes twice.
+    const db = ts.srv.ctx.store.db;
+    const first = await until(
+      () => signalSamples(db, COMPONENT, 0),
+      (rows) => rows.length === N,
+      120_000,
+      'the first samples',
+    );
+    const seen = new Map(first.map((r) => [r.deviceId, r.receivedAt]));
+    const t0 = Date.now();
+    await until(
+      async () => Date.now() - t0,
+      (ms) => ms > 11_000,
+      20_000,
+      'two sample intervals',
+    );
+    const later = await signalSamples(db, COMPONENT, 0);
+    assert.equal(later.length, N);
+    for (const r of later)
+      assert.equal(r.receivedAt, seen.get(r.deviceId), `${r.deviceId} sent another sample`);
+  });
 
   it('halts a release that doubles a signal, which the failure budget alone lets through', async () => {
     // Every agent has reported a sample of OLD (4 × base: 20, 24 or 28).

@@ -18,6 +18,8 @@ interface Dev {
   labels: Record<string, string>;
   versions: Record<string, string>;
   base: number;
+  /** `signals_wanted` of the last check-in answer. */
+  wanted?: string[];
 }
 
 /** The app's restarts the device measures: its own base, doubled by a bad release of `bad` (component@version). */
@@ -25,7 +27,16 @@ type Measure = (d: Dev) => number;
 
 let txn = 0;
 
-async function enroll(conn: Conn, labels: Array<Record<string, string>>, versions: Record<string, string>) {
+/**
+ * Enrolls devices; `baseOf(i)` is device i's own restarts on release 1. The default spreads them over 5..7, so a
+ * doubled signal separates the cohorts completely whichever devices a wave takes: the verdicts are certain.
+ */
+async function enroll(
+  conn: Conn,
+  labels: Array<Record<string, string>>,
+  versions: Record<string, string>,
+  baseOf = (i: number) => 5 + (i % 3),
+) {
   const tok = await api<{ token: string }>(conn, 'POST', '/v1/admin/enroll-tokens', { uses: labels.length });
   const out: Dev[] = [];
   for (const [i, l] of labels.entries()) {
@@ -35,13 +46,12 @@ async function enroll(conn: Conn, labels: Array<Record<string, string>>, version
       body: JSON.stringify({ token: tok.token, name: `ev-${tok.token.slice(-6)}-${i}`, labels: l }),
     });
     const b = (await res.json()) as { device_id: string; device_token: string };
-    // Spread bases 1..10: ranks need spread, and no two cohorts should look alike by construction.
     out.push({
       id: b.device_id,
       token: b.device_token,
       labels: l,
       versions: { ...versions },
-      base: 1 + ((i * 7) % 10),
+      base: baseOf(i),
     });
   }
   // Rollouts offer a component only to devices that reported it: one check-in each first.
@@ -68,7 +78,12 @@ async function cycle(conn: Conn, d: Dev, signalComponent: string, measure: Measu
       body: JSON.stringify({ components, reports }),
     });
     if (!res.ok) throw new Error(`check-in ${res.status}: ${await res.text()}`);
-    return ((await res.json()) as { desired: Array<{ component: string; version: string }> }).desired;
+    const b = (await res.json()) as {
+      desired: Array<{ component: string; version: string }>;
+      signals_wanted: string[];
+    };
+    d.wanted = b.signals_wanted;
+    return b.desired;
   };
   const offers = await send([]);
   const reports = [];
@@ -179,6 +194,7 @@ describe('evidence gates on a real server', { timeout: 240_000 }, () => {
       0,
     );
     assert.equal(r.exposed, 40);
+    assert.deepEqual(devs[0].wanted, [], 'no gate compares svc-a: devices are not asked for its signals');
   });
 
   it('halts the same release under a comparison gate, with the numbers in the status and the audit log', async () => {
@@ -194,12 +210,22 @@ describe('evidence gates on a real server', { timeout: 240_000 }, () => {
       'svc-b',
       doubledOn('svc-b'),
       id,
-      (x) => x.status === 'halted' || x.status === 'completed',
-      'compared rollout halts',
+      (x) => x.status === 'halted' || x.status === 'completed' || x.status === 'awaiting-approval',
+      'compared rollout stops',
     );
     assert.equal(r.status, 'halted', r.state.reason ?? '');
     assert.match(r.state.reason ?? '', /wave canary: evidence gate fail: restarts fail \(p=/);
     assert.equal(r.exposed, 20, 'the rest wave never started');
+    // A gate compares svc-b: devices are asked for its signals (within the server's 5 s cache of the answer).
+    await until(
+      async () => {
+        await cycle(ts.conn, devs[0], 'svc-b', doubledOn('svc-b'));
+        return devs[0].wanted;
+      },
+      (w) => w?.join() === 'svc-b',
+      20_000,
+      'svc-b in signals_wanted',
+    );
     assert.equal(r.waves[0].failed, 0, 'no device failed a health check');
     const ev = r.evidence.find((e) => e.signal === 'restarts');
     assert.ok(ev, 'the status shows the look');
@@ -207,7 +233,7 @@ describe('evidence gates on a real server', { timeout: 240_000 }, () => {
     assert.equal(ev.n_treatment, 20);
     assert.equal(ev.n_control, 20);
     assert.ok(ev.p !== null && ev.p < 0.01, `p=${ev.p}`);
-    assert.ok(ev.effect !== null && ev.effect > 0.3, `effect=${ev.effect}`);
+    assert.equal(ev.effect, 1, 'every updated device restarts more than every other');
     const audit = await api<Array<{ action: string; subject: string; detail: Record<string, unknown> }>>(
       ts.conn,
       'GET',
@@ -234,7 +260,8 @@ describe('evidence gates on a real server', { timeout: 240_000 }, () => {
       tier: 'b',
       ring: i % 2 === 0 ? 'early' : 'late',
     }));
-    const devs = await enroll(ts.conn, labels, { [appC]: '1', [osC]: '1' });
+    // One base for every device: without the os devices, app and control devices are alike, certainly.
+    const devs = await enroll(ts.conn, labels, { [appC]: '1', [osC]: '1' }, () => 6);
     await api(ts.conn, 'POST', '/v1/admin/plans', {
       source: `name: os-${tag}\nfirst_wave_cap: 100%\nwaves:\n  - name: early\n    select: ring=early\n    size: 100%\n    bake: 1h\n`,
     });

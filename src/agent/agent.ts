@@ -61,6 +61,8 @@ export class Agent {
   private readonly offline: OfflineBundles;
   private readonly control: LocalControl;
   private readonly signals: SignalSampler;
+  /** Components whose signals the server compares now (its last answer); null: it did not say, sample all. */
+  private signalsWanted: Set<string> | null = null;
   private stopping = false;
   private wakeUp: (() => void) | null = null;
   private readonly stopWaits = new AbortController();
@@ -171,7 +173,13 @@ export class Agent {
     const trust = this.verification.trustMode();
     // Signals due are sampled now (all components and sources at once, each source within its timeout); a
     // sample is sent until a check-in carrying it succeeds.
-    await Promise.all(this.cfg.components.map((c) => this.signals.sample(c)));
+    // Only components the server compares now, when it says (`signals_wanted`); all, for a server that does not.
+    const wanted = this.signalsWanted;
+    await Promise.all(
+      this.cfg.components
+        .filter((c) => wanted === null || wanted.has(c.name))
+        .map((c) => this.signals.sample(c)),
+    );
     const sampled = new Map<string, SignalSample>();
     const components = this.cfg.components.map((c): ComponentReport => {
       const j = this.journal.read(c.name);
@@ -213,6 +221,7 @@ export class Agent {
     const body = answer(await json<unknown>(res, MAX_ANSWER_BYTES));
     if (res.status >= 300) throw new Error(`check-in refused: HTTP ${res.status} ${message(body)}`);
     for (const [name, sample] of sampled) this.signals.sent(name, sample);
+    this.signalsWanted = wantedSignals(body.signals_wanted);
     // Every field of the answer is checked before use.
     const pollSeconds =
       typeof body.poll_seconds === 'number' && Number.isFinite(body.poll_seconds)
@@ -388,4 +397,10 @@ export class Agent {
   status(): AgentStatus {
     return this.control.status();
   }
+}
+
+/** The components a check-in answer asks samples of (`signals_wanted`), or null when it names none or is malformed. */
+function wantedSignals(v: unknown): Set<string> | null {
+  if (!Array.isArray(v)) return null;
+  return new Set(v.filter((x): x is string => typeof x === 'string').slice(0, 64));
 }

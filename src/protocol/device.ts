@@ -171,6 +171,11 @@ export const CheckinAnswer = Type.Object({
   desired_tag: Type.Optional(Type.String()),
   /** Present when the server offers wake-ups: where to hold a wait and for how long at most. */
   wake: Type.Optional(Type.Object({ path: Type.String(), max_seconds: Type.Integer() })),
+  /**
+   * The components of this device whose signals the server compares now (evidence gates): the agent samples only
+   * these at check-ins. It names components only, never what to measure. Absent: older server, sample all.
+   */
+  signals_wanted: Type.Optional(Type.Array(Type.String(), { maxItems: 64 })),
 });
 export type CheckinAnswer = Static<typeof CheckinAnswer>;
 

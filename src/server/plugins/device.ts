@@ -24,6 +24,7 @@ import { ReleaseArtifacts } from '../services/checkin.ts';
 import { currentDesiredTag, desiredTag, deviceByTokenHash } from '../services/desired-tag.ts';
 import { reportApplier } from '../services/device-reports.ts';
 import { enrollDevice } from '../services/enrollment.ts';
+import { SignalDemand } from '../services/signal-demand.ts';
 import { bearer, hashToken } from '../tokens.ts';
 
 const WAIT_PATH = '/v1/wait';
@@ -177,6 +178,7 @@ function registerWaitRoute(base: FastifyInstance, ctx: ServerContext, maxSeconds
 export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext): void {
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
   const batcher = new CheckinBatcher(ctx, reportApplier(ctx));
+  const signalDemand = new SignalDemand(ctx.store, ctx.clock);
   app.addHook('onClose', async () => batcher.close()); // writes the last-seen times it still holds
   const approvedBlobs = new ApprovedBlobs(ctx);
   const limits = ctx.guards.limits;
@@ -241,6 +243,7 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
       // A device with no pinned root (enrolled before `keys init`) gets the root to pin (trust on first use).
       const unverified = body.components.some((c) => c.health?.trust === 'unverified');
       const root = unverified ? currentRoot(ctx) : undefined;
+      const compared = await signalDemand.components();
       return {
         poll_seconds: ctx.pollSeconds,
         desired: result.desired,
@@ -248,6 +251,7 @@ export function registerDeviceRoutes(base: FastifyInstance, ctx: ServerContext):
         ...(root ? { tuf_root: root } : {}),
         desired_tag: desiredTag(result.desired),
         ...(wake ? { wake } : {}),
+        signals_wanted: body.components.map((c) => c.name).filter((n) => compared.has(n)),
       };
     },
   );
