@@ -2,6 +2,7 @@
 // halt and roll back, extend once, ask for approval, halt as inconclusive, wait for the final look, blamed).
 // Looks are fed as an evaluator would feed them, on a virtual clock.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { EvidenceEvent, SignalVerdict } from '../src/engine/evidence.ts';
 import { EVIDENCE_GRACE_MS, nextLook } from '../src/engine/evidence.ts';
@@ -120,6 +121,24 @@ const all =
   () => [signal('restarts', v, critical), signal('boot_seconds', 'pass', false)];
 
 describe('evidence gates: plan', () => {
+  it('parses the example in docs/plans.md', () => {
+    const md = readFileSync(new URL('../docs/plans.md', import.meta.url), 'utf8');
+    const block = [...md.matchAll(/```yaml\n([\s\S]*?)```/g)]
+      .map((m) => m[1])
+      .find((b) => b.includes('compare:'));
+    assert.ok(block, 'the reference has an evidence gate example');
+    const c = parsePlan(`name: doc\n${block}`, 'docs/plans.md').waves[0].compare;
+    assert.equal(c?.onFail, 'halt-and-rollback');
+    assert.equal(c?.extendMs, 2 * 3_600_000);
+    assert.deepEqual(
+      c?.signals.map((g) => [g.name, g.critical]),
+      [
+        ['restarts', true],
+        ['boot_seconds', false],
+      ],
+    );
+  });
+
   it('parses a gate with its defaults', () => {
     const p = planWith(GATE);
     const c = p.waves[0].compare;
