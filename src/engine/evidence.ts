@@ -186,6 +186,20 @@ export function describeSignal(s: SignalVerdict): string {
   return `${s.signal} ${s.verdict} (p=${fmt(s.p)}, effect ${fmt(s.effect)}, ${sizes})${moved}`;
 }
 
+/** A signal's numbers as the status view and the audit log record them (snake_case, as the API speaks). */
+export function signalNumbers(s: SignalVerdict) {
+  return {
+    signal: s.signal,
+    critical: s.critical,
+    u: s.u,
+    p: s.p,
+    effect: s.effect,
+    n_treatment: s.n_treatment,
+    n_control: s.n_control,
+    attributed_to: s.attributedTo ?? null,
+  };
+}
+
 /** Why a look's verdict acts, naming the wave and the signals that drove it. */
 export function evidenceWhy(wave: WaveSpec, v: EvidenceVerdict): string {
   const driving = v.signals.filter((s) => s.verdict !== 'pass');

@@ -16,6 +16,7 @@ import {
   judgeEvidence,
   nextLook,
   type SignalVerdict,
+  signalNumbers,
   testAlpha,
 } from '../../engine/evidence.ts';
 import type { CompareSpec, WaveSpec } from '../../engine/plan.ts';
@@ -230,15 +231,8 @@ export class EvidenceGateEvaluator {
       look: due.look,
       verdict: look.verdict.verdict,
       signals: look.verdict.signals.map((s) => ({
-        signal: s.signal,
+        ...signalNumbers(s),
         verdict: s.verdict,
-        critical: s.critical,
-        u: s.u,
-        p: s.p,
-        effect: s.effect,
-        n_treatment: s.n_treatment,
-        n_control: s.n_control,
-        attributed_to: s.attributedTo ?? null,
         summary: describeSignal(s),
       })),
       status: after.status,

@@ -1,4 +1,5 @@
 // The operator's view of a rollout: its engine state plus per-wave counts of what the devices did.
+import { signalNumbers } from '../../engine/evidence.ts';
 import type { Plan } from '../../engine/plan.ts';
 import type {
   AssignmentState,
@@ -66,15 +67,8 @@ export function evidenceViews(plan: Plan, state: RolloutState): EvidenceView[] {
       at: e.at,
       final: e.final,
       verdict: e.verdict,
-      signal: s.signal,
+      ...signalNumbers(s),
       signal_verdict: s.verdict,
-      critical: s.critical,
-      u: s.u,
-      p: s.p,
-      effect: s.effect,
-      n_treatment: s.n_treatment,
-      n_control: s.n_control,
-      attributed_to: s.attributedTo ?? null,
       reason: s.reason,
     })),
   );
